@@ -1,0 +1,54 @@
+"""cnnviz: watch a convolutional neural network think and learn.  Run with `streamlit run app.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str
+    title: str
+    icon: str
+    url_path: str
+    summary: str
+
+
+HOME = PageSpec("pages/home.py", "Home", ":material/home:", "home", "What cnnviz teaches.")
+
+SECTIONS: dict[str, tuple[PageSpec, ...]] = {
+    "Explore a trained CNN": (
+        PageSpec("pages/explorer.py", "Network explorer", ":material/draw:", "explorer",
+                 "Draw a digit (or pick a photo) and watch every layer of a trained CNN compute, then walk the "
+                 "gradient back from the loss to the pixels with one slider."),
+        PageSpec("pages/digit_sum.py", "Digit-sum challenge", ":material/functions:", "digit_sum",
+                 "Classify ten test digits and compare the sum of the predictions with the true sum."),
+    ),
+    "Backprop by hand": (
+        PageSpec("pages/graph.py", "Computational graph", ":material/account_tree:", "graph",
+                 "f = (x + y) z and your own expressions: values forward, gradients backward, one node at a time."),
+        PageSpec("pages/mlp.py", "Step-by-step MLP", ":material/hub:", "mlp",
+                 "Tiny networks from the worked examples: every value, gradient and weight update, step by step."),
+        PageSpec("pages/conv_lab.py", "Convolution & pooling lab", ":material/grid_on:", "conv_lab",
+                 "Convolution, pooling and ReLU forward and backward on small matrices you can edit."),
+    ),
+}
+
+ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values() for p in pages)
+
+
+def run() -> None:
+    import streamlit as st
+
+    st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
+
+    def page(spec: PageSpec, default: bool = False):
+        return st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path, default=default)
+
+    navigation = {"": [page(HOME, default=True)]}
+    navigation.update({section: [page(p) for p in pages] for section, pages in SECTIONS.items()})
+    st.navigation(navigation).run()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,304 @@
+"""Datasets, and turning any picture (canvas drawing, upload, dataset sample) into the tensor a model expects."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnviz.models import ModelCard
+
+# Refuse decompression bombs before decoding: Pillow checks this on open, from the header alone.
+MAX_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+DATASETS = ("mnist", "cifar10")
+SPLITS = ("train", "test")
+
+
+class DataUnavailable(Exception):
+    """The dataset is not on disk and could not be downloaded. The message says how to fix it."""
+
+
+class ImageError(Exception):
+    """An uploaded or drawn picture cannot be used. The message says why, in words for a learner."""
+
+
+class EmptyImage(ImageError):
+    """The picture has no ink (an empty canvas)."""
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("CNNVIZ_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "cnnviz" / "data"
+
+
+def _unavailable(name: str, root: Path, exc: BaseException) -> DataUnavailable:
+    return DataUnavailable(
+        f"The {name} dataset is not in {root} and could not be downloaded ({type(exc).__name__}). "
+        f"Set CNNVIZ_DATA_DIR to a folder that holds it (see README), or connect to the internet once "
+        f"so torchvision can download it there."
+    )
+
+
+def dataset(name: str, split: str, data_dir: str | Path | None = None, transform: Any = None):
+    """Open a dataset of PIL images and integer labels.
+
+    Args:
+        name: "mnist" or "cifar10".
+        split: "train" or "test".
+        data_dir: folder holding the data; defaults to $CNNVIZ_DATA_DIR, else ~/.cache/cnnviz/data.
+        transform: optional torchvision transform applied to each image.
+    Returns:
+        A torch Dataset whose items are (image, label).
+    Raises:
+        DataUnavailable: not on disk and not downloadable, with a message saying how to fix it.
+    """
+    import torchvision.datasets as tvd
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    train = split == "train"
+    if name == "mnist":
+        try:
+            return tvd.MNIST(str(root), train=train, download=False, transform=transform)
+        except RuntimeError:
+            pass
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            return tvd.MNIST(str(root), train=train, download=True, transform=transform)
+        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+            raise _unavailable("MNIST", root, exc) from None
+    folder = root / "cifar10" / split
+    if folder.is_dir():
+        return tvd.ImageFolder(str(folder), transform=transform)
+    try:
+        return tvd.CIFAR10(str(root), train=train, download=False, transform=transform)
+    except RuntimeError:
+        pass
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return tvd.CIFAR10(str(root), train=train, download=True, transform=transform)
+    except Exception as exc:  # noqa: BLE001
+        raise _unavailable("CIFAR-10", root, exc) from None
+
+
+def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
+    """Whether the test split can be opened without a download; (ok, message for the learner)."""
+    import torchvision.datasets as tvd
+
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    try:
+        if name == "mnist":
+            tvd.MNIST(str(root), train=False, download=False)
+        elif not (root / "cifar10" / "test").is_dir():
+            tvd.CIFAR10(str(root), train=False, download=False)
+    except Exception:  # noqa: BLE001
+        return False, (
+            f"The {'MNIST' if name == 'mnist' else 'CIFAR-10'} test set is not in {root}. "
+            "Set CNNVIZ_DATA_DIR to a folder that holds it, or run "
+            f"`python -m cnnviz.evaluate {name}` once with internet to download it. "
+            "Drawing and uploading still work."
+        )
+    return True, ""
+
+
+def load_arrays(name: str, split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole split as tensors: images uint8 (N, C, H, W) and labels int64 (N,). Used for fast training."""
+    ds = dataset(name, split, data_dir)
+    if name == "mnist":
+        images = ds.data.unsqueeze(1).clone()  # (N, 1, 28, 28) uint8
+        labels = ds.targets.clone().long()
+        return images, labels
+    if hasattr(ds, "data") and isinstance(ds.data, np.ndarray):  # torchvision CIFAR10
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(ds.targets, dtype=torch.long)
+    n = len(ds.samples)
+    images = torch.empty((n, 3, 32, 32), dtype=torch.uint8)
+    for i, (path, _) in enumerate(ds.samples):
+        with Image.open(path) as im:
+            images[i] = torch.from_numpy(np.array(im.convert("RGB").resize((32, 32)))).permute(2, 0, 1)
+    return images, torch.tensor(ds.targets, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pictures in: bytes -> PIL image -> model tensor
+
+
+def load_image(data: bytes) -> Image.Image:
+    """Decode uploaded bytes into a PIL image, refusing what is not a usable picture.
+
+    The size check runs on the header, before any pixel is decoded, so a decompression bomb costs nothing.
+    Raises ImageError with a message for the learner.
+    """
+    if not data:
+        raise ImageError("The file is empty. Upload a PNG or JPEG picture.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB. Upload a smaller picture.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"The picture is {width}x{height} pixels, too large to open safely.")
+            if image.format not in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"):
+                raise ImageError(f"{image.format} files are not supported. Upload a PNG or JPEG picture.")
+            image.seek(0)  # animated images: the first frame
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("The picture declares too many pixels to open safely (a decompression bomb?).") from None
+    except UnidentifiedImageError:
+        raise ImageError("This file is not a picture Pillow can read. Upload a PNG or JPEG picture.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"The picture is damaged or truncated ({exc}). Upload another one.") from None
+    if min(image.size) < 1:
+        raise ImageError("The picture has no pixels.")
+    return image
+
+
+def _to_float_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any PIL mode -> (RGB float array in [0, 1] of shape (H, W, 3), alpha in [0, 1] or None)."""
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    alpha = None
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode in ("I", "F") and arr.max() <= 255:
+            hi = 255.0
+        gray = np.clip(arr / hi, 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=2), None
+    if mode == "P" or mode == "PA":
+        image = image.convert("RGBA")
+    elif mode == "LA":
+        image = image.convert("RGBA")
+    elif mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGB")  # CMYK, YCbCr, 1, ...
+    if image.mode == "RGBA":
+        arr = np.asarray(image, dtype=np.float64) / 255.0
+        alpha = arr[..., 3]
+        if alpha.min() >= 1.0:
+            alpha = None
+        return arr[..., :3], alpha
+    if image.mode == "L":
+        gray = np.asarray(image, dtype=np.float64) / 255.0
+        return np.repeat(gray[..., None], 3, axis=2), None
+    return np.asarray(image, dtype=np.float64) / 255.0, None
+
+
+def ink_map(image: Image.Image) -> np.ndarray:
+    """MNIST convention: bright ink on a dark background, float (H, W) in [0, 1].
+
+    Transparent pixels count as background. A dark-on-light picture (pen on paper) is inverted, judged by
+    its border: MNIST's background is its border.
+    """
+    rgb, alpha = _to_float_array(image)
+    lum = rgb @ np.array([0.299, 0.587, 0.114])
+    if alpha is not None:
+        opaque = alpha > 0.5
+        dark_ink = opaque.any() and float(np.median(lum[opaque])) < 0.5 and (~opaque).any()
+        return (1.0 - lum if dark_ink else lum) * alpha
+    border = np.concatenate([lum[0, :], lum[-1, :], lum[:, 0], lum[:, -1]])
+    if float(np.median(border)) > 0.5:
+        lum = 1.0 - lum
+    return lum
+
+
+def mnist_field(image: Image.Image, ink_threshold: float = 0.1) -> np.ndarray:
+    """Do to a picture what MNIST did to its digits: float (28, 28) in [0, 1].
+
+    Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio, and paste it so
+    the centre of mass lands at the centre of a 28x28 field. Raises EmptyImage when there is no ink.
+    """
+    ink = ink_map(image)
+    peak = float(ink.max()) if ink.size else 0.0
+    mask = ink > max(ink_threshold, 0.25 * peak) if peak > 0 else np.zeros_like(ink, dtype=bool)
+    if peak < ink_threshold or not mask.any():
+        raise EmptyImage("Nothing is drawn yet: draw a digit on the canvas.")
+    rows, cols = np.nonzero(mask)
+    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    crop_img = Image.fromarray((np.clip(crop / peak, 0, 1) * 255).astype(np.uint8), mode="L")
+    small = np.asarray(crop_img.resize((new_w, new_h), Image.LANCZOS), dtype=np.float64) / 255.0
+    total = small.sum()
+    if total <= 0:
+        raise EmptyImage("Nothing is drawn yet: draw a digit on the canvas.")
+    ys, xs = np.indices(small.shape)
+    com_y, com_x = float((ys * small).sum() / total), float((xs * small).sum() / total)
+    top = int(np.clip(round(14 - com_y), 0, 28 - new_h))
+    left = int(np.clip(round(14 - com_x), 0, 28 - new_w))
+    field = np.zeros((28, 28), dtype=np.float64)
+    field[top:top + new_h, left:left + new_w] = small
+    return np.clip(field, 0.0, 1.0)
+
+
+def cifar_field(image: Image.Image) -> np.ndarray:
+    """Resize the shorter side to 32 and centre-crop: float (32, 32, 3) in [0, 1]. Transparency becomes white."""
+    rgb, alpha = _to_float_array(image)
+    if alpha is not None:
+        rgb = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), mode="RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((32, 32), Image.BICUBIC)
+    return np.asarray(img, dtype=np.float64) / 255.0
+
+
+def to_pixels(image: Image.Image, card: ModelCard) -> np.ndarray:
+    """What the network sees before normalisation: (C, H, W) float in [0, 1]."""
+    if card.name == "mnist":
+        return mnist_field(image)[None]
+    return cifar_field(image).transpose(2, 0, 1)
+
+
+def normalize(pixels: np.ndarray | torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """(C, H, W) pixels in [0, 1] -> (1, C, H, W) float32 tensor normalised with the card's mean and std."""
+    x = torch.as_tensor(np.asarray(pixels), dtype=torch.float32)
+    mean = torch.tensor(card.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float32).view(-1, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)  # (1, C, H, W)
+
+
+def preprocess(image: Image.Image, card: ModelCard, dataset_sample: bool = False) -> torch.Tensor:
+    """Any PIL image -> (1, C, H, W) tensor normalised with the card's mean/std.
+
+    Args:
+        image: any PIL image (canvas drawing, upload, dataset sample), any mode.
+        card: the model's card (input shape, mean, std).
+        dataset_sample: the image is already in the dataset's format (28x28 MNIST, 32x32 CIFAR): use it as is.
+    Raises:
+        EmptyImage: an MNIST picture without ink.
+    """
+    if dataset_sample:
+        c, h, w = card.input_shape
+        arr = np.asarray(image.convert("L" if c == 1 else "RGB").resize((w, h)), dtype=np.float64) / 255.0
+        pixels = arr[None] if c == 1 else arr.transpose(2, 0, 1)
+    else:
+        pixels = to_pixels(image, card)
+    return normalize(pixels, card)
+
+
+def unnormalize(x: torch.Tensor | np.ndarray, card: ModelCard) -> np.ndarray:
+    """(C, H, W) normalised -> (C, H, W) pixels in [0, 1] for display."""
+    arr = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(card.mean).reshape(-1, 1, 1)
+    std = np.asarray(card.std).reshape(-1, 1, 1)
+    return np.clip(arr * std + mean, 0.0, 1.0)

@@ -1,0 +1,48 @@
+"""Every page registered in app.py runs without an exception, in AppTest and in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import ALL_PAGES, SECTIONS
+from tests.conftest import IDLE, ROOT, open_page
+
+PAGE_IDS = [p.url_path for p in ALL_PAGES]
+
+
+@pytest.mark.parametrize("spec", ALL_PAGES, ids=PAGE_IDS)
+def test_page_runs_without_exception(spec):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page(spec.path)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title, f"{spec.path} shows no title"
+
+
+def test_home_links_every_page():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown) + " " + " ".join(s.value for s in at.subheader)
+    for section in SECTIONS:
+        assert section in text
+    links = at.get("page_link")
+    labels = {link.proto.label for link in links}
+    assert labels == {p.title for pages in SECTIONS.values() for p in pages}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ALL_PAGES, ids=PAGE_IDS)
+def test_page_in_browser(page, app_url, spec, tmp_path):
+    path = "" if spec is ALL_PAGES[0] else spec.url_path  # the default page lives at "/"
+    open_page(page, f"{app_url}/{path}")
+    page.wait_for_selector(IDLE)
+    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    for section in SECTIONS:  # st.navigation's grouped sidebar, not Streamlit's automatic pages/ listing
+        assert section in nav, nav
+    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
+    heading = page.locator("h1").first.inner_text()
+    assert heading.strip(), "page has no heading"
+    page.screenshot(path=str(tmp_path / f"{spec.url_path}.png"), full_page=True)

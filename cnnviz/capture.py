@@ -1,0 +1,295 @@
+"""One call records every layer's forward and backward pass.
+
+Safety under many browser sessions: the cached model is shared by every session, each in its own thread. A
+capture never registers a hook on it. It borrows a *private copy*: new module objects that share the shared
+model's parameter and buffer tensors (no weights are copied), registers per-call hooks on that copy inside
+``try`` and removes them in ``finally``. Another thread's forward pass runs other module objects, so it can
+neither fire nor see this call's hooks. Gradients come from ``torch.autograd.grad``, so ``param.grad`` is never
+written, and the copy is put in eval mode, so the shared model's mode is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnviz.records import GradientCheck, LayerRecord, LayerUpdate, StepRecord, Trace
+
+OBJECTIVES = ("loss", "logit")
+_KINDS: tuple[tuple[type, str], ...] = (
+    (nn.Conv2d, "conv"), (nn.Conv1d, "conv"), (nn.BatchNorm2d, "batchnorm"), (nn.BatchNorm1d, "batchnorm"),
+    (nn.ReLU, "relu"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"), (nn.AdaptiveAvgPool2d, "avgpool"),
+    (nn.Linear, "linear"), (nn.Dropout, "dropout"), (nn.Dropout2d, "dropout"), (nn.Flatten, "flatten"),
+)
+_MAX_POOLED_COPIES = 8
+_pool_lock = threading.Lock()
+_pools: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def layer_kind(module: nn.Module) -> str:
+    for cls, kind in _KINDS:
+        if isinstance(module, cls):
+            return kind
+    return type(module).__name__.lower()
+
+
+def is_leaf(module: nn.Module) -> bool:
+    return next(module.children(), None) is None
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """New module objects sharing ``model``'s parameter and buffer tensors, in eval mode, no in-place ops."""
+    memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    net = copy.deepcopy(model, memo)
+    for module in net.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+        module._backward_hooks.clear()
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    return net.eval()
+
+
+def _has_hooks(net: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules())
+
+
+@contextmanager
+def borrowed(model: nn.Module) -> Iterator[nn.Module]:
+    """Lend a private copy of ``model`` (see module docstring); it goes back to a small pool afterwards."""
+    with _pool_lock:
+        pool = _pools.setdefault(model, [])
+        net = pool.pop() if pool else None
+    if net is None:
+        net = private_copy(model)
+    try:
+        yield net
+    finally:
+        if not _has_hooks(net):  # a copy that somehow kept a hook is dropped, never reused
+            with _pool_lock:
+                pool = _pools.setdefault(model, [])
+                if len(pool) < _MAX_POOLED_COPIES:
+                    pool.append(net)
+
+
+def _hparams(module: nn.Module) -> dict[str, Any]:
+    keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+            "in_features", "out_features", "eps", "num_features", "output_size", "ceil_mode", "p")
+    out = {}
+    for key in keys:
+        if hasattr(module, key):
+            value = getattr(module, key)
+            out[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def _np(t: torch.Tensor | None, batch: bool = True) -> np.ndarray | None:
+    if t is None:
+        return None
+    t = t.detach()
+    return (t[0] if batch else t).clone().cpu().numpy()
+
+
+def _objective(logits: torch.Tensor, target: int, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
+    loss = F.cross_entropy(logits, torch.tensor([target], device=logits.device))
+    return (loss if objective == "loss" else logits[0, target]), loss
+
+
+def _check_inputs(model: nn.Module, x: torch.Tensor, objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] != 1:
+        raise ValueError(f"x must be a tensor with a batch dimension of 1, got shape {tuple(getattr(x, 'shape', ()))}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the input contains inf or nan")
+
+
+def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, objective: str = "loss") -> Trace:
+    """Run one forward and one backward pass and record every leaf module's tensors.
+
+    Args:
+        model: any nn.Module of standard layers (shared models are safe: see the module docstring).
+        x: input of shape (1, C, H, W), as ``cnnviz.data.preprocess`` returns it.
+        target: class index to explain; None means the predicted class.
+        objective: "loss" differentiates the cross-entropy of ``target``; "logit" differentiates its logit.
+    Returns:
+        A Trace of numpy arrays (batch dimension removed), layers in forward order.
+    """
+    _check_inputs(model, x, objective)
+    calls: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            inp = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            out = output if isinstance(output, torch.Tensor) else output[0]
+            indices = None
+            if isinstance(module, nn.MaxPool2d) and inp is not None:
+                with torch.no_grad():
+                    _, indices = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding,
+                                              module.dilation, module.ceil_mode, return_indices=True)
+            calls.append((name, module, inp, out, indices))
+        return hook
+
+    with borrowed(model) as net:
+        handles = []
+        try:
+            for name, module in net.named_modules():
+                if is_leaf(module):
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            x_in = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = net(x_in)  # (1, K)
+                k = logits.shape[1]
+                pred = int(logits.argmax(1))
+                tgt = pred if target is None else int(target)
+                if not 0 <= tgt < k:
+                    raise ValueError(f"target {tgt} is not a class index (0..{k - 1})")
+                obj, loss = _objective(logits, tgt, objective)
+                wrt: dict[int, torch.Tensor] = {id(x_in): x_in}
+                for _, module, inp, out, _ in calls:
+                    for t in (inp, out, *module.parameters(recurse=False)):
+                        if t is not None and t.requires_grad:
+                            wrt.setdefault(id(t), t)
+                keys = list(wrt)
+                grads = torch.autograd.grad(obj, [wrt[i] for i in keys], allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+    grad_of = {i: g for i, g in zip(keys, grads, strict=True)}
+
+    def grad(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        g = grad_of.get(id(t))
+        return torch.zeros_like(t) if g is None else g
+
+    layers = []
+    seen_calls: dict[str, int] = {}
+    for index, (name, module, inp, out, indices) in enumerate(calls):
+        call = seen_calls.get(name, 0)
+        seen_calls[name] = call + 1
+        weight = getattr(module, "weight", None)
+        bias = getattr(module, "bias", None)
+        weight = weight if isinstance(weight, torch.Tensor) else None
+        bias = bias if isinstance(bias, torch.Tensor) else None
+        extra: dict[str, np.ndarray] = {}
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+            with torch.no_grad():
+                scale = torch.rsqrt(module.running_var + module.eps)
+                if weight is not None:
+                    scale = scale * weight
+                shift = -module.running_mean * scale + (bias if bias is not None else 0)
+            extra = {"scale": _np(scale, False), "shift": _np(shift, False),
+                     "running_mean": _np(module.running_mean, False), "running_var": _np(module.running_var, False)}
+        layers.append(LayerRecord(
+            name=name, kind=layer_kind(module), index=index, call=call,
+            input=_np(inp), output=_np(out), grad_output=_np(grad(out)), grad_input=_np(grad(inp)),
+            weight=_np(weight, False), bias=_np(bias, False),
+            weight_grad=_np(grad(weight), False) if weight is not None else None,
+            bias_grad=_np(grad(bias), False) if bias is not None else None,
+            hparams=_hparams(module), pool_indices=_np(indices), extra=extra,
+        ))
+    probs = torch.softmax(logits.detach(), dim=1)
+    return Trace(
+        logits=_np(logits), probs=_np(probs), pred=pred, target=tgt, objective=objective,
+        loss=float(loss.detach()), objective_value=float(obj.detach()),
+        input=_np(x_in), input_grad=_np(grad_of[id(x_in)]), layers=tuple(layers),
+    )
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Class probabilities (K,) for one input, without gradients, on a private copy."""
+    with borrowed(model) as net, torch.no_grad():
+        return torch.softmax(net(x), dim=1)[0].numpy()
+
+
+def sgd_step(model: nn.Module, x: torch.Tensor, target: int, lr: float) -> StepRecord:
+    """One plain SGD step (theta <- theta - lr * dL/dtheta) on this single input, on a full copy of the model.
+
+    The shared model is never changed. ``diverged`` is set when the step produces inf/nan.
+    """
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        raise ValueError(f"learning rate must be a finite number, got {lr!r}")
+    _check_inputs(model, x, "loss")
+    net = copy.deepcopy(model).eval()
+    names, params = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad], strict=True)
+    x = x.detach()
+    tgt = torch.tensor([int(target)])
+    with torch.enable_grad():
+        logits = net(x)
+        loss_before = F.cross_entropy(logits, tgt)
+        grads = torch.autograd.grad(loss_before, params)
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.sub_(lr * g)
+        logits_after = net(x)
+        loss_after = F.cross_entropy(logits_after, tgt)
+    updates = []
+    diverged = not bool(torch.isfinite(loss_after))
+    for name, p, old in zip(names, params, before, strict=True):
+        delta = p.detach() - old
+        norm = float(delta.norm())
+        old_norm = float(old.norm())
+        diverged = diverged or not math.isfinite(norm)
+        updates.append(LayerUpdate(name, delta.numpy(), norm, norm / old_norm if old_norm > 0 else float("inf")))
+    return StepRecord(
+        lr=float(lr), target=int(target), loss_before=float(loss_before.detach()), loss_after=float(loss_after),
+        probs_before=torch.softmax(logits.detach(), 1)[0].numpy(),
+        probs_after=torch.softmax(logits_after, 1)[0].numpy(),
+        updates=tuple(updates), diverged=diverged,
+    )
+
+
+def gradient_check(
+    model: nn.Module, x: torch.Tensor, target: int, param_name: str, index: tuple[int, ...],
+    eps: float = 1e-6, objective: str = "loss",
+) -> GradientCheck:
+    """Compare autograd's derivative of the objective with a central finite difference, in float64.
+
+    Args:
+        param_name: a name from ``model.named_parameters()``, or "input" for a pixel of x.
+        index: the element's index within that tensor (without the batch dimension for "input").
+        eps: the finite-difference step.
+    Returns:
+        GradientCheck(autograd, finite_difference, relative_error, eps).
+    """
+    _check_inputs(model, x, objective)
+    net = copy.deepcopy(model).double().eval()
+    x64 = x.detach().double().clone()
+    if param_name == "input":
+        tensor, index = x64, (0, *tuple(index))
+    else:
+        named = dict(net.named_parameters())
+        if param_name not in named:
+            raise KeyError(f"no parameter {param_name!r}")
+        tensor = named[param_name]
+
+    def f() -> torch.Tensor:
+        return _objective(net(x64), target, objective)[0]
+
+    with torch.enable_grad():
+        leaf = tensor.requires_grad_(True) if param_name == "input" else tensor
+        (g,) = torch.autograd.grad(f(), [leaf])
+    auto = float(g[index])
+    with torch.no_grad():
+        original = float(tensor[index])
+        tensor[index] = original + eps
+        f_plus = float(f())
+        tensor[index] = original - eps
+        f_minus = float(f())
+        tensor[index] = original
+    fd = (f_plus - f_minus) / (2 * eps)
+    rel = abs(auto - fd) / max(abs(auto), abs(fd), 1e-10)
+    return GradientCheck(auto, fd, rel, eps)

@@ -1,0 +1,301 @@
+"""The explorer's teaching math: each layer's forward and backward rule written out for one cell, with numbers.
+
+Every function takes records from a Trace (which equal autograd) and recomputes one number by hand, the way a
+learner would on paper; the tests check that the hand computation lands on the recorded value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from cnnviz.records import LayerRecord, Trace
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward
+
+
+@dataclass(frozen=True)
+class ConvCell:
+    """out[o, i, j] = sum over (c, u, v) of kernel[c, u, v] * patch[c, u, v] + bias."""
+
+    out_channel: int
+    row: int
+    col: int
+    kernel: np.ndarray  # (C_in, kh, kw)
+    patch: np.ndarray  # (C_in, kh, kw): input under the kernel, 0 where it lies on padding
+    products: np.ndarray  # (C_in, kh, kw)
+    bias: float
+    total: float  # products.sum() + bias
+    recorded: float  # the value in the recorded feature map
+
+
+def conv_cell(rec: LayerRecord, out_channel: int, row: int, col: int) -> ConvCell:
+    """Recompute one output cell of a Conv2d record as a sum of products."""
+    if rec.kind != "conv" or rec.weight is None or rec.input.ndim != 3:
+        raise ValueError(f"{rec.name} is not a 2-D convolution")
+    if rec.hparams.get("groups", 1) != 1:
+        raise ValueError("grouped convolutions are not written out")
+    (sh, sw), (ph, pw), (dh, dw) = (_pair(rec.hparams[k]) for k in ("stride", "padding", "dilation"))
+    kernel = rec.weight[out_channel]  # (C_in, kh, kw)
+    _, kh, kw = kernel.shape
+    padded = np.pad(rec.input, ((0, 0), (ph, ph), (pw, pw)))
+    r0, c0 = row * sh, col * sw
+    patch = padded[:, r0:r0 + dh * (kh - 1) + 1:dh, c0:c0 + dw * (kw - 1) + 1:dw]
+    products = kernel * patch
+    bias = float(rec.bias[out_channel]) if rec.bias is not None else 0.0
+    return ConvCell(out_channel, row, col, kernel, patch, products, bias, float(products.sum()) + bias,
+                    float(rec.output[out_channel, row, col]))
+
+
+@dataclass(frozen=True)
+class ReluSummary:
+    zero_share: float  # share of units the ReLU set to 0
+    dead_channels: tuple[int, ...]  # channels that are 0 everywhere for this input
+    units: int
+
+
+def relu_summary(rec: LayerRecord) -> ReluSummary:
+    out = rec.output
+    zero_share = float((out <= 0).mean())
+    dead = tuple(int(c) for c in range(out.shape[0]) if out.ndim == 3 and not (out[c] > 0).any())
+    return ReluSummary(zero_share, dead, int(out.size))
+
+
+@dataclass(frozen=True)
+class PoolWindow:
+    out_row: int
+    out_col: int
+    top: int  # window's first input row (may be negative with padding)
+    left: int
+    height: int
+    width: int
+    arg_row: int  # the chosen (argmax) input cell
+    arg_col: int
+    value: float
+
+
+def pool_windows(rec: LayerRecord, channel: int) -> list[PoolWindow]:
+    """Each max-pool window of one channel with its argmax cell, from the recorded pool_indices."""
+    if rec.kind != "maxpool" or rec.pool_indices is None:
+        raise ValueError(f"{rec.name} is not a max-pool")
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(rec.hparams[k]) for k in ("kernel_size", "stride", "padding"))
+    width_in = rec.input.shape[-1]
+    idx = rec.pool_indices[channel]
+    windows = []
+    for i in range(idx.shape[0]):
+        for j in range(idx.shape[1]):
+            flat = int(idx[i, j])
+            windows.append(PoolWindow(i, j, i * sh - ph, j * sw - pw, kh, kw, flat // width_in, flat % width_in,
+                                      float(rec.output[channel, i, j])))
+    return windows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backward: the local rule of each layer, for one cell
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One layer's local backward rule at one cell: the formula, its terms with real numbers, and the result."""
+
+    kind: str
+    formula: str  # the rule in symbols
+    worked: str  # the rule with this cell's numbers
+    value: float  # the hand-computed dL/d(input) at the cell
+    recorded: float  # what autograd gave (from the trace)
+    terms: list[tuple[str, float, float]] = field(default_factory=list)  # (label, upstream, local) per term
+
+
+def loss_gradient(trace: Trace) -> np.ndarray:
+    """dL/d(logits): softmax + cross-entropy gives p - onehot(target); the logit objective gives onehot."""
+    onehot = np.zeros_like(trace.probs)
+    onehot[trace.target] = 1.0
+    return trace.probs - onehot if trace.objective == "loss" else onehot
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def backward_rule(rec: LayerRecord, cell: tuple[int, ...]) -> Rule:
+    """dL/d(input) at ``cell`` (an index into rec.input) recomputed from dL/d(output) by the layer's local rule."""
+    g, x = rec.grad_output, rec.input
+    recorded = float(rec.grad_input[cell])
+    kind = rec.kind
+    if kind == "relu":
+        passes = bool(x[cell] > 0)
+        value = float(g[cell]) if passes else 0.0
+        worked = (f"input {_fmt(float(x[cell]))} {'> 0: gradient passes' if passes else '<= 0: gradient blocked'}"
+                  f" -> dL/dx = {_fmt(float(g[cell]))} x {int(passes)} = {_fmt(value)}")
+        return Rule(kind, "dL/dx = dL/dy * [x > 0]", worked, value, recorded,
+                    [("mask", float(g[cell]), float(passes))])
+    if kind in ("dropout", "flatten"):
+        value = float(g.reshape(x.shape)[cell])
+        formula = "dL/dx = dL/dy (identity in eval mode)" if kind == "dropout" else "dL/dx = dL/dy, reshaped"
+        return Rule(kind, formula, f"dL/dx = {_fmt(value)}", value, recorded)
+    if kind not in _RULES:
+        raise ValueError(f"no hand-written rule for a {kind} layer")
+    return _RULES[kind](rec, cell, recorded)
+
+
+def _batchnorm_rule(rec: LayerRecord, cell, recorded) -> Rule:
+    c = cell[0]
+    scale = float(rec.extra["scale"][c])
+    up = float(rec.grad_output[cell])
+    value = up * scale
+    return Rule("batchnorm", "dL/dx = dL/dy * gamma / sqrt(running_var + eps)  (eval mode: a per-channel scale)",
+                f"dL/dx = {_fmt(up)} x {_fmt(scale)} = {_fmt(value)}", value, recorded, [("scale", up, scale)])
+
+
+def _linear_rule(rec: LayerRecord, cell, recorded) -> Rule:
+    (j,) = cell
+    w = rec.weight[:, j]  # (out,)
+    g = rec.grad_output
+    terms = [(f"g[{i}] * W[{i},{j}]", float(g[i]), float(w[i])) for i in range(len(g))]
+    value = float((g * w).sum())
+    shown = " + ".join(f"{_fmt(a)}x{_fmt(b)}" for _, a, b in terms[:10])
+    return Rule("linear", "dL/dx = W^T g", f"dL/dx[{j}] = {shown}{' + ...' if len(terms) > 10 else ''} = "
+                f"{_fmt(value)}", value, recorded, terms)
+
+
+def _maxpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
+    c, r, col = cell
+    width_in = rec.input.shape[-1]
+    flat = r * width_in + col
+    hits = np.argwhere(rec.pool_indices[c] == flat)
+    terms = [(f"window ({i},{j})", float(rec.grad_output[c, i, j]), 1.0) for i, j in hits]
+    value = float(sum(t[1] for t in terms))
+    if terms:
+        worked = (f"cell ({r},{col}) is the max of {len(terms)} window(s): dL/dx = "
+                  + " + ".join(_fmt(t[1]) for t in terms) + f" = {_fmt(value)}")
+    else:
+        worked = f"cell ({r},{col}) is the max of no window: dL/dx = 0"
+    return Rule("maxpool", "each window's gradient goes to its argmax cell; other cells get 0", worked, value,
+                recorded, terms)
+
+
+def _avgpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
+    c, r, col = cell
+    h_in, w_in = rec.input.shape[-2:]
+    h_out, w_out = rec.output.shape[-2:]
+    terms = []
+    for i in range(h_out):  # adaptive average pooling windows, as PyTorch defines them
+        r0, r1 = (i * h_in) // h_out, -((-(i + 1) * h_in) // h_out)
+        if not r0 <= r < r1:
+            continue
+        for j in range(w_out):
+            c0, c1 = (j * w_in) // w_out, -((-(j + 1) * w_in) // w_out)
+            if c0 <= col < c1:
+                terms.append((f"window ({i},{j})", float(rec.grad_output[c, i, j]), 1.0 / ((r1 - r0) * (c1 - c0))))
+    if "kernel_size" in rec.hparams:  # fixed-kernel AvgPool2d: recompute with its own windows
+        (kh, kw), (sh, sw), (ph, pw) = (_pair(rec.hparams[k]) for k in ("kernel_size", "stride", "padding"))
+        terms = [(f"window ({i},{j})", float(rec.grad_output[c, i, j]), 1.0 / (kh * kw))
+                 for i in range(h_out) for j in range(w_out)
+                 if i * sh - ph <= r < i * sh - ph + kh and j * sw - pw <= col < j * sw - pw + kw]
+    value = float(sum(a * b for _, a, b in terms))
+    worked = "dL/dx = " + " + ".join(f"{_fmt(a)} x {_fmt(b)}" for _, a, b in terms[:6]) + f" = {_fmt(value)}"
+    return Rule("avgpool", "each window's gradient is split equally over its cells", worked, value, recorded, terms)
+
+
+def _conv_rule(rec: LayerRecord, cell, recorded) -> Rule:
+    c, r, col = cell
+    (sh, sw), (ph, pw) = _pair(rec.hparams["stride"]), _pair(rec.hparams["padding"])
+    w, g = rec.weight, rec.grad_output  # (O, C, kh, kw), (O, H_out, W_out)
+    _, _, kh, kw = w.shape
+    terms = []
+    for u in range(kh):
+        for v in range(kw):
+            i_num, j_num = r + ph - u, col + pw - v
+            if i_num % sh or j_num % sw:
+                continue
+            i, j = i_num // sh, j_num // sw
+            if 0 <= i < g.shape[1] and 0 <= j < g.shape[2]:
+                for o in range(w.shape[0]):
+                    terms.append((f"g[{o},{i},{j}] * W[{o},{c},{u},{v}]", float(g[o, i, j]), float(w[o, c, u, v])))
+    value = float(sum(a * b for _, a, b in terms))
+    worked = (f"dL/dx[{c},{r},{col}] = sum of {len(terms)} products g x W (every output channel, every kernel "
+              f"position that covered this cell) = {_fmt(value)}")
+    return Rule("conv", "dX = full convolution of g with the kernel rotated 180 degrees, summed over output channels",
+                worked, value, recorded, terms)
+
+
+_RULES = {"batchnorm": _batchnorm_rule, "linear": _linear_rule, "maxpool": _maxpool_rule,
+          "avgpool": _avgpool_rule, "conv": _conv_rule}
+
+
+def conv_input_grad_full(rec: LayerRecord) -> np.ndarray:
+    """dL/dX of a stride-1 conv as the textbook says: pad g by k-1, correlate with the 180-degree-rotated kernel.
+
+    Returns (C_in, H, W); equals the recorded grad_input.
+    """
+    if _pair(rec.hparams["stride"]) != (1, 1) or _pair(rec.hparams.get("dilation", 1)) != (1, 1):
+        raise ValueError("the full-convolution picture is shown for stride 1, dilation 1")
+    w, g = rec.weight, rec.grad_output
+    _, c_in, kh, kw = w.shape
+    ph, pw = _pair(rec.hparams["padding"])
+    g_pad = np.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+    rotated = w[:, :, ::-1, ::-1]
+    full_h, full_w = g.shape[1] + kh - 1, g.shape[2] + kw - 1
+    full = np.zeros((c_in, full_h, full_w))
+    for u in range(kh):
+        for v in range(kw):
+            window = g_pad[:, u:u + full_h, v:v + full_w]  # (O, full_h, full_w)
+            full += np.einsum("ohw,oc->chw", window, rotated[:, :, u, v])
+    h_in, w_in = rec.input.shape[1:]
+    return full[:, ph:ph + h_in, pw:pw + w_in]
+
+
+def conv_weight_grad_terms(rec: LayerRecord, out_channel: int, in_channel: int, u: int, v: int) -> tuple[
+        np.ndarray, np.ndarray, float]:
+    """dW[o, c, u, v] = sum over output cells (i, j) of X_pad[c, i*s + u, j*s + v] * g[o, i, j].
+
+    Returns (the input values aligned with g, g of that output channel, their summed product).
+    """
+    (sh, sw), (ph, pw) = _pair(rec.hparams["stride"]), _pair(rec.hparams["padding"])
+    g = rec.grad_output[out_channel]  # (H_out, W_out)
+    padded = np.pad(rec.input[in_channel], ((ph, ph), (pw, pw)))
+    h_out, w_out = g.shape
+    aligned = padded[u:u + sh * (h_out - 1) + 1:sh, v:v + sw * (w_out - 1) + 1:sw]
+    return aligned, g, float((aligned * g).sum())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architecture
+
+
+@dataclass(frozen=True)
+class ArchRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    receptive_field: int  # input pixels (per side) one output cell can see
+    jump: int  # input pixels between neighbouring output cells
+
+
+def architecture(model: nn.Module, trace: Trace) -> list[ArchRow]:
+    """Per leaf layer: output shape, parameter count and receptive field, computed by the usual recurrence."""
+    modules = dict(model.named_modules())
+    rows = []
+    rf, jump = 1, 1
+    input_side = trace.input.shape[-1]
+    for rec in trace.layers:
+        module = modules[rec.name]
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if rec.kind in ("conv", "maxpool") or (rec.kind == "avgpool" and "kernel_size" in rec.hparams):
+            k, s = _pair(rec.hparams["kernel_size"])[0], _pair(rec.hparams["stride"])[0]
+            d = _pair(rec.hparams.get("dilation", 1))[0]
+            rf += (d * (k - 1)) * jump
+            jump *= s
+        elif rec.kind == "avgpool" or rec.kind == "linear":  # global pooling / dense: sees everything
+            rf = max(rf, input_side)
+        rows.append(ArchRow(rec.name, rec.kind, tuple(rec.output.shape), params, min(rf, 10**6), jump))
+    return rows

@@ -1,0 +1,122 @@
+"""The explorer's hand-written teaching math lands on the recorded (autograd) numbers, for every layer kind."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from cnnviz.capture import capture
+from cnnviz.explain import (
+    architecture,
+    backward_rule,
+    conv_cell,
+    conv_input_grad_full,
+    conv_weight_grad_terms,
+    loss_gradient,
+    pool_windows,
+    relu_summary,
+)
+from tests.helpers import shipped_or_random, small_cnn
+
+
+@pytest.fixture(scope="module", params=["mnist", "small_cnn"])
+def trace(request):
+    torch.manual_seed(21)
+    if request.param == "mnist":
+        model, x = copy.deepcopy(shipped_or_random("mnist")).double(), torch.randn(1, 1, 28, 28).double()
+    else:
+        model, x = small_cnn().double(), torch.randn(1, 2, 9, 9).double()
+    return capture(model, x, target=1)
+
+
+def cells(shape, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [tuple(int(rng.integers(0, s)) for s in shape) for _ in range(n)]
+
+
+def test_conv_cell_sum_of_products_equals_the_map(trace):
+    for rec in (r for r in trace.layers if r.kind == "conv"):
+        for o, i, j in cells(rec.output.shape):
+            cell = conv_cell(rec, o, i, j)
+            assert cell.total == pytest.approx(cell.recorded, rel=1e-9, abs=1e-12), rec.name
+            # and F.conv2d on the same patch agrees
+            ref = F.conv2d(torch.as_tensor(cell.patch)[None], torch.as_tensor(cell.kernel)[None])
+            assert float(ref) + cell.bias == pytest.approx(cell.recorded, rel=1e-9, abs=1e-12)
+
+
+def test_every_backward_rule_equals_autograd(trace):
+    checked = set()
+    for rec in trace.layers:
+        for cell in cells(rec.input.shape, n=5, seed=rec.index):
+            rule = backward_rule(rec, cell)
+            assert rule.value == pytest.approx(rule.recorded, rel=1e-8, abs=1e-12), (rec.name, cell, rule.worked)
+        checked.add(rec.kind)
+    assert {"conv", "relu", "maxpool", "avgpool"} <= checked
+
+
+def test_relu_rule_blocks_negative_inputs(trace):
+    rec = next(r for r in trace.layers if r.kind == "relu")
+    neg = tuple(int(v) for v in np.argwhere(rec.input <= 0)[0])
+    pos = tuple(int(v) for v in np.argwhere(rec.input > 0)[0])
+    assert backward_rule(rec, neg).value == 0.0
+    assert backward_rule(rec, pos).value == pytest.approx(float(rec.grad_output[pos]))
+
+
+def test_loss_gradient_is_p_minus_onehot(trace):
+    rec = trace.layers[-1]  # its grad_output is dL/dlogits
+    assert_close(torch.as_tensor(loss_gradient(trace)), torch.as_tensor(rec.grad_output))
+
+
+def test_full_convolution_with_rotated_kernel_equals_grad_input(trace):
+    for rec in (r for r in trace.layers if r.kind == "conv" and r.hparams["stride"] == (1, 1)):
+        assert_close(torch.as_tensor(conv_input_grad_full(rec).copy()), torch.as_tensor(rec.grad_input))
+
+
+def test_weight_gradient_terms_sum_to_the_recorded_weight_grad(trace):
+    for rec in (r for r in trace.layers if r.kind == "conv"):
+        o_ch, c_in, kh, kw = rec.weight.shape
+        for o, c, u, v in cells((o_ch, c_in, kh, kw), n=4):
+            _, _, total = conv_weight_grad_terms(rec, o, c, u, v)
+            assert total == pytest.approx(float(rec.weight_grad[o, c, u, v]), rel=1e-8, abs=1e-12)
+
+
+def test_pool_windows_and_relu_summary(trace):
+    for rec in (r for r in trace.layers if r.kind == "maxpool"):
+        for w in pool_windows(rec, 0):
+            assert rec.input[0, w.arg_row, w.arg_col] == w.value
+            assert w.top <= w.arg_row < w.top + w.height and w.left <= w.arg_col < w.left + w.width
+    rec = next(r for r in trace.layers if r.kind == "relu")
+    summary = relu_summary(rec)
+    assert summary.zero_share == pytest.approx(float((rec.output == 0).mean()))
+    for c in summary.dead_channels:
+        assert not rec.output[c].any()
+
+
+def test_overlapping_maxpool_cell_collects_several_windows():
+    # a single large value inside many 3x3 stride-1 windows wins them all and collects their summed gradient
+    net = torch.nn.Sequential(torch.nn.MaxPool2d(3, stride=1), torch.nn.Flatten(), torch.nn.Linear(9, 2)).double()
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    x[0, 0, 2, 2] = 5.0
+    tr = capture(net, x, target=0)
+    rule = backward_rule(tr.layers[0], (0, 2, 2))
+    assert len(rule.terms) == 9
+    assert rule.value == pytest.approx(rule.recorded)
+
+
+def test_architecture_receptive_fields():
+    model = shipped_or_random("mnist")
+    tr = capture(model, torch.randn(1, 1, 28, 28))
+    rows = {r.name: r for r in architecture(model, tr)}
+    assert rows["block1.conv1"].receptive_field == 3
+    assert rows["block1.conv2"].receptive_field == 5
+    assert rows["trans1.pool"].receptive_field == 6 and rows["trans1.pool"].jump == 2
+    assert rows["block2.conv2"].receptive_field == 14
+    assert rows["trans2.pool"].receptive_field == 16 and rows["trans2.pool"].jump == 4
+    assert rows["head.conv3x3"].receptive_field == 24
+    assert sum(r.params for r in rows.values()) == sum(p.numel() for p in model.parameters())
+    assert rows["head.flatten"].output_shape == (10,)

@@ -393,6 +393,7 @@ class PoolWindow:
     values: Matrix  # the window's entries
     winner: Pos | None  # max-pool: the input cell that wins (first maximum in reading order); avg: None
     value: float  # the output entry
+    maxima: tuple[Pos, ...] = ()  # max-pool: every cell holding the maximum; more than one is a tie
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,10 +459,11 @@ def pool(x: Matrix, kernel: int = 2, stride: int | None = None, mode: str = "max
                 a, b = np.unravel_index(int(np.argmax(win)), win.shape)  # first maximum, row by row
                 winner: Pos | None = (top + int(a), left + int(b))
                 value = float(win[a, b])
+                maxima = tuple((top + int(r), left + int(c)) for r, c in zip(*np.nonzero(win == value), strict=True))
             else:
-                winner, value = None, math.fsum(win.ravel()) / win.size
+                winner, value, maxima = None, math.fsum(win.ravel()) / win.size, ()
             out[i, j] = value
-            windows.append(PoolWindow((i, j), top, left, win, winner, value))
+            windows.append(PoolWindow((i, j), top, left, win, winner, value, maxima))
     return PoolForward(x, kernel, stride, mode, out, tuple(windows), rows, cols)
 
 

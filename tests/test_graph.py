@@ -1,0 +1,366 @@
+"""cnnviz.graph against torch autograd (float64): values, gradients, the step walk, limits and hostile input."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cnnviz import graph
+
+F64 = torch.float64
+
+
+def t(value: float, grad: bool = True) -> torch.Tensor:
+    return torch.tensor(float(value), dtype=F64, requires_grad=grad)
+
+
+# --------------------------------------------------------------------------------------------- the worked example
+def test_default_example_is_the_issue_numbers_and_torch_agrees():
+    g = graph.build_graph(graph.DEFAULT_EXPRESSION, graph.DEFAULT_VALUES)
+    # the worked example, literally (source material, corrected to z = -4)
+    assert g.by_name("q").value == 3 and g.node(g.output).value == -12
+    assert g.by_name("q").grad == -4 and g.by_name("z").grad == 3
+    assert g.gradients() == {"x": -4, "y": -4, "z": 3}
+    equations = [s.equation for s in g.steps]
+    assert "q = x + y = -2 + 5 = 3" in equations
+    assert "f = q * z = 3 * (-4) = -12" in equations
+    assert "df/dq = z = -4" in equations and "df/dz = q = 3" in equations
+    assert "df/dx = df/dq * dq/dx = -4 * 1 = -4" in equations
+    assert "df/dy = df/dq * dq/dy = -4 * 1 = -4" in equations
+
+    x, y, z = t(-2), t(5), t(-4)
+    q = x + y
+    q.retain_grad()
+    f = q * z
+    f.backward()
+    assert_close(torch.tensor([g.by_name("q").value, g.node(g.output).value], dtype=F64), torch.stack([q, f]).detach())
+    got = torch.tensor([g.by_name(n).grad for n in ("x", "y", "z", "q")], dtype=F64)
+    assert_close(got, torch.stack([x.grad, y.grad, z.grad, q.grad]))
+
+
+# --------------------------------------------------------------------------------- random expressions vs autograd
+UNARY = {
+    "exp": torch.exp, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+    "log": lambda a: torch.log(a * a + 0.5), "neg": lambda a: -a,
+}
+
+
+class RandomExpression:
+    """Builds an expression string and the same computation in torch, independently of cnnviz.graph's parser.
+
+    ``ops`` records every operation's torch result in post-order (left operand, right operand, then the operation),
+    the order in which cnnviz.graph numbers its operation nodes.
+    """
+
+    def __init__(self, rng: random.Random, names: tuple[str, ...]) -> None:
+        self.rng, self.names = rng, names
+
+    def build(self, depth: int):
+        rng = self.rng
+        if depth == 0 or rng.random() < 0.2:
+            if rng.random() < 0.75:
+                name = rng.choice(self.names)
+                return name, lambda env, ops, name=name: env[name]
+            c = rng.choice([0.5, 2, 3, 1.5])
+            return f"{c}", lambda env, ops, c=c: torch.tensor(float(c), dtype=F64)
+        kind = rng.choice(["+", "-", "*", "/", "**", "unary", "unary", "max", "min"])
+        if kind == "unary":
+            fn_name = rng.choice(list(UNARY))
+            a_text, a_fn = self.build(depth - 1)
+            if fn_name == "log":  # keep log's argument positive: log(a*a + 0.5), written out in full
+                inner_text = f"log(({a_text})*({a_text}) + 0.5)"
+
+                def run_log(env, ops, a_fn=a_fn):
+                    a1 = a_fn(env, ops)
+                    a2 = a_fn(env, ops)
+                    sq = a1 * a2
+                    ops.append(sq)
+                    s = sq + 0.5
+                    ops.append(s)
+                    out = torch.log(s)
+                    ops.append(out)
+                    return out
+
+                return inner_text, run_log
+            if fn_name == "neg" and _is_number(a_text):  # "-(2)" is the constant -2, not an operation
+                c = -float(a_text)
+                return f"{c}", lambda env, ops, c=c: torch.tensor(c, dtype=F64)
+            if fn_name == "neg":
+                text = f"-({a_text})"
+            else:
+                text = f"{fn_name}({a_text})"
+
+            def run_unary(env, ops, a_fn=a_fn, fn=UNARY[fn_name]):
+                out = fn(a_fn(env, ops))
+                ops.append(out)
+                return out
+
+            return text, run_unary
+        a_text, a_fn = self.build(depth - 1)
+        if kind == "**":
+            p = rng.choice([2, 3])
+            text = f"({a_text})**{p}"
+
+            def run_pow(env, ops, a_fn=a_fn, p=p):
+                out = a_fn(env, ops) ** float(p)
+                ops.append(out)
+                return out
+
+            return text, run_pow
+        b_text, b_fn = self.build(depth - 1)
+        if kind in ("max", "min"):
+            torch_fn = torch.maximum if kind == "max" else torch.minimum
+            text = f"{kind}({a_text}, {b_text})"
+        elif kind == "/":
+            text = f"({a_text}) / (({b_text})**2 + 1)"
+
+            def run_div(env, ops, a_fn=a_fn, b_fn=b_fn):
+                a = a_fn(env, ops)
+                b = b_fn(env, ops)
+                sq = b ** 2.0
+                ops.append(sq)
+                den = sq + 1.0
+                ops.append(den)
+                out = a / den
+                ops.append(out)
+                return out
+
+            return text, run_div
+        else:
+            torch_fn = {"+": torch.add, "-": torch.sub, "*": torch.mul}[kind]
+            text = f"({a_text}) {kind} ({b_text})"
+
+        def run_binary(env, ops, a_fn=a_fn, b_fn=b_fn, torch_fn=torch_fn):
+            a = a_fn(env, ops)
+            b = b_fn(env, ops)
+            out = torch_fn(a, b)
+            ops.append(out)
+            return out
+
+        return text, run_binary
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _random_cases(n: int, seed: int = 1234):
+    rng = random.Random(seed)
+    names = ("a", "b", "x", "y")
+    gen = RandomExpression(rng, names)
+    cases = []
+    while len(cases) < n:
+        text, fn = gen.build(rng.choice([2, 3, 4]))
+        try:
+            parsed = graph.parse_expression(text)
+        except graph.GraphError:
+            continue  # too long / too many nodes / no operation: not what this test is about
+        values = {v: rng.uniform(-2.0, 2.0) for v in parsed.variables}
+        cases.append((text, fn, values))
+    return cases
+
+
+@pytest.mark.parametrize("text,fn,values", _random_cases(120), ids=lambda v: v if isinstance(v, str) else "")
+def test_random_expression_values_and_gradients_equal_torch(text, fn, values):
+    g = graph.build_graph(text, values)
+    env = {name: t(v) for name, v in values.items()}
+    ops: list[torch.Tensor] = []
+    out = fn(env, ops)
+    for o in ops:
+        if o.requires_grad:
+            o.retain_grad()
+    out.backward()
+
+    op_nodes = [n for n in g.nodes if n.kind == "op"]
+    assert len(op_nodes) == len(ops), text
+    assert_close(torch.tensor([n.value for n in op_nodes], dtype=F64), torch.stack([o.detach() for o in ops]))
+    for node, o in zip(op_nodes, ops, strict=True):
+        if node.requires_grad:
+            assert_close(torch.tensor(node.grad, dtype=F64), o.grad, msg=f"{text}: d/d{node.name}")
+        else:
+            assert node.grad is None and not o.requires_grad
+    for name in g.variables:
+        expected = env[name].grad if env[name].grad is not None else torch.tensor(0.0, dtype=F64)
+        assert_close(torch.tensor(g.by_name(name).grad, dtype=F64), expected, msg=f"{text}: d/d{name}")
+
+
+@pytest.mark.parametrize("text,torch_fn", [
+    ("x*y + x", lambda x, y: x * y + x),
+    ("x*x*x - 2**y", lambda x, y: x * x * x - 2.0 ** y),
+    ("max(x, y) * min(x, y)", lambda x, y: torch.maximum(x, y) * torch.minimum(x, y)),
+    ("max(x, x) + relu(y - y)", lambda x, y: torch.maximum(x, x) + torch.relu(y - y)),  # ties and relu(0)
+    ("x**y", lambda x, y: x ** y),
+    ("sigmoid(x)*tanh(y)/exp(x)", lambda x, y: torch.sigmoid(x) * torch.tanh(y) / torch.exp(x)),
+    ("-x**2 + -(y)", lambda x, y: -(x ** 2.0) + -y),
+    ("log(x*x) + 0*y", lambda x, y: torch.log(x * x) + 0.0 * y),
+])
+@pytest.mark.parametrize("xv,yv", [(1.5, 0.5), (-2.0, 3.0), (0.7, 0.7)])
+def test_hand_written_expressions_equal_torch(text, torch_fn, xv, yv):
+    x, y = t(xv), t(yv)
+    f = torch_fn(x, y)
+    f.backward()
+    g = graph.build_graph(text, {"x": xv, "y": yv})
+    assert_close(torch.tensor(g.node(g.output).value, dtype=F64), f.detach(), equal_nan=True)
+    got = torch.tensor([g.by_name("x").grad, g.by_name("y").grad], dtype=F64)
+    want = torch.stack([x.grad if x.grad is not None else torch.zeros((), dtype=F64), y.grad])
+    assert_close(got, want, equal_nan=True)
+
+
+def test_shared_variable_gets_the_sum_of_both_paths_and_the_step_says_so():
+    g = graph.build_graph("x*y + x", {"x": -2, "y": 5})
+    assert g.shared == ("x",)
+    x, y = t(-2), t(5)
+    (x * y + x).backward()
+    assert_close(torch.tensor(g.by_name("x").grad, dtype=F64), x.grad)  # y + 1 = 6
+    step = next(s for s in g.backward_steps if s.node == g.by_name("x").id)
+    assert "used 2 times" in " ".join(step.details)
+    assert step.equation == "df/dx = df/dq * dq/dx + 1 = 1 * 5 + 1 = 6"
+
+
+# ----------------------------------------------------------------------------------------------------- the walk
+@pytest.mark.parametrize("text", ["(x + y) * z", "x*y + x", "sigmoid(w*x + b)", "(a*b + c)**2", "2*3 + x*exp(2)",
+                                  "log(exp(x) + exp(y))", "max(x, 2) - min(x*x, y)"])
+def test_steps_visit_every_node_once_per_pass_in_topological_order(text):
+    g = graph.build_graph(text, {})
+    position = {n.id: i for i, n in enumerate(g.nodes)}
+    for n in g.nodes:  # nodes are topologically ordered
+        assert all(position[i] < position[n.id] for i in n.inputs), text
+
+    forward = [s.node for s in g.forward_steps]
+    assert forward == [n.id for n in g.nodes]  # every node once, operands first
+    backward = [s.node for s in g.backward_steps]
+    needs_grad = [n.id for n in g.nodes if n.requires_grad]
+    assert sorted(backward) == sorted(needs_grad) and len(set(backward)) == len(backward)
+    assert backward[0] == g.output
+    done = set()
+    for node_id in backward:  # a node's gradient is complete only after all its consumers have been visited
+        consumers = {e.target for e in g.edges if e.source == node_id}
+        assert consumers <= done, (text, node_id)
+        done.add(node_id)
+    assert [s.phase for s in g.steps] == ["forward"] * len(forward) + ["backward"] * len(backward)
+    assert [s.index for s in g.steps] == list(range(len(g.steps)))
+
+
+def test_every_backward_equation_ends_in_the_nodes_gradient():
+    g = graph.build_graph("sigmoid(w*x + b)", {"w": 0.5, "x": -2, "b": 0.1})
+    for s in g.backward_steps:
+        node = g.node(s.node)
+        assert s.equation.startswith(f"df/d{node.name} = ")
+        assert s.equation.endswith(f"= {graph.fmt(node.grad)}") or s.equation == "df/df = 1"
+
+
+def test_dot_reveals_values_and_gradients_only_when_the_walk_reaches_them():
+    g = graph.build_graph(graph.DEFAULT_EXPRESSION, graph.DEFAULT_VALUES)
+    first = graph.graph_dot(g, 0)
+    assert first.startswith("digraph") and first.rstrip().endswith("}")
+    assert ">-12<" not in first and "df/dx = ?" in first  # f not computed yet, no gradient yet
+    after_forward = graph.graph_dot(g, len(g.forward_steps) - 1)
+    assert ">-12<" in after_forward and "df/dx = ?" in after_forward
+    everything = graph.graph_dot(g, len(g.steps) - 1)
+    assert "df/dx = -4" in everything and "df/dz = 3" in everything and "?" not in everything
+    # the current node is highlighted, and so are the nodes it reads
+    x_step = len(g.steps) - 1  # last backward step: x
+    assert g.steps[x_step].node == g.by_name("x").id
+    line_of = {ln.split()[0]: ln for ln in everything.splitlines() if "[shape=" in ln}
+    assert "#ffd54f" in line_of[g.by_name("x").id] and "#fff3c4" in line_of[g.by_name("q").id]
+    assert everything.count(" -> ") == len(g.edges) + sum(n.kind == "op" for n in g.nodes)
+
+
+def test_torch_code_shown_on_the_page_runs_and_agrees():
+    g = graph.build_graph("max(x, 2) * exp(-1) + x**2 - 2**y + -x*t", {"x": -1.5, "y": 0.5, "t": 3})
+    namespace: dict = {}
+    exec(compile(graph.torch_code(g), "<torch_code>", "exec"), namespace)  # the code the page shows, run as is
+    out = namespace[g.output_name]
+    assert_close(out.detach(), torch.tensor(g.node(g.output).value, dtype=F64))
+    for v in g.variables:
+        assert_close(namespace[v].grad, torch.tensor(g.by_name(v).grad, dtype=F64))
+
+
+# ------------------------------------------------------------------------------------------- bad and hostile input
+def test_division_by_zero_and_log_of_negative_give_inf_nan_and_a_warning_like_torch():
+    g = graph.build_graph("x / (y - 5)", {"x": -2, "y": 5})
+    assert g.node(g.output).value == -math.inf and g.warnings
+    x, y = t(-2), t(5)
+    (x / (y - 5)).backward()
+    assert_close(torch.tensor([g.by_name("x").grad, g.by_name("y").grad], dtype=F64), torch.stack([x.grad, y.grad]))
+    g = graph.build_graph("log(x) * y", {"x": -2, "y": 5})
+    assert math.isnan(g.node(g.output).value)
+    assert any("not a finite number" in w.lower() for w in g.warnings)
+
+
+HOSTILE = {
+    "import": "__import__('os').system('echo hacked')",
+    "attribute": "x.real",
+    "dunder attribute": "().__class__.__bases__[0].__subclasses__()",
+    "lambda": "(lambda: 1)()",
+    "bare lambda": "lambda x: x",
+    "huge exponent": "9**9**9",
+    "huge exponent tower": "2**2**2**2**2 * x",
+    "exponent in parentheses": "x**(9**9)",
+    "overflowing exponent": "10**400 * x",
+    "inf literal": "1e999 * x",
+    "10,000 characters": "x+" * 4999 + "x",
+    "thousands of parentheses": "(" * 3000 + "x" + ")" * 3000,
+    "nested within 200 characters": "-" * 150 + "x*y",
+    "right-nested powers": "x" + "**x" * 60,
+    "comprehension": "[x for x in y]",
+    "string": "'a' * 10",
+    "f-string": "f'{x}'",
+    "comparison": "x < y",
+    "conditional": "x if y else z",
+    "walrus": "(a := x) * 2",
+    "subscript": "x[0]",
+    "keyword argument": "log(x=1)",
+    "starred": "max(*x)",
+    "unknown function": "eval('1')",
+    "builtins name": "__builtins__ * x",
+    "dict": "{'a': x}",
+    "boolean": "True * x",
+    "complex": "1j * x",
+    "statement": "import os",
+    "two statements": "x; y",
+    "null byte": "x\x00 + y",
+    "wrong arity": "exp(x, y)",
+    "function as variable": "exp * x",
+}
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_input_is_rejected_within_100_ms(text):
+    start = time.perf_counter()
+    with pytest.raises(graph.GraphError) as info:
+        graph.build_graph(text, {"x": 1.0, "y": 2.0})
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.1, f"took {elapsed * 1000:.0f} ms"
+    message = str(info.value)
+    assert message and "Traceback" not in message and len(message) < 400
+
+
+def test_limits_are_the_documented_ones():
+    at_limit = "x" + "*x" * (graph.MAX_NODES - 1)  # one variable node + MAX_NODES - 1 products
+    assert len(graph.parse_expression(at_limit).nodes) == graph.MAX_NODES
+    too_many = "x" + "*x" * graph.MAX_NODES
+    with pytest.raises(graph.GraphError, match="nodes"):
+        graph.parse_expression(too_many)
+    assert graph.parse_expression("x + " + "1" * (graph.MAX_CHARS - 4))  # exactly 200 characters is fine
+    with pytest.raises(graph.GraphError, match="characters"):
+        graph.parse_expression("x + " + "1" * (graph.MAX_CHARS - 3))
+    assert graph.parse_expression("x**100") and graph.parse_expression("x**-100")
+    with pytest.raises(graph.GraphError, match="exponent"):
+        graph.parse_expression("x**101")
+
+
+def test_values_that_are_not_finite_numbers_are_rejected_with_the_variable_named():
+    with pytest.raises(graph.GraphError, match="x"):
+        graph.build_graph("x + y", {"x": math.inf, "y": 1})
+    with pytest.raises(graph.GraphError, match="y"):
+        graph.build_graph("x + y", {"x": 1, "y": "abc"})

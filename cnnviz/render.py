@@ -1,0 +1,193 @@
+"""Records -> figures and tiled images. numpy in, figures out, no streamlit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+try:  # plotly serialises with orjson when present: several times faster for heatmaps
+    import plotly.io as pio
+
+    pio.json.config.default_engine = "orjson"
+except (ImportError, AttributeError, ValueError):  # pragma: no cover - plain json still works
+    pass
+
+# Small colour tables: a perceptual sequential map for activations and a blue-white-red map for signed values.
+_VIRIDIS = np.array([[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137],
+                     [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]], dtype=np.float64)
+_DIVERGING = np.array([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
+                       [247, 247, 247], [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
+                       [103, 0, 31]], dtype=np.float64)
+DIVERGING_SCALE = "RdBu_r"
+SEQUENTIAL_SCALE = "Viridis"
+
+
+def _lut(values01: np.ndarray, table: np.ndarray) -> np.ndarray:
+    pos = np.clip(values01, 0, 1) * (len(table) - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(table) - 1)
+    frac = (pos - lo)[..., None]
+    return (table[lo] * (1 - frac) + table[hi] * frac).astype(np.uint8)
+
+
+def colorize(arr: np.ndarray, signed: bool, vmax: float | None = None) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8. Signed values use a diverging map centred on 0."""
+    arr = np.nan_to_num(np.asarray(arr, dtype=np.float64))
+    if signed:
+        vmax = vmax if vmax is not None else float(np.abs(arr).max())
+        return _lut(0.5 + 0.5 * arr / (vmax or 1.0), _DIVERGING)
+    lo = float(arr.min())
+    vmax = vmax if vmax is not None else float(arr.max())
+    return _lut((arr - lo) / ((vmax - lo) or 1.0), _VIRIDIS)
+
+
+def is_signed(arr: np.ndarray) -> bool:
+    return bool((np.asarray(arr) < 0).any())
+
+
+def tile_maps(maps: np.ndarray, signed: bool | None = None, columns: int | None = None, cell_px: int = 56,
+              gap: int = 2, highlight: int | None = None) -> Image.Image:
+    """One tiled image of every channel of a (C, H, W) stack, all on one colour scale so channels compare.
+
+    Args:
+        maps: (C, H, W) values; a (K,) vector is shown as K 1x1 tiles.
+        signed: diverging colours centred on 0 (default: whether any value is negative).
+        columns: tiles per row (default: about square, at most 16).
+        cell_px: each tile is scaled (nearest neighbour) to about this many pixels per side.
+        highlight: a channel to frame in red.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim == 1:
+        maps = maps[:, None, None]
+    c, h, w = maps.shape
+    signed = is_signed(maps) if signed is None else signed
+    vmax = float(np.abs(maps).max()) if signed else float(maps.max())
+    columns = columns or min(16, max(1, math.ceil(math.sqrt(c))))
+    rows = math.ceil(c / columns)
+    zoom = max(1, round(cell_px / max(h, w)))
+    th, tw = h * zoom, w * zoom
+    canvas = np.full((rows * (th + gap) + gap, columns * (tw + gap) + gap, 3), 255, dtype=np.uint8)
+    colored = colorize(maps.reshape(c * h, w), signed, vmax).reshape(c, h, w, 3)
+    for k in range(c):
+        r, q = divmod(k, columns)
+        y, x = gap + r * (th + gap), gap + q * (tw + gap)
+        canvas[y:y + th, x:x + tw] = colored[k].repeat(zoom, 0).repeat(zoom, 1)
+        if k == highlight:
+            canvas[max(y - gap, 0):y + th + gap, max(x - gap, 0):x] = (220, 30, 30)
+            canvas[max(y - gap, 0):y + th + gap, x + tw:x + tw + gap] = (220, 30, 30)
+            canvas[max(y - gap, 0):y, x:x + tw] = (220, 30, 30)
+            canvas[y + th:y + th + gap, x:x + tw] = (220, 30, 30)
+    return Image.fromarray(canvas)
+
+
+def pixels_image(pixels: np.ndarray, size: int = 196) -> Image.Image:
+    """(C, H, W) pixels in [0, 1] -> an upscaled RGB image (what the network actually receives)."""
+    arr = np.clip(np.asarray(pixels), 0, 1)
+    arr = np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr
+    img = Image.fromarray((arr.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    return img.resize((size, size), Image.NEAREST)
+
+
+def heatmap(arr: np.ndarray, title: str = "", signed: bool | None = None, cell: tuple[int, int] | None = None,
+            height: int = 320, text: bool = False, value_name: str = "value") -> go.Figure:
+    """A plotly heatmap of one map with hover values; ``cell`` is outlined. Row 0 is at the top."""
+    arr = np.asarray(arr, dtype=np.float64)
+    signed = is_signed(arr) if signed is None else signed
+    kwargs = {}
+    if signed:
+        vmax = float(np.abs(arr).max()) or 1.0
+        kwargs = {"zmin": -vmax, "zmax": vmax, "zmid": 0.0}
+    fig = go.Figure(go.Heatmap(
+        z=arr, colorscale=DIVERGING_SCALE if signed else SEQUENTIAL_SCALE, hoverongaps=False,
+        hovertemplate=f"row %{{y}}, col %{{x}}<br>{value_name} %{{z:.4g}}<extra></extra>",
+        texttemplate="%{z:.2f}" if text else None, showscale=True, colorbar={"thickness": 10}, **kwargs,
+    ))
+    if cell is not None:
+        r, c = cell
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                      line={"color": "#00d000", "width": 3})
+    _square(fig, arr.shape, title, height)
+    return fig
+
+
+def _square(fig: go.Figure, shape: tuple[int, ...], title: str, height: int) -> None:
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False, zeroline=False)
+    fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False, side="top")
+    fig.update_layout(title={"text": title, "font": {"size": 13}, "y": 0.98}, height=height,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+
+
+def pool_figure(input_map: np.ndarray, windows: Sequence, title: str = "", height: int = 380) -> go.Figure:
+    """The pooled layer's input map with every window outlined and its chosen (argmax) cell marked."""
+    fig = heatmap(input_map, title, height=height)
+    shapes = [
+        {"type": "rect", "x0": w.left - 0.5, "x1": w.left + w.width - 0.5, "y0": w.top - 0.5,
+         "y1": w.top + w.height - 0.5, "line": {"color": "rgba(255,255,255,0.8)", "width": 1}}
+        for w in windows
+    ]
+    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
+    fig.add_trace(go.Scatter(
+        x=[w.arg_col for w in windows], y=[w.arg_row for w in windows], mode="markers",
+        marker={"symbol": "x", "size": 8, "color": "#ff2020", "line": {"width": 1}},
+        hovertemplate="chosen cell (%{y}, %{x})<extra></extra>", showlegend=False,
+    ))
+    return fig
+
+
+def route_figure(grad_in: np.ndarray, windows: Sequence, title: str = "", height: int = 380) -> go.Figure:
+    """Max-pool backward for one channel: dL/d(input) with each window's gradient landing on its argmax cell."""
+    fig = heatmap(grad_in, title, signed=True, height=height, value_name="dL/dx")
+    fig.add_trace(go.Scatter(
+        x=[w.arg_col for w in windows], y=[w.arg_row for w in windows], mode="markers",
+        marker={"symbol": "square-open", "size": 9, "color": "#101010"},
+        hovertemplate="receives its window's gradient<extra></extra>", showlegend=False,
+    ))
+    return fig
+
+
+def prob_bars(probs: np.ndarray, classes: Sequence[str], pred: int, target: int | None = None,
+              height: int = 260) -> go.Figure:
+    colors = ["#d94f3d" if i == pred else "#9bb0c9" for i in range(len(classes))]
+    fig = go.Figure(go.Bar(x=list(classes), y=np.asarray(probs), marker_color=colors,
+                           hovertemplate="%{x}: %{y:.2%}<extra></extra>", text=[f"{p:.0%}" for p in probs],
+                           textposition="outside"))
+    if target is not None and target != pred:
+        fig.add_annotation(x=classes[target], y=float(probs[target]), text="target", showarrow=True, arrowhead=2)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"range": [0, 1.15], "tickformat": ".0%", "title": "probability"},
+                      xaxis={"type": "category"})
+    return fig
+
+
+def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None = None,
+               height: int = 260) -> go.Figure:
+    """The size of dL/d(output) per layer, in forward order, log scale, current layer highlighted."""
+    colors = ["#d94f3d" if i == current else "#6a8caf" for i in range(len(names))]
+    safe = [max(float(n), 1e-30) for n in norms]
+    fig = go.Figure(go.Bar(x=list(names), y=safe, marker_color=colors,
+                           hovertemplate="%{x}<br>||dL/dy|| = %{y:.3g}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"type": "log", "title": "||dL/d output||"}, xaxis={"tickangle": -60})
+    return fig
+
+
+def training_curve(history: Sequence[dict]) -> go.Figure:
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=[h["train_accuracy"] for h in history], name="train accuracy (augmented)"))
+    fig.add_trace(go.Scatter(x=epochs, y=[h["test_accuracy"] for h in history], name="test accuracy"))
+    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "accuracy (%)"},
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def small_matrix(arr: np.ndarray, title: str, signed: bool | None = None, height: int = 230) -> go.Figure:
+    """A small matrix with every number printed in its cell (kernels, patches, products)."""
+    fig = heatmap(arr, title, signed=signed, height=height, text=True)
+    fig.update_traces(showscale=False, textfont={"size": 13}, texttemplate="%{z:.3g}")
+    return fig

@@ -1,0 +1,541 @@
+"""The two tiny MLPs of the worked examples, one record per training step: forward, backward, update.
+
+* ``relu``: one input, ReLU units, a shared weight. x = 2, y = 3, w1..w5 = 2, 1, 2, 4, 1, learning rate 0.1,
+  L = 1/2 (o - y)^2 with a = ReLU(w1 x), b = ReLU(w1 x), c = ReLU(w2 a), e = ReLU(w3 b), o = w4 c + w5 e.
+* ``sigmoid``: a 2-2-2 sigmoid network without biases, E_total = 1/2 (t1 - a_o1)^2 + 1/2 (t2 - a_o2)^2.
+
+Every gradient is written out in closed form (the chain rule done by hand); the tests recompute all of them with
+torch autograd. :func:`train` runs plain gradient descent and stops at the first inf/nan (divergence).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_STEPS = 500
+MAX_RATES = 12
+DEFAULT_RATES: tuple[float, ...] = (0.1, 0.2, 0.5, 0.8, 1.0, 2.0)
+
+
+class MLPError(ValueError):
+    """A configuration the page cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    title: str
+    inputs: tuple[tuple[str, float], ...]
+    targets: tuple[tuple[str, float], ...]
+    weights: tuple[tuple[str, float], ...]
+    learning_rate: float
+    loss_name: str  # "L" or "E_total"
+    value_names: tuple[str, ...]  # forward values, in computation order
+    grad_names: tuple[str, ...]  # nodes whose gradient is recorded (besides the weights)
+    style: str  # number style for fmt(): "g" (integers, short decimals) or "f" (6 decimals)
+
+
+PRESETS: dict[str, Preset] = {
+    "relu": Preset(
+        key="relu", title="One-input ReLU network (shared weight w1)",
+        inputs=(("x", 2.0),), targets=(("y", 3.0),),
+        weights=(("w1", 2.0), ("w2", 1.0), ("w3", 2.0), ("w4", 4.0), ("w5", 1.0)),
+        learning_rate=0.1, loss_name="L", value_names=("a", "b", "c", "e", "o"),
+        grad_names=("o", "c", "e", "a", "b"), style="g",
+    ),
+    "sigmoid": Preset(
+        key="sigmoid", title="2-2-2 sigmoid network",
+        inputs=(("i1", 0.05), ("i2", 0.10)), targets=(("t1", 0.01), ("t2", 0.99)),
+        weights=(("w1", 0.15), ("w2", 0.20), ("w3", 0.25), ("w4", 0.30),
+                 ("w5", 0.40), ("w6", 0.45), ("w7", 0.50), ("w8", 0.55)),
+        learning_rate=0.5, loss_name="E_total",
+        value_names=("h1", "a_h1", "h2", "a_h2", "o1", "a_o1", "o2", "a_o2"),
+        grad_names=("a_o1", "a_o2", "o1", "o2", "a_h1", "a_h2", "h1", "h2"), style="f",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Everything a run needs: the preset's network with these numbers."""
+
+    preset: str
+    inputs: Mapping[str, float]
+    targets: Mapping[str, float]
+    weights: Mapping[str, float]
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class MLPStep:
+    """Training step ``step``: the forward pass with ``weights``, the gradients, and the updated weights."""
+
+    step: int
+    preset: str
+    inputs: Mapping[str, float]
+    targets: Mapping[str, float]
+    learning_rate: float
+    weights: Mapping[str, float]  # before this step's update
+    values: Mapping[str, float]  # forward values: a, b, c, e, o  /  h1, a_h1, ..., a_o2
+    loss: float
+    grads: Mapping[str, float]  # d loss / d node and d loss / d weight, keyed "o", "a_h1", "w1", ...
+    new_weights: Mapping[str, float]  # weights - learning_rate * grads
+
+    @property
+    def finite(self) -> bool:
+        numbers = [self.loss, *self.values.values(), *self.grads.values(), *self.new_weights.values()]
+        return all(math.isfinite(v) for v in numbers)
+
+
+@dataclass(frozen=True)
+class MLPHistory:
+    config: MLPConfig
+    steps: tuple[MLPStep, ...]
+    requested_steps: int
+    diverged_at: int | None  # the first step with an inf/nan anywhere; training stopped there
+
+    @property
+    def losses(self) -> np.ndarray:
+        return np.array([s.loss for s in self.steps], dtype=np.float64)  # (n_steps,)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One line of hand-worked math: ``symbol = formula = substituted = value``."""
+
+    phase: str  # "forward" | "backward" | "update"
+    symbol: str
+    formula: str
+    substituted: str
+    value: float
+    text: str  # the whole line, with the note (if any) at the end
+
+
+@dataclass(frozen=True)
+class LRRun:
+    """One learning rate's loss curve; ``losses`` stops before the first non-finite step."""
+
+    learning_rate: float
+    losses: tuple[float, ...]
+    diverged_at: int | None
+
+
+# --------------------------------------------------------------------------------------------------------- numbers
+def fmt(value: float, style: str = "g") -> str:
+    """A number for the page.
+
+    Style "g": 24, 220.5, -23.2, 0.123457. Style "f": six decimals for computed numbers (0.242520, 0.506875), short
+    decimals as typed (0.15, 0.05), six significant digits below 0.001 (0.000438568).
+    """
+    v = float(value)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "0"
+    if style == "f" and 1e-3 <= abs(v) < 1e4:
+        text = f"{v:.6f}"
+        return text.rstrip("0").rstrip(".") if float(text) == v else text  # 0.15 stays short; 0.242520 does not
+    if style == "g" and v == round(v) and abs(v) < 1e15:
+        return str(round(v))
+    return f"{v:.6g}"
+
+
+def _n(value: float, style: str, first: bool = False) -> str:
+    s = fmt(value, style)
+    return s if first or not s.startswith("-") else f"({s})"
+
+
+# ------------------------------------------------------------------------------------------------------- configs
+def default_config(preset: str) -> MLPConfig:
+    """The worked example's numbers for ``preset`` ("relu" or "sigmoid")."""
+    p = _preset(preset)
+    return MLPConfig(preset=p.key, inputs=dict(p.inputs), targets=dict(p.targets), weights=dict(p.weights),
+                     learning_rate=p.learning_rate)
+
+
+def make_config(preset: str, inputs: Mapping[str, float], targets: Mapping[str, float],
+                weights: Mapping[str, float], learning_rate: float) -> MLPConfig:
+    """A validated config: every number present and finite, the learning rate >= 0.
+
+    Raises:
+        MLPError: naming the field to fix.
+    """
+    p = _preset(preset)
+
+    def clean(group: str, names: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
+        out = {}
+        for name in names:
+            if name not in given:
+                raise MLPError(f"{group} {name} is missing.")
+            try:
+                v = float(given[name])
+            except (TypeError, ValueError):
+                raise MLPError(f"{group} {name} must be a number.") from None
+            if not math.isfinite(v):
+                raise MLPError(f"{group} {name} must be a finite number, not {v}.")
+            out[name] = v
+        return out
+
+    ins = clean("Input", [n for n, _ in p.inputs], inputs)
+    tgs = clean("Target", [n for n, _ in p.targets], targets)
+    ws = clean("Weight", [n for n, _ in p.weights], weights)
+    try:
+        lr = float(learning_rate)
+    except (TypeError, ValueError):
+        raise MLPError("The learning rate must be a number.") from None
+    if not math.isfinite(lr) or lr < 0:
+        raise MLPError(f"The learning rate must be a finite number >= 0, not {lr}.")
+    return MLPConfig(preset=p.key, inputs=ins, targets=tgs, weights=ws, learning_rate=lr)
+
+
+def _preset(key: str) -> Preset:
+    if key not in PRESETS:
+        raise MLPError(f"Unknown network {key!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[key]
+
+
+# -------------------------------------------------------------------------------------------- forward + backward
+def _relu(z: np.float64) -> np.float64:
+    return np.maximum(z, 0.0)
+
+
+def _relu_grad(out: np.float64) -> float:
+    return 1.0 if out > 0 else 0.0  # torch: gradient where the ReLU's output is > 0, else 0
+
+
+def _sigmoid(z: np.float64) -> np.float64:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _relu_pass(inputs: Mapping[str, float], targets: Mapping[str, float], w: Mapping[str, float]):
+    f = {k: np.float64(v) for k, v in w.items()}
+    x, y = np.float64(inputs["x"]), np.float64(targets["y"])
+    a = _relu(f["w1"] * x)
+    b = _relu(f["w1"] * x)  # the same weight w1 feeds two units: two paths back to w1
+    c = _relu(f["w2"] * a)
+    e = _relu(f["w3"] * b)
+    o = f["w4"] * c + f["w5"] * e
+    loss = 0.5 * (o - y) ** 2
+    d_o = o - y
+    d_c = d_o * f["w4"]
+    d_e = d_o * f["w5"]
+    d_a = d_c * _relu_grad(c) * f["w2"]
+    d_b = d_e * _relu_grad(e) * f["w3"]
+    grads = {
+        "o": d_o, "c": d_c, "e": d_e, "a": d_a, "b": d_b,
+        "w1": x * _relu_grad(a) * d_a + x * _relu_grad(b) * d_b,
+        "w2": d_c * _relu_grad(c) * a, "w3": d_e * _relu_grad(e) * b, "w4": d_o * c, "w5": d_o * e,
+    }
+    return {"a": a, "b": b, "c": c, "e": e, "o": o}, loss, grads
+
+
+def _sigmoid_pass(inputs: Mapping[str, float], targets: Mapping[str, float], w: Mapping[str, float]):
+    f = {k: np.float64(v) for k, v in w.items()}
+    i1, i2 = np.float64(inputs["i1"]), np.float64(inputs["i2"])
+    t1, t2 = np.float64(targets["t1"]), np.float64(targets["t2"])
+    h1 = f["w1"] * i1 + f["w2"] * i2
+    h2 = f["w3"] * i1 + f["w4"] * i2
+    a_h1, a_h2 = _sigmoid(h1), _sigmoid(h2)
+    o1 = f["w5"] * a_h1 + f["w6"] * a_h2
+    o2 = f["w7"] * a_h1 + f["w8"] * a_h2
+    a_o1, a_o2 = _sigmoid(o1), _sigmoid(o2)
+    loss = 0.5 * (t1 - a_o1) ** 2 + 0.5 * (t2 - a_o2) ** 2
+    d_ao1, d_ao2 = a_o1 - t1, a_o2 - t2
+    d_o1 = d_ao1 * a_o1 * (1 - a_o1)
+    d_o2 = d_ao2 * a_o2 * (1 - a_o2)
+    d_ah1 = d_o1 * f["w5"] + d_o2 * f["w7"]
+    d_ah2 = d_o1 * f["w6"] + d_o2 * f["w8"]
+    d_h1 = d_ah1 * a_h1 * (1 - a_h1)
+    d_h2 = d_ah2 * a_h2 * (1 - a_h2)
+    grads = {
+        "a_o1": d_ao1, "a_o2": d_ao2, "o1": d_o1, "o2": d_o2, "a_h1": d_ah1, "a_h2": d_ah2, "h1": d_h1, "h2": d_h2,
+        "w5": d_o1 * a_h1, "w6": d_o1 * a_h2, "w7": d_o2 * a_h1, "w8": d_o2 * a_h2,
+        "w1": d_h1 * i1, "w2": d_h1 * i2, "w3": d_h2 * i1, "w4": d_h2 * i2,
+    }
+    values = {"h1": h1, "a_h1": a_h1, "h2": h2, "a_h2": a_h2, "o1": o1, "a_o1": a_o1, "o2": o2, "a_o2": a_o2}
+    return values, loss, grads
+
+
+_PASSES: dict[str, Callable] = {"relu": _relu_pass, "sigmoid": _sigmoid_pass}
+
+
+def training_step(config: MLPConfig, weights: Mapping[str, float], step: int = 0) -> MLPStep:
+    """Forward, backward and one gradient-descent update at ``weights`` (inf/nan are kept, never raised)."""
+    p = _preset(config.preset)
+    with np.errstate(all="ignore"):
+        values, loss, grads = _PASSES[p.key](config.inputs, config.targets, weights)
+        lr = np.float64(config.learning_rate)
+        new = {k: float(np.float64(weights[k]) - lr * grads[k]) for k, _ in p.weights}
+    return MLPStep(
+        step=step, preset=p.key, inputs=dict(config.inputs), targets=dict(config.targets),
+        learning_rate=float(config.learning_rate), weights={k: float(weights[k]) for k, _ in p.weights},
+        values={k: float(values[k]) for k in p.value_names}, loss=float(loss),
+        grads={**{k: float(grads[k]) for k in p.grad_names}, **{k: float(grads[k]) for k, _ in p.weights}},
+        new_weights=new,
+    )
+
+
+def train(config: MLPConfig, steps: int) -> MLPHistory:
+    """Run ``steps`` steps of gradient descent from the config's weights.
+
+    Args:
+        config: from :func:`make_config` or :func:`default_config`.
+        steps: 1..MAX_STEPS.
+    Returns:
+        one :class:`MLPStep` per step; training stops at the first step with an inf/nan (``diverged_at``).
+    """
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise MLPError(f"Train between 1 and {MAX_STEPS} steps, not {steps}.")
+    records: list[MLPStep] = []
+    weights = dict(config.weights)
+    diverged_at = None
+    for k in range(int(steps)):
+        record = training_step(config, weights, k)
+        records.append(record)
+        if not record.finite:
+            diverged_at = k
+            break
+        weights = dict(record.new_weights)
+    return MLPHistory(config=config, steps=tuple(records), requested_steps=int(steps), diverged_at=diverged_at)
+
+
+def stuck_note(step: MLPStep) -> str | None:
+    """A sentence when training cannot move any more (every ReLU off, every gradient 0), else None."""
+    if step.preset == "relu" and step.finite and all(step.grads[k] == 0 for k, _ in PRESETS["relu"].weights):
+        if step.values["a"] == 0 and step.values["b"] == 0:
+            return ("Both first-layer ReLUs output 0 (w1 * x <= 0), so every gradient is 0 and the weights stop "
+                    "changing: a dead ReLU. A smaller learning rate (try 0.001) keeps w1 positive.")
+        return "Every gradient is 0 at this step, so the weights stop changing."
+    return None
+
+
+def first_stuck_step(history: MLPHistory) -> int | None:
+    """The first step from which training cannot move (see :func:`stuck_note`), or None."""
+    return next((s.step for s in history.steps if stuck_note(s)), None)
+
+
+# ------------------------------------------------------------------------------------------------ learning rates
+def parse_rates(text: str) -> tuple[float, ...]:
+    """``"0.1, 0.2, 10"`` -> (0.1, 0.2, 10.0). Raises MLPError naming the entry that is not a rate."""
+    parts = [t for t in re.split(r"[,;\s]+", str(text).strip()) if t]
+    if not parts:
+        raise MLPError("List at least one learning rate, e.g. 0.1, 0.5, 2.")
+    if len(parts) > MAX_RATES:
+        raise MLPError(f"Compare at most {MAX_RATES} learning rates at once.")
+    rates = []
+    for t in parts:
+        if len(t) > 30:
+            raise MLPError(f"{t[:30]}... is not a learning rate.")
+        try:
+            r = float(t)
+        except ValueError:
+            raise MLPError(f"{t!r} is not a number. Write learning rates separated by commas, e.g. 0.1, 0.5, 2.") \
+                from None
+        if not math.isfinite(r) or r < 0:
+            raise MLPError(f"{t} is not a learning rate: use finite numbers >= 0.")
+        rates.append(r)
+    return tuple(dict.fromkeys(rates))
+
+
+def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int) -> tuple[LRRun, ...]:
+    """The loss curve of the same network and data for each learning rate; a diverging run is cut at its inf/nan."""
+    runs = []
+    for rate in rates:
+        history = train(MLPConfig(config.preset, config.inputs, config.targets, config.weights, float(rate)), steps)
+        losses = history.losses
+        finite = losses if history.diverged_at is None else losses[: history.diverged_at]
+        runs.append(LRRun(learning_rate=float(rate), losses=tuple(float(v) for v in finite),
+                          diverged_at=history.diverged_at))
+    return tuple(runs)
+
+
+# ---------------------------------------------------------------------------------------------------- equations
+def explain_step(step: MLPStep) -> tuple[Equation, ...]:
+    """Every forward value, gradient and update of ``step`` as a line of math with the numbers substituted."""
+    p = _preset(step.preset)
+    s = p.style
+    num = {**step.inputs, **step.targets, **step.weights, **step.values, "lr": step.learning_rate}
+    out: list[Equation] = []
+
+    def line(phase: str, symbol: str, formula: str, template: str, value: float, note: str = "") -> None:
+        substituted = _substitute(template, num, s)
+        parts = [symbol, formula]
+        if substituted != formula:
+            parts.append(substituted)
+        parts.append(fmt(value, s))
+        text = " = ".join(parts) + (f"   ({note})" if note else "")
+        out.append(Equation(phase, symbol, formula, substituted, float(value), text))
+
+    v, g = step.values, step.grads
+    if p.key == "relu":
+        line("forward", "a", "ReLU(w1 * x)", "ReLU({w1}*{x})", v["a"])
+        line("forward", "b", "ReLU(w1 * x)", "ReLU({w1}*{x})", v["b"])
+        line("forward", "c", "ReLU(w2 * a)", "ReLU({w2}*{a})", v["c"])
+        line("forward", "e", "ReLU(w3 * b)", "ReLU({w3}*{b})", v["e"])
+        line("forward", "o", "w4 * c + w5 * e", "{w4}*{c} + {w5}*{e}", v["o"])
+        line("forward", "L", "1/2 (o - y)^2", "1/2 ({o} - {y})^2", step.loss)
+        num.update({"dL/do": g["o"], "dL/dc": g["c"], "dL/de": g["e"], "dL/da": g["a"], "dL/db": g["b"],
+                    "r_a": _relu_grad(v["a"]), "r_b": _relu_grad(v["b"]), "r_c": _relu_grad(v["c"]),
+                    "r_e": _relu_grad(v["e"])})
+        line("backward", "dL/do", "o - y", "{o} - {y}", g["o"])
+        line("backward", "dL/dw4", "dL/do * c", "{dL/do}*{c}", g["w4"])
+        line("backward", "dL/dw5", "dL/do * e", "{dL/do}*{e}", g["w5"])
+        line("backward", "dL/dc", "dL/do * w4", "{dL/do}*{w4}", g["c"])
+        line("backward", "dL/de", "dL/do * w5", "{dL/do}*{w5}", g["e"])
+        line("backward", "dL/dw2", "dL/dc * ReLU'(w2 * a) * a", "{dL/dc}*{r_c}*{a}", g["w2"])
+        line("backward", "dL/dw3", "dL/de * ReLU'(w3 * b) * b", "{dL/de}*{r_e}*{b}", g["w3"])
+        line("backward", "dL/da", "dL/dc * ReLU'(w2 * a) * w2", "{dL/dc}*{r_c}*{w2}", g["a"])
+        line("backward", "dL/db", "dL/de * ReLU'(w3 * b) * w3", "{dL/de}*{r_e}*{w3}", g["b"])
+        num["da/dw1"] = _relu_grad(v["a"]) * step.inputs["x"]
+        num["db/dw1"] = _relu_grad(v["b"]) * step.inputs["x"]
+        line("backward", "da/dw1", "ReLU'(w1 * x) * x", "{r_a}*{x}", num["da/dw1"])
+        line("backward", "db/dw1", "ReLU'(w1 * x) * x", "{r_b}*{x}", num["db/dw1"])
+        line("backward", "dL/dw1", "da/dw1 * dL/da + db/dw1 * dL/db", "{da/dw1}*{dL/da} + {db/dw1}*{dL/db}",
+             g["w1"], note="w1 is shared: its two paths add")
+    else:
+        line("forward", "h1", "w1 * i1 + w2 * i2", "{w1}*{i1} + {w2}*{i2}", v["h1"])
+        line("forward", "a_h1", "sigmoid(h1)", "sigmoid({h1})", v["a_h1"])
+        line("forward", "h2", "w3 * i1 + w4 * i2", "{w3}*{i1} + {w4}*{i2}", v["h2"])
+        line("forward", "a_h2", "sigmoid(h2)", "sigmoid({h2})", v["a_h2"])
+        line("forward", "o1", "w5 * a_h1 + w6 * a_h2", "{w5}*{a_h1} + {w6}*{a_h2}", v["o1"])
+        line("forward", "a_o1", "sigmoid(o1)", "sigmoid({o1})", v["a_o1"])
+        line("forward", "o2", "w7 * a_h1 + w8 * a_h2", "{w7}*{a_h1} + {w8}*{a_h2}", v["o2"])
+        line("forward", "a_o2", "sigmoid(o2)", "sigmoid({o2})", v["a_o2"])
+        line("forward", "E_total", "1/2 (t1 - a_o1)^2 + 1/2 (t2 - a_o2)^2",
+             "1/2 ({t1} - {a_o1})^2 + 1/2 ({t2} - {a_o2})^2", step.loss)
+        d1 = "({a_o1} - {t1})*{a_o1}*(1 - {a_o1})"
+        d2 = "({a_o2} - {t2})*{a_o2}*(1 - {a_o2})"
+        line("backward", "dE/dw5", "(a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1", d1 + "*{a_h1}", g["w5"])
+        line("backward", "dE/dw6", "(a_o1 - t1) * a_o1 * (1 - a_o1) * a_h2", d1 + "*{a_h2}", g["w6"])
+        line("backward", "dE/dw7", "(a_o2 - t2) * a_o2 * (1 - a_o2) * a_h1", d2 + "*{a_h1}", g["w7"])
+        line("backward", "dE/dw8", "(a_o2 - t2) * a_o2 * (1 - a_o2) * a_h2", d2 + "*{a_h2}", g["w8"])
+        line("backward", "dE/da_h1", "(a_o1 - t1) * a_o1 * (1 - a_o1) * w5 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w7",
+             d1 + "*{w5} + " + d2 + "*{w7}", g["a_h1"])
+        line("backward", "dE/da_h2", "(a_o1 - t1) * a_o1 * (1 - a_o1) * w6 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w8",
+             d1 + "*{w6} + " + d2 + "*{w8}", g["a_h2"])
+        num.update({"dE/da_h1": g["a_h1"], "dE/da_h2": g["a_h2"]})
+        line("backward", "dE/dw1", "dE/da_h1 * a_h1 * (1 - a_h1) * i1", "{dE/da_h1}*{a_h1}*(1 - {a_h1})*{i1}", g["w1"])
+        line("backward", "dE/dw2", "dE/da_h1 * a_h1 * (1 - a_h1) * i2", "{dE/da_h1}*{a_h1}*(1 - {a_h1})*{i2}", g["w2"])
+        line("backward", "dE/dw3", "dE/da_h2 * a_h2 * (1 - a_h2) * i1", "{dE/da_h2}*{a_h2}*(1 - {a_h2})*{i1}", g["w3"])
+        line("backward", "dE/dw4", "dE/da_h2 * a_h2 * (1 - a_h2) * i2", "{dE/da_h2}*{a_h2}*(1 - {a_h2})*{i2}", g["w4"])
+    d = "dL" if p.key == "relu" else "dE"
+    for name, _ in p.weights:
+        num[f"{d}/d{name}"] = g[name]
+        line("update", f"new {name}", f"{name} - lr * {d}/d{name}", f"{{{name}}} - {{lr}}*{{{d}/d{name}}}",
+             step.new_weights[name])
+    return tuple(out)
+
+
+def _substitute(template: str, numbers: Mapping[str, float], style: str) -> str:
+    """Replace each ``{name}`` by its number; a negative one gets parentheses unless it opens the text or a bracket."""
+
+    def repl(m: re.Match) -> str:
+        opens = m.start() == 0 or template[m.start() - 1] == "("
+        return _n(numbers[m.group(1)], style, first=opens)
+
+    return re.sub(r"\{([^{}]+)\}", repl, template)
+
+
+# ------------------------------------------------------------------------------------------------------ tables
+def history_rows(history: MLPHistory) -> list[dict[str, float]]:
+    """One row per step, like a spreadsheet: step, weights, forward values, loss, gradients, learning rate."""
+    p = _preset(history.config.preset)
+    d = "dL" if p.key == "relu" else "dE"
+    rows = []
+    for s in history.steps:
+        row: dict[str, float] = {"step": s.step}
+        row.update(s.weights)
+        row.update(s.values)
+        row[p.loss_name] = s.loss
+        row.update({f"{d}/d{k}": s.grads[k] for k, _ in p.weights})
+        row.update({f"{d}/d{k}": s.grads[k] for k in p.grad_names})
+        row["learning rate"] = s.learning_rate
+        rows.append(row)
+    return rows
+
+
+def history_csv(history: MLPHistory) -> str:
+    """The history table as CSV text (full float precision)."""
+    rows = history_rows(history)
+    buf = io.StringIO()
+    if rows:
+        columns = list(rows[0])
+        buf.write(",".join(columns) + "\n")
+        for row in rows:
+            buf.write(",".join(repr(int(row[c])) if c == "step" else repr(float(row[c])) for c in columns) + "\n")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------- DOT
+def network_dot(step: MLPStep) -> str:
+    """The network of ``step`` as DOT: values and d loss/d value on the nodes, weights and d loss/d weight on edges."""
+    p = _preset(step.preset)
+    s = p.style
+    d = "dL" if p.key == "relu" else "dE"
+    v, g, w = step.values, step.grads, step.weights
+
+    def node(node_id: str, title: str, rows: list[str], fill: str = "#ffffff", shape: str = "box") -> str:
+        label = f"<b>{html.escape(title)}</b>" + "".join(f"<br/>{r}" for r in rows)
+        tip = re.sub(r"<[^>]+>", "", " | ".join([title, *rows]))
+        return (f'  {node_id} [shape={shape} style="rounded,filled" fillcolor="{fill}" label=<{label}> '
+                f'tooltip="{html.unescape(tip)}"];')
+
+    def val(name: str) -> str:
+        return f'<font color="#1a7f37">{html.escape(name)} = {fmt(v[name], s)}</font>'
+
+    def grad(name: str) -> str:
+        return f'<font color="#c62828" point-size="13">{d}/d{html.escape(name)} = {fmt(g[name], s)}</font>'
+
+    def edge(src: str, dst: str, weight: str, share: float | None = None) -> str:
+        text = f"{weight} = {fmt(w[weight], s)}\\n{d}/d{weight} = {fmt(g[weight], s)}"
+        if share is not None:
+            text = f"{weight} = {fmt(w[weight], s)}\\nthis path: {fmt(share, s)}"
+        tip = f"{weight} = {fmt(w[weight], s)}; {d}/d{weight} = {fmt(g[weight], s)}"
+        return f'  {src} -> {dst} [label="{text}" tooltip="{tip}" fontcolor="#333333"];'
+
+    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.7;',
+             '  node [fontname="Helvetica", fontsize=15, color="#555555", margin="0.12,0.06"];',
+             '  edge [fontname="Helvetica", fontsize=13, color="#777777", arrowsize=0.7];']
+    if p.key == "relu":
+        x, y = step.inputs["x"], step.targets["y"]
+        loss_fill = "#fde2e2" if not math.isfinite(step.loss) else "#fff3c4"
+        lines += [
+            node("x", "x (input)", [f'<font color="#1a7f37">{fmt(x, s)}</font>'], "#e8f0fe"),
+            node("a", "a = ReLU(w1 x)", [val("a"), grad("a")]),
+            node("b", "b = ReLU(w1 x)", [val("b"), grad("b")]),
+            node("c", "c = ReLU(w2 a)", [val("c"), grad("c")]),
+            node("e", "e = ReLU(w3 b)", [val("e"), grad("e")]),
+            node("o", "o = w4 c + w5 e", [val("o"), grad("o")]),
+            node("y", "y (target)", [f'<font color="#1a7f37">{fmt(y, s)}</font>'], "#e8f0fe"),
+            node("L", "L = 1/2 (o - y)^2", [f'<font color="#1a7f37">L = {fmt(step.loss, s)}</font>'], loss_fill),
+            edge("x", "a", "w1", x * _relu_grad(v["a"]) * g["a"]),
+            edge("x", "b", "w1", x * _relu_grad(v["b"]) * g["b"]),
+            edge("a", "c", "w2"), edge("b", "e", "w3"), edge("c", "o", "w4"), edge("e", "o", "w5"),
+            "  o -> L; y -> L [style=dashed];",
+        ]
+    else:
+        lines += [
+            node("i1", "i1 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i1"], s)}</font>'], "#e8f0fe"),
+            node("i2", "i2 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i2"], s)}</font>'], "#e8f0fe"),
+            node("h1", "hidden 1", [val("h1"), val("a_h1"), grad("a_h1")]),
+            node("h2", "hidden 2", [val("h2"), val("a_h2"), grad("a_h2")]),
+            node("o1", "output 1", [val("o1"), val("a_o1"), grad("a_o1")]),
+            node("o2", "output 2", [val("o2"), val("a_o2"), grad("a_o2")]),
+            node("E", "E_total", [f'<font color="#1a7f37">{fmt(step.loss, s)}</font>',
+                                  f't1 = {fmt(step.targets["t1"], s)}, t2 = {fmt(step.targets["t2"], s)}'],
+                 "#fff3c4"),
+            edge("i1", "h1", "w1"), edge("i2", "h1", "w2"), edge("i1", "h2", "w3"), edge("i2", "h2", "w4"),
+            edge("h1", "o1", "w5"), edge("h2", "o1", "w6"), edge("h1", "o2", "w7"), edge("h2", "o2", "w8"),
+            "  o1 -> E; o2 -> E;",
+        ]
+    lines.append("}")
+    return "\n".join(lines)

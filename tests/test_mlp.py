@@ -1,0 +1,276 @@
+"""cnnviz.mlp against torch autograd (float64): every value, gradient and update, at several steps and rates."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cnnviz import mlp
+
+F64 = torch.float64
+
+
+# ------------------------------------------------------------------------------------ the reference, in torch
+def torch_step(preset: str, inputs: dict, targets: dict, weights: dict):
+    """Forward + backward with autograd. Returns (values, loss, grads) as python floats."""
+    w = {k: torch.tensor(v, dtype=F64, requires_grad=True) for k, v in weights.items()}
+    inp = {k: torch.tensor(v, dtype=F64) for k, v in {**inputs, **targets}.items()}
+    if preset == "relu":
+        x, y = inp["x"], inp["y"]
+        a = torch.relu(w["w1"] * x)
+        b = torch.relu(w["w1"] * x)
+        c = torch.relu(w["w2"] * a)
+        e = torch.relu(w["w3"] * b)
+        o = w["w4"] * c + w["w5"] * e
+        loss = 0.5 * (o - y) ** 2
+        nodes = {"a": a, "b": b, "c": c, "e": e, "o": o}
+    else:
+        i1, i2, t1, t2 = inp["i1"], inp["i2"], inp["t1"], inp["t2"]
+        h1 = w["w1"] * i1 + w["w2"] * i2
+        h2 = w["w3"] * i1 + w["w4"] * i2
+        a_h1, a_h2 = torch.sigmoid(h1), torch.sigmoid(h2)
+        o1 = w["w5"] * a_h1 + w["w6"] * a_h2
+        o2 = w["w7"] * a_h1 + w["w8"] * a_h2
+        a_o1, a_o2 = torch.sigmoid(o1), torch.sigmoid(o2)
+        loss = 0.5 * (t1 - a_o1) ** 2 + 0.5 * (t2 - a_o2) ** 2
+        nodes = {"h1": h1, "a_h1": a_h1, "h2": h2, "a_h2": a_h2, "o1": o1, "a_o1": a_o1, "o2": o2, "a_o2": a_o2}
+    for n in nodes.values():
+        n.retain_grad()
+    loss.backward()
+    values = {k: v.item() for k, v in nodes.items()}
+    grads = {k: v.grad.item() for k, v in nodes.items()}
+    grads.update({k: v.grad.item() for k, v in w.items()})
+    return values, loss.item(), grads
+
+
+def torch_train(config: mlp.MLPConfig, steps: int):
+    """Plain gradient descent in torch; stops at the first non-finite number, like the backend should."""
+    weights = dict(config.weights)
+    records = []
+    for _ in range(steps):
+        values, loss, grads = torch_step(config.preset, dict(config.inputs), dict(config.targets), weights)
+        with torch.no_grad():
+            new = {k: (torch.tensor(v, dtype=F64) - config.learning_rate * torch.tensor(grads[k], dtype=F64)).item()
+                   for k, v in weights.items()}
+        records.append((dict(weights), values, loss, grads, new))
+        numbers = [loss, *values.values(), *grads.values(), *new.values()]
+        if not all(math.isfinite(v) for v in numbers):
+            break
+        weights = new
+    return records
+
+
+def assert_step_equals_torch(step: mlp.MLPStep, reference, equal_nan: bool = False) -> None:
+    weights, values, loss, grads, new = reference
+
+    def vec(d: dict, keys) -> torch.Tensor:
+        return torch.tensor([d[k] for k in keys], dtype=F64)
+
+    def close(a, b, what: str) -> None:
+        assert_close(a, b, equal_nan=equal_nan, msg=f"{what} at step {step.step}")
+
+    close(vec(step.weights, weights), vec(weights, weights), "weights")
+    close(vec(step.values, values), vec(values, values), "values")
+    close(torch.tensor(step.loss, dtype=F64), torch.tensor(loss, dtype=F64), "loss")
+    assert set(step.grads) == set(grads)
+    close(vec(step.grads, grads), vec(grads, grads), "gradients")
+    close(vec(step.new_weights, new), vec(new, new), "updated weights")
+
+
+# ----------------------------------------------------------------------------------------- the worked examples
+def test_relu_worked_example_numbers_from_the_issue():
+    step = mlp.train(mlp.default_config("relu"), 1).steps[0]
+    assert step.values["o"] == 24 and step.loss == 220.5
+    assert {k: step.grads[k] for k in ("o", "c", "e", "a", "b")} == {"o": 21, "c": 84, "e": 21, "a": 84, "b": 42}
+    assert {k: step.grads[k] for k in ("w1", "w2", "w3", "w4", "w5")} == \
+        {"w1": 252, "w2": 336, "w3": 84, "w4": 84, "w5": 168}
+    expected_new = {"w1": -23.2, "w2": -32.6, "w3": -6.4, "w4": -4.4, "w5": -15.8}
+    for k, v in expected_new.items():
+        assert step.new_weights[k] == pytest.approx(v, abs=1e-12)
+    text = {e.symbol: e.text for e in mlp.explain_step(step)}
+    assert text["dL/dw1"].startswith("dL/dw1 = da/dw1 * dL/da + db/dw1 * dL/db = 2*84 + 2*42 = 252")
+    assert "shared" in text["dL/dw1"]
+    assert text["o"] == "o = w4 * c + w5 * e = 4*4 + 1*8 = 24"
+    assert text["L"].endswith("= 220.5")
+    assert [text[f"new w{i}"].rsplit(" = ", 1)[1] for i in range(1, 6)] == ["-23.2", "-32.6", "-6.4", "-4.4", "-15.8"]
+
+
+def test_sigmoid_worked_example_loss_at_step_0():
+    step = mlp.train(mlp.default_config("sigmoid"), 1).steps[0]
+    assert f"{step.loss:.6f}" == "0.242520"
+    assert mlp.fmt(step.loss, "f") == "0.242520"
+    text = {e.symbol: e.text for e in mlp.explain_step(step)}
+    assert text["E_total"].endswith("= 0.242520")
+    assert text["dE/dw5"].startswith("dE/dw5 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1 = (0.606478 - 0.01)*0.606478*")
+
+
+# ------------------------------------------------------------------------------------ training vs torch autograd
+@pytest.mark.parametrize("preset", ["relu", "sigmoid"])
+@pytest.mark.parametrize("rate", [0.001, 0.1, 0.5, 2.0])
+def test_every_step_equals_torch(preset, rate):
+    base = mlp.default_config(preset)
+    config = mlp.make_config(preset, base.inputs, base.targets, base.weights, rate)
+    history = mlp.train(config, 60)
+    reference = torch_train(config, 60)
+    assert len(history.steps) == len(reference)
+    for step, ref in zip(history.steps, reference, strict=True):
+        assert_step_equals_torch(step, ref)
+
+
+def _random_config(preset: str, rng: random.Random) -> mlp.MLPConfig:
+    p = mlp.PRESETS[preset]
+    return mlp.make_config(
+        preset,
+        {k: rng.uniform(-1, 2) for k, _ in p.inputs}, {k: rng.uniform(-1, 3) for k, _ in p.targets},
+        {k: rng.uniform(-1.5, 1.5) for k, _ in p.weights}, rng.choice([0.01, 0.05, 0.3]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("preset", ["relu", "sigmoid"])
+def test_random_networks_equal_torch(preset, seed):
+    config = _random_config(preset, random.Random(seed))
+    history = mlp.train(config, 25)
+    reference = torch_train(config, 25)
+    for step, ref in zip(history.steps, reference, strict=True):
+        assert_step_equals_torch(step, ref)
+
+
+@pytest.mark.parametrize("preset", ["relu", "sigmoid"])
+def test_every_equation_shown_states_the_torch_value(preset):
+    """The numbers at the end of each line on the page are the autograd numbers (at steps 0, 1 and 7)."""
+    config = _random_config(preset, random.Random(42)) if preset == "relu" else mlp.default_config(preset)
+    history = mlp.train(config, 8)
+    reference = torch_train(config, 8)
+    d = "dL" if preset == "relu" else "dE"
+    x = config.inputs.get("x", 0.0)
+    for k in (0, 1, 7):
+        weights, values, loss, grads, new = reference[k]
+        relu_on = {n: float(values[n] > 0) for n in values}
+        expected = {**values, mlp.PRESETS[preset].loss_name: loss,
+                    **{f"{d}/d{n}": g for n, g in grads.items()},
+                    **{f"new {n}": v for n, v in new.items()},
+                    "da/dw1": relu_on.get("a", 0.0) * x, "db/dw1": relu_on.get("b", 0.0) * x}
+        equations = mlp.explain_step(history.steps[k])
+        assert len(equations) >= len(values) + len(weights) * 2
+        for e in equations:
+            assert_close(torch.tensor(e.value, dtype=F64), torch.tensor(expected[e.symbol], dtype=F64),
+                         msg=f"step {k}: {e.text}")
+            assert e.text.startswith(f"{e.symbol} = ")
+            assert f"= {mlp.fmt(e.value, mlp.PRESETS[preset].style)}" in e.text
+
+
+# ------------------------------------------------------------------------------------------------- divergence
+def test_absurd_learning_rate_diverges_at_the_step_torch_does():
+    base = mlp.default_config("relu")
+    config = mlp.make_config("relu", base.inputs, base.targets, base.weights, 1e308)
+    history = mlp.train(config, 50)
+    reference = torch_train(config, 50)
+    assert history.diverged_at == len(reference) - 1 == 0  # 1e308 * 252 overflows in the first update
+    assert not history.steps[-1].finite and math.isinf(history.steps[-1].new_weights["w1"])
+    runs = mlp.compare_learning_rates(base, (0.1, 1e308), 50)
+    assert runs[0].diverged_at is None and len(runs[0].losses) == 50
+    assert runs[1].diverged_at == 0 and runs[1].losses == ()
+
+
+def test_overflowing_activations_diverge_like_torch():
+    base = mlp.default_config("sigmoid")
+    weights = {**base.weights, "w1": 100, "w2": 100, "w3": 100, "w4": 100, "w5": 1.7e308, "w6": 1.7e308}
+    config = mlp.make_config("sigmoid", {"i1": 1.0, "i2": 1.0}, base.targets, weights, 0.5)  # a_h = 1: o1 = inf
+    history = mlp.train(config, 10)
+    reference = torch_train(config, 10)
+    assert history.diverged_at == len(reference) - 1
+    assert history.diverged_at == 0
+    assert_step_equals_torch(history.steps[-1], reference[-1], equal_nan=True)  # the same infs and nans
+    assert math.isinf(history.steps[-1].values["o1"])
+
+
+def test_learning_rate_comparison_curves_equal_torch():
+    config = mlp.default_config("sigmoid")
+    rates = (0.1, 0.2, 0.5, 0.8, 1.0, 2.0, 10.0)
+    runs = mlp.compare_learning_rates(config, rates, 40)
+    assert [r.learning_rate for r in runs] == list(rates)
+    for run in runs:
+        ref = torch_train(mlp.make_config("sigmoid", config.inputs, config.targets, config.weights,
+                                          run.learning_rate), 40)
+        assert_close(torch.tensor(run.losses, dtype=F64), torch.tensor([r[2] for r in ref], dtype=F64))
+    final = [r.losses[-1] for r in runs[:6]]
+    assert final == sorted(final, reverse=True)  # on this problem a larger rate gets lower in 40 steps
+
+
+# ------------------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("text,expected", [
+    ("0.1, 0.2, 0.5, 0.8, 1.0, 2.0", (0.1, 0.2, 0.5, 0.8, 1.0, 2.0)),
+    ("10", (10.0,)), ("0.1 0.5;2", (0.1, 0.5, 2.0)), ("1e-3, 1e-3", (0.001,)),
+])
+def test_parse_rates(text, expected):
+    assert mlp.parse_rates(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0.1, x", "-1", "inf", "nan", "1e999", "0.1," * 20, "9" * 40])
+def test_bad_rates_are_rejected_with_a_message(text):
+    with pytest.raises(mlp.MLPError) as info:
+        mlp.parse_rates(text)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("field,kwargs", [
+    ("learning rate", {"learning_rate": -0.1}), ("learning rate", {"learning_rate": math.inf}),
+    ("w3", {"weights": {"w1": 1, "w2": 1, "w3": math.nan, "w4": 1, "w5": 1}}),
+    ("w5", {"weights": {"w1": 1, "w2": 1, "w3": 1, "w4": 1}}),
+    ("x", {"inputs": {"x": "two"}}),
+])
+def test_bad_config_names_the_field(field, kwargs):
+    base = mlp.default_config("relu")
+    args = {"inputs": base.inputs, "targets": base.targets, "weights": base.weights, "learning_rate": 0.1, **kwargs}
+    with pytest.raises(mlp.MLPError, match=field):
+        mlp.make_config("relu", **args)
+    with pytest.raises(mlp.MLPError):
+        mlp.train(base, mlp.MAX_STEPS + 1)
+
+
+# ----------------------------------------------------------------------------------------------- table and DOT
+def test_history_csv_has_one_row_per_step_with_the_exact_numbers():
+    history = mlp.train(mlp.default_config("sigmoid"), 30)
+    rows = list(csv.DictReader(io.StringIO(mlp.history_csv(history))))
+    assert len(rows) == 30
+    for row, step in zip(rows, history.steps, strict=True):
+        assert int(row["step"]) == step.step
+        assert float(row["E_total"]) == step.loss
+        assert all(float(row[k]) == v for k, v in step.weights.items())
+        assert all(float(row[f"dE/d{k}"]) == step.grads[k] for k in step.weights)
+
+
+def test_network_dot_shows_values_weights_and_gradients():
+    step = mlp.train(mlp.default_config("relu"), 1).steps[0]
+    dot = mlp.network_dot(step)
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    for text in ("o = 24", "L = 220.5", "dL/do = 21", "dL/da = 84", "dL/db = 42", "w1 = 2", "this path: 168",
+                 "this path: 84", "dL/dw2 = 336", "dL/dw5 = 168"):
+        assert text in dot, text
+
+
+def test_dead_relu_is_explained():
+    history = mlp.train(mlp.default_config("relu"), 5)
+    assert mlp.first_stuck_step(history) == 1  # w1 = -23.2 switches both first-layer ReLUs off
+    assert "dead ReLU" in mlp.stuck_note(history.steps[1])
+    assert mlp.stuck_note(history.steps[0]) is None
+
+
+@pytest.mark.parametrize("weights", [
+    {"w1": 2, "w2": -1, "w3": 2, "w4": 4, "w5": 1},  # c's ReLU off: no gradient reaches w2 or a
+    {"w1": 2, "w2": 1, "w3": -0.5, "w4": 4, "w5": 1},  # e's ReLU off
+    {"w1": -1, "w2": 1, "w3": 2, "w4": 4, "w5": 1},  # both first-layer ReLUs off
+    {"w1": 0, "w2": 1, "w3": 2, "w4": 4, "w5": 1},  # ReLU exactly at 0: torch's gradient there is 0
+])
+def test_relu_gates_block_the_gradient_like_torch(weights):
+    base = mlp.default_config("relu")
+    config = mlp.make_config("relu", base.inputs, base.targets, weights, 0.01)
+    for step, ref in zip(mlp.train(config, 5).steps, torch_train(config, 5), strict=True):
+        assert_step_equals_torch(step, ref)

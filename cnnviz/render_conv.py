@@ -187,3 +187,20 @@ def upscale(image: np.ndarray, factor: int = 3) -> np.ndarray:
     """Nearest-neighbour enlargement of a small (H, W) image so each pixel stays visible."""
     arr = np.asarray(image)
     return np.kron(arr, np.ones((factor, factor), dtype=arr.dtype))
+
+
+def history_figure(history: Sequence[dict[str, float]]) -> go.Figure | None:
+    """Train and test accuracy per epoch from a model card's history; None when there is nothing to draw."""
+    rows = [h for h in history if "epoch" in h]
+    if not rows:
+        return None
+    fig = go.Figure()
+    for key, name, colour in (("train_accuracy", "train", "#1565c0"), ("test_accuracy", "test", "#c62828")):
+        pts = [(h["epoch"], h[key]) for h in rows if h.get(key) is not None]
+        if pts:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
+                                     line={"color": colour}, hovertemplate=name + " %{y:.2f}%<extra></extra>"))
+    fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 20, "b": 40}, xaxis_title="epoch",
+                      yaxis_title="accuracy (%)", legend={"orientation": "h", "y": 1.15})
+    fig.update_xaxes(dtick=1)
+    return fig

@@ -10,7 +10,9 @@ from cnnviz import digit_sum as ds
 from cnnviz import render_conv as rc
 from cnnviz.checkpoints import available_stages, checkpoint_dir
 from cnnviz.data import DataUnavailable, dataset_available, default_data_dir, load_arrays
-from cnnviz.ui import get_model
+from cnnviz.ui import canvas_input, get_model
+
+CANVAS_PX = 140
 
 st.title("Digit-sum challenge")
 st.markdown(
@@ -68,7 +70,8 @@ def digit_row(draw: ds.DigitDraw) -> None:
         with cols[k % per_row]:
             st.image(rc.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width="stretch")
             mark = "✓" if pred == true else "✗"
-            st.markdown(f"true **{true}** → **{pred}** {mark}", help=f"confidence {conf:.0%}")
+            st.markdown(f"true **{true}** → **{pred}** {mark}")
+            st.caption(f"{conf:.0%} sure")
 
 
 def sums(draw: ds.DigitDraw) -> None:
@@ -160,12 +163,6 @@ def trials_section(data_dir: str) -> None:
 def draw_your_own_section() -> None:
     st.markdown("Draw each digit in its box (white on black, as in MNIST). The network reads each drawing after it "
                 "has been cropped, scaled to 20 pixels and centred in 28×28, as MNIST's digits were.")
-    try:
-        from streamlit_drawable_canvas import st_canvas
-    except Exception as exc:  # noqa: BLE001 - a missing or broken canvas package must not break the page
-        st.warning(f"The drawing canvas is not available ({type(exc).__name__}). Install "
-                   "`streamlit-drawable-canvas` to draw your own digits.")
-        return
     pictures: list[Image.Image | None] = []
     for row in range(2):
         cols = st.columns(5)
@@ -173,10 +170,8 @@ def draw_your_own_section() -> None:
             digit = row * 5 + k
             with col:
                 st.markdown(f"Draw a **{digit}**")
-                result = st_canvas(stroke_width=11, stroke_color="#FFFFFF", background_color="#000000", width=120,
-                                   height=120, return_image_data=True, key=f"ds_canvas_{digit}")
-                data = result.image_data
-                pictures.append(None if data is None else Image.fromarray(np.asarray(data).astype(np.uint8)))
+                picked = canvas_input(key=f"ds_canvas_{digit}", size=CANVAS_PX)
+                pictures.append(None if picked is None else picked.image)
     draw = ds.classify_pictures(model, card, pictures)
     if len(draw.true_labels) == 0:
         st.info("Nothing is drawn yet: draw a digit in each box and the sums appear here.")

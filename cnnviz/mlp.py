@@ -117,6 +117,18 @@ class Equation:
     value: float
     text: str  # the whole line, with the note (if any) at the end
 
+    def display(self, width: int = 64) -> str:
+        """``text`` if it fits in ``width`` characters, else one ``= ...`` per line, aligned under the first ``=``."""
+        if len(self.text) <= width:
+            return self.text
+        head, *rest = self.text.split(" = ")
+        indent = " " * len(head)
+
+        def wrap(part: str) -> str:  # a long sum: one term per line
+            return part.replace(" + ", f"\n{indent} + ") if len(indent) + 3 + len(part) > width else part
+
+        return f"{head} = {wrap(rest[0])}" + "".join(f"\n{indent} = {wrap(part)}" for part in rest[1:])
+
 
 @dataclass(frozen=True)
 class LRRun:

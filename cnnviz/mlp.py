@@ -132,7 +132,7 @@ class Equation:
 
 @dataclass(frozen=True)
 class LRRun:
-    """One learning rate's loss curve; ``losses`` stops before the first non-finite step."""
+    """One learning rate's loss curve; ``losses`` stops before the first non-finite loss."""
 
     learning_rate: float
     losses: tuple[float, ...]
@@ -364,7 +364,8 @@ def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int
     for rate in rates:
         history = train(MLPConfig(config.preset, config.inputs, config.targets, config.weights, float(rate)), steps)
         losses = history.losses
-        finite = losses if history.diverged_at is None else losses[: history.diverged_at]
+        bad = np.flatnonzero(~np.isfinite(losses))
+        finite = losses if len(bad) == 0 else losses[: bad[0]]  # the curve up to the last finite loss
         runs.append(LRRun(learning_rate=float(rate), losses=tuple(float(v) for v in finite),
                           diverged_at=history.diverged_at))
     return tuple(runs)

@@ -96,14 +96,19 @@ def step_view(history: mlp.MLPHistory) -> None:
     step = history.steps[k]
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
-    metrics = st.columns(4)
-    metrics[0].metric("step", k)
-    metrics[1].metric(p.loss_name, mlp.fmt(step.loss, s))
-    metrics[2].metric(f"{p.loss_name} after {len(history.steps)} steps", mlp.fmt(history.steps[-1].loss, s))
-    metrics[3].metric("status", "diverged" if not step.finite else "finite")
-    note = mlp.stuck_note(step)
-    if note:
-        st.info(note, icon=":material/block:")
+    summary, curve = st.columns([1, 1.7], gap="large", vertical_alignment="center")
+    with summary:
+        top, bottom = st.columns(2), st.columns(2)
+        top[0].metric("step", k)
+        top[1].metric(p.loss_name, mlp.fmt(step.loss, s))
+        bottom[0].metric(f"{p.loss_name} at step {last}", mlp.fmt(history.steps[-1].loss, s))
+        bottom[1].metric("status", "diverged" if not step.finite else "finite")
+        note = mlp.stuck_note(step)
+        if note:
+            st.info(note, icon=":material/block:")
+    with curve:
+        st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
+                                                          height=280), width="stretch", key=f"mlp_loss_curve::{p.key}")
 
     st.graphviz_chart(mlp.network_dot(step), width="stretch")
     st.caption(f"Green: values of the forward pass. Red: gradients {d}/d(node) of the backward pass. Edges carry "
@@ -111,18 +116,13 @@ def step_view(history: mlp.MLPHistory) -> None:
                                                   else ". Hover a node or edge for its numbers."))
     equations = mlp.explain_step(step)
 
-    def block(phase: str, title: str) -> None:
+    def block(phase: str, title: str, width: int) -> None:
         st.markdown(f"**{title}**")
-        st.code("\n".join(e.display() for e in equations if e.phase == phase), language=None, wrap_lines=True)
+        st.code("\n".join(e.display(width) for e in equations if e.phase == phase), language=None, wrap_lines=True)
 
-    left, right = st.columns([1, 1.3], gap="large")
-    with left:
-        block("forward", f"Forward pass at step {k}")
-        block("update", f"Update (learning rate {mlp.fmt(step.learning_rate)})")
-        st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at),
-                        width="stretch", key=f"mlp_loss_curve::{p.key}")
-    with right:
-        block("backward", "Backward pass (the chain rule, numbers in)")
+    block("forward", f"Forward pass at step {k}", 100)
+    block("backward", "Backward pass (the chain rule, numbers in)", 100)
+    block("update", f"Update (learning rate {mlp.fmt(step.learning_rate)})", 100)
 
 
 step_view(history)
@@ -154,8 +154,8 @@ def lr_comparison(config: mlp.MLPConfig, n_steps: int) -> None:
     st.plotly_chart(render_handwork.lr_comparison_figure(runs, p.loss_name, log_y=log_y), width="stretch",
                     key=f"mlp_lr_chart::{config.preset}")
     st.dataframe(
-        [{"learning rate": r.learning_rate,
-          f"final {p.loss_name}": r.losses[-1] if r.diverged_at is None else None,
+        [{"learning rate": f"{r.learning_rate:g}",
+          f"final {p.loss_name}": mlp.fmt(r.losses[-1], p.style) if r.diverged_at is None else "",
           "status": "finite" if r.diverged_at is None else f"diverged at step {r.diverged_at}"} for r in runs],
         hide_index=True, width="stretch",
     )

@@ -3,6 +3,8 @@ recompute what torch autograd says, bad input gives a message and never a traceb
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -21,7 +23,7 @@ def page_text(at: AppTest) -> str:
     for kind in ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader"):
         parts += [str(e.value) for e in getattr(at, kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
-    return "\n".join(parts)
+    return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))  # equations broken over lines, joined again
 
 
 def run(path: str) -> AppTest:
@@ -142,7 +144,7 @@ RELU_LINES = (
     "dL/da = dL/dc * ReLU'(w2 * a) * w2 = 84*1*1 = 84", "dL/db = dL/de * ReLU'(w3 * b) * w3 = 21*1*2 = 42",
     "dL/dw5 = dL/do * e = 21*8 = 168", "dL/dw4 = dL/do * c = 21*4 = 84",
     "dL/dw3 = dL/de * ReLU'(w3 * b) * b = 21*1*4 = 84", "dL/dw2 = dL/dc * ReLU'(w2 * a) * a = 84*1*4 = 336",
-    "= 2*84 + 2*42\n", "= 252   (w1 is shared: its two paths add)",
+    "dL/dw1 = da/dw1 * dL/da + db/dw1 * dL/db = 2*84 + 2*42 = 252   (w1 is shared: its two paths add)",
     "new w1 = w1 - lr * dL/dw1 = 2 - 0.1*252 = -23.2", "new w2 = w2 - lr * dL/dw2 = 1 - 0.1*336 = -32.6",
     "new w3 = w3 - lr * dL/dw3 = 2 - 0.1*84 = -6.4", "new w4 = w4 - lr * dL/dw4 = 4 - 0.1*84 = -4.4",
     "new w5 = w5 - lr * dL/dw5 = 1 - 0.1*168 = -15.8",
@@ -168,8 +170,10 @@ def test_mlp_page_shows_the_sigmoid_worked_example():
     text = page_text(at)
     assert "E_total: 0.242520" in text
     assert "= 0.242520" in text
-    assert "dE/dw5 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1\n" in text
-    assert "dE/dw1 = dE/da_h1 * a_h1 * (1 - a_h1) * i1\n" in text
+    assert "dE/dw5 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1 = (0.606478 - 0.01)*0.606478*(1 - 0.606478)*0.506875 = " \
+        in text
+    assert "dE/da_h1 = (a_o1 - t1) * a_o1 * (1 - a_o1) * w5 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w7 = " in text
+    assert "dE/dw1 = dE/da_h1 * a_h1 * (1 - a_h1) * i1 = " in text
     assert [n.label for n in at.number_input][:4] == ["i1", "i2", "t1", "t2"]
 
 

@@ -376,8 +376,9 @@ def learn_view() -> None:
                 f"**{card.classes[trace.target]}**? Every weight moves by -lr x dL/dW. The step is applied to a "
                 "private copy: the shared model stays as it is.")
     with st.form("learn"):
-        lr = st.number_input("learning rate", min_value=0.0, max_value=1e6, value=0.1, step=0.05, format="%.4g")
-        go_step = st.form_submit_button("Take one step")
+        lr = st.number_input("learning rate", min_value=0.0, max_value=1e6, value=0.1, step=0.05, format="%.4g",
+                             key="learn_lr")
+        go_step = st.form_submit_button("Take one step", key="learn_go")
     if not go_step and "learn_result" not in st.session_state:
         return
     if go_step:

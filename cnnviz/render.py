@@ -117,6 +117,9 @@ def heatmap(arr: np.ndarray, title: str = "", signed: bool | None = None, cell: 
 def _square(fig: go.Figure, shape: tuple[int, ...], title: str, height: int) -> None:
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False, zeroline=False)
     fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False, side="top")
+    if len(shape) == 2 and max(shape) <= 12:  # small maps: one tick per cell
+        fig.update_xaxes(dtick=1)
+        fig.update_yaxes(dtick=1)
     fig.update_layout(title={"text": title, "font": {"size": 13}, "y": 0.98}, height=height,
                       margin={"l": 10, "r": 10, "t": 50, "b": 10})
 

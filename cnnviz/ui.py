@@ -65,7 +65,11 @@ def test_set(name: str):
 
 
 def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
-    """A drawing canvas (white strokes on black). None while nothing is drawn."""
+    """A drawing canvas (white strokes on black). None while nothing is drawn, or when the drawing is unusable.
+
+    The drawing arrives from the browser as a PNG, which is checked like any upload (a hostile client could send
+    anything). A canvas painted to its edges is refused with a message: its white border would read as background.
+    """
     from streamlit_drawable_canvas import st_canvas
 
     result = st_canvas(
@@ -73,16 +77,21 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
         height=size, drawing_mode="freedraw", key=key, return_image_data=True, update_streamlit=True,
     )
     try:
-        data = result.image_data
-    except (ValueError, OSError):  # a malformed drawing payload
+        payload = result.image_bytes
+        image = None if payload is None else load_image(payload)
+        arr = None if image is None else np.asarray(image.convert("RGBA"))
+    except (ImageError, ValueError, OSError):  # a malformed drawing payload
         st.warning("The drawing could not be read. Clear the canvas and draw again.")
         return None
-    if data is None:
+    if arr is None or arr.ndim != 3 or not arr[..., :3].any():
         return None
-    arr = np.asarray(data)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or not arr.any():
+    ink = arr[..., :3].max(axis=2) / 255.0 * (arr[..., 3] / 255.0)  # white on black, transparent = black
+    border = np.concatenate([ink[0, :], ink[-1, :], ink[:, 0], ink[:, -1]])
+    if float(np.median(border)) > 0.5:
+        st.warning("The canvas is painted right up to its edges, so no digit shape is left to see. Clear it "
+                   "(bin icon) and draw one digit in the middle.")
         return None
-    return PickedInput(Image.fromarray(arr.astype(np.uint8)), "canvas", None, "your drawing")
+    return PickedInput(Image.fromarray(arr), "canvas", None, "your drawing")
 
 
 def sample_input(name: str, classes: tuple[str, ...], key: str) -> PickedInput | None:
@@ -96,10 +105,9 @@ def sample_input(name: str, classes: tuple[str, ...], key: str) -> PickedInput |
         st.info(message or "The test set could not be opened.")
         return None
     labels = _labels(ds)
-    cols = st.columns([2, 1])
-    wanted = cols[0].selectbox("Class", ["any class", *classes], key=f"{key}_class")
+    wanted = st.selectbox("Class", ["any class", *classes], key=f"{key}_class")
     state_key = f"{key}_index"
-    if cols[1].button("New sample", key=f"{key}_new", use_container_width=True) or state_key not in st.session_state:
+    if st.button("New random sample", key=f"{key}_new") or state_key not in st.session_state:
         pool = np.arange(len(labels)) if wanted == "any class" else np.flatnonzero(labels == classes.index(wanted))
         st.session_state[state_key] = int(np.random.default_rng().choice(pool))
     index = st.session_state[state_key]
@@ -117,15 +125,27 @@ def _labels(ds) -> np.ndarray:
 
 
 def upload_input(key: str) -> PickedInput | None:
-    """A PNG/JPEG upload, checked by content (not by name) before it is decoded."""
+    """A PNG/JPEG upload, checked by content (not by name) before it is decoded.
+
+    Shows an error naming what is wrong with a file that is not a usable picture, and a warning for a picture of
+    one flat colour (nothing in it to recognise); the rest of the page keeps working.
+    """
     file = st.file_uploader("Upload a PNG or JPEG picture", type=["png", "jpg", "jpeg"], key=key)
     if file is None:
         return None
     try:
         image = load_image(file.getvalue())
+        extrema = image.getextrema()
     except ImageError as exc:
-        st.error(str(exc))
+        st.error(f"{file.name!r} cannot be used: {exc}")
         return None
+    except (OSError, ValueError) as exc:  # decoded, but Pillow cannot read its pixels back
+        st.error(f"{file.name!r} cannot be used: the picture is damaged ({exc}). Upload another one.")
+        return None
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    if all(lo == hi for lo, hi in bands):
+        st.warning(f"{file.name!r} is a single flat colour ({image.width}x{image.height} pixels): there is no "
+                   "digit or object in it to recognise.")
     return PickedInput(image, "upload", None, f"your upload {file.name!r}")
 
 

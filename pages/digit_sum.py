@@ -97,7 +97,7 @@ def _test_arrays(data_dir: str):
     return load_arrays("mnist", "test", data_dir)
 
 
-@st.cache_resource(show_spinner="Classifying every test digit once (shared by every visitor; a few seconds)...",
+@st.cache_resource(show_spinner="Classifying every test digit once (shared by every visitor)...",
                    max_entries=4)
 def _test_predictions(_model, _card, stage: str, checkpoints: str, data_dir: str, card_date: str
                       ) -> ds.TestPredictions:

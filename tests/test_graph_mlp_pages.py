@@ -161,6 +161,9 @@ def test_mlp_page_shows_the_relu_worked_example():
     for label in ("o = 24", "L = 220.5", "dL/dw1", "this path: 168", "this path: 84"):
         assert label in dot, label
     assert at.get("plotly_chart") and at.dataframe
+    download = at.get("download_button")
+    assert [d.proto.label for d in download] == ["Download the history as CSV"]
+    assert download[0].proto.url.endswith(".csv")
 
 
 def test_mlp_page_shows_the_sigmoid_worked_example():
@@ -241,20 +244,35 @@ def test_mlp_page_reset_brings_the_worked_example_back():
 
 
 # ------------------------------------------------------------------------------------------------------ browser
+def wait_for_text(page, text: str, timeout: float = 30_000) -> None:
+    """Wait until the page shows ``text``: widgets paint a moment after the script run has finished."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout)
+    except PlaywrightTimeout as exc:
+        raise AssertionError(f"{text!r} never appeared:\n{page.inner_text('body')[:3000]}") from exc
+
+
+def assert_no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_graph_page_in_browser(page, app_url):
     open_page(page, app_url)  # the app's own navigation first, then the deep link
     open_page(page, f"{app_url}/graph")
+    wait_for_text(page, "df/dx = df/dq * dq/dx = -4 * 1 = -4")
     field = page.get_by_label("Expression", exact=True)
     field.fill("x*y + x")
     field.press("Enter")
     wait_for_idle(page)
-    assert "used more than once" in page.inner_text("body")
+    wait_for_text(page, "x is used more than once")
     page.locator(".st-key-graph_prev button").first.click()
     wait_for_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
-    assert "Backward pass: node 3 of 4" in page.inner_text("body")
+    wait_for_text(page, "Backward pass: node 3 of 4")
+    assert_no_exception(page)
     assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
 
 
@@ -263,13 +281,13 @@ def test_graph_page_in_browser(page, app_url):
 def test_mlp_page_in_browser(page, app_url):
     open_page(page, app_url)
     open_page(page, f"{app_url}/mlp")
-    assert "220.5" in page.inner_text("body")
+    wait_for_text(page, "= 2*84 + 2*42")
     page.get_by_text("2-2-2 sigmoid network (worked example 2)").click()
     wait_for_idle(page)
-    assert "0.242520" in page.inner_text("body")
+    wait_for_text(page, "0.242520")
     page.locator("[data-testid='stSlider'] input[type='range']").first.focus()
     page.keyboard.press("ArrowRight")
     wait_for_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
-    assert "Forward pass at step 1" in page.inner_text("body")
+    wait_for_text(page, "Forward pass at step 1")
+    assert_no_exception(page)
     assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1

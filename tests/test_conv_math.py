@@ -340,7 +340,7 @@ def test_gradient_descent_slopes_are_autograds_and_updates_follow_the_rule(curve
         value = cm.CURVES[curve].loss(at)
         (g,) = torch.autograd.grad(value, at)
         assert math.isclose(slope, float(g), rel_tol=1e-12, abs_tol=1e-12)
-        assert math.isclose(loss, float(value), rel_tol=1e-12)
+        assert math.isclose(loss, float(value.detach()), rel_tol=1e-12)
     for i in range(len(rec.positions) - 1):
         assert math.isclose(rec.positions[i + 1], rec.positions[i] - 0.1 * rec.slopes[i], rel_tol=1e-12)
     assert len(rec.positions) == 16

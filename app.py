@@ -1,4 +1,9 @@
-"""cnnviz: watch a convolutional neural network think and learn.  Run with `streamlit run app.py`."""
+"""cnnviz: watch a convolutional neural network think and learn.  Run with `streamlit run app.py`.
+
+The page files live in app_pages/, not pages/: Streamlit treats a folder named pages/ beside the entry script as
+a legacy multipage app until some session has run this script, so a deep link (/explorer) opened first on a fresh
+server would bypass st.navigation (no grouped sidebar, no wide layout).
+"""
 
 from __future__ import annotations
 
@@ -14,22 +19,22 @@ class PageSpec:
     summary: str
 
 
-HOME = PageSpec("pages/home.py", "Home", ":material/home:", "home", "What cnnviz teaches.")
+HOME = PageSpec("app_pages/home.py", "Home", ":material/home:", "home", "What cnnviz teaches.")
 
 SECTIONS: dict[str, tuple[PageSpec, ...]] = {
     "Explore a trained CNN": (
-        PageSpec("pages/explorer.py", "Network explorer", ":material/draw:", "explorer",
+        PageSpec("app_pages/explorer.py", "Network explorer", ":material/draw:", "explorer",
                  "Draw a digit (or pick a photo) and watch every layer of a trained CNN compute, then walk the "
                  "gradient back from the loss to the pixels with one slider."),
-        PageSpec("pages/digit_sum.py", "Digit-sum challenge", ":material/functions:", "digit_sum",
+        PageSpec("app_pages/digit_sum.py", "Digit-sum challenge", ":material/functions:", "digit_sum",
                  "Classify ten test digits and compare the sum of the predictions with the true sum."),
     ),
     "Backprop by hand": (
-        PageSpec("pages/graph.py", "Computational graph", ":material/account_tree:", "graph",
+        PageSpec("app_pages/graph.py", "Computational graph", ":material/account_tree:", "graph",
                  "f = (x + y) z and your own expressions: values forward, gradients backward, one node at a time."),
-        PageSpec("pages/mlp.py", "Step-by-step MLP", ":material/hub:", "mlp",
+        PageSpec("app_pages/mlp.py", "Step-by-step MLP", ":material/hub:", "mlp",
                  "Tiny networks from the worked examples: every value, gradient and weight update, step by step."),
-        PageSpec("pages/conv_lab.py", "Convolution & pooling lab", ":material/grid_on:", "conv_lab",
+        PageSpec("app_pages/conv_lab.py", "Convolution & pooling lab", ":material/grid_on:", "conv_lab",
                  "Convolution, pooling and ReLU forward and backward on small matrices you can edit."),
     ),
 }

@@ -46,7 +46,7 @@ def server_side(n: int) -> list[float]:
 
     rng = np.random.default_rng(0)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     times = []
     for i in range(n + 2):
         buf = io.BytesIO()

@@ -25,8 +25,8 @@ from cnnviz.evaluate import to_input
 from cnnviz.models import build_model, new_card
 from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server, wait_for_idle
 
-LAB = "pages/conv_lab.py"
-DIGIT_SUM = "pages/digit_sum.py"
+LAB = "app_pages/conv_lab.py"
+DIGIT_SUM = "app_pages/digit_sum.py"
 DT = torch.float64
 
 

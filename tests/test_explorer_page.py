@@ -17,7 +17,7 @@ from cnnviz.data import dataset_available, preprocess
 from cnnviz.explain import backward_rule, conv_cell
 from tests.conftest import IDLE, ROOT, open_page, wait_for_idle
 
-EXPLORER = "pages/explorer.py"
+EXPLORER = "app_pages/explorer.py"
 
 
 def fmt(v: float) -> str:

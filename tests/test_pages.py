@@ -40,9 +40,27 @@ def test_page_in_browser(page, app_url, spec, tmp_path):
     open_page(page, f"{app_url}/{path}")
     page.wait_for_selector(IDLE)
     nav = page.locator("[data-testid='stSidebarNav']").inner_text()
-    for section in SECTIONS:  # st.navigation's grouped sidebar, not Streamlit's automatic pages/ listing
+    for section in SECTIONS:  # st.navigation's grouped sidebar, not Streamlit's automatic listing of a pages/ folder
         assert section in nav, nav
     assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
     heading = page.locator("h1").first.inner_text()
     assert heading.strip(), "page has no heading"
     page.screenshot(path=str(tmp_path / f"{spec.url_path}.png"), full_page=True)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_deep_link_on_a_fresh_server_uses_the_navigation(page):
+    """The first request a new server gets is a deep link: it must still go through st.navigation."""
+    from tests.conftest import require_browser, start_server, stop_server
+
+    require_browser()
+    server = start_server()
+    try:
+        open_page(page, f"{server.url}/conv_lab")
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        for section in SECTIONS:
+            assert section in nav, nav
+        assert page.locator("h1").first.inner_text().strip() == "Convolution & pooling lab"
+    finally:
+        stop_server(server)

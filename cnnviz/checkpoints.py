@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -21,6 +22,7 @@ from cnnviz.models import REGISTRY, ModelCard, build_model, model_args_of
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 MAX_HEADER_BYTES = 10_000_000
+MAX_PARAMETERS = 50_000_000  # a card asking for a bigger model is refused before anything is allocated
 
 
 class CheckpointError(Exception):
@@ -67,7 +69,14 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{card_path}: not a readable JSON card ({exc})") from None
     if not isinstance(meta, dict) or not {"arch", "card", "tensors"} <= meta.keys():
         raise CheckpointError(f"{card_path}: card lacks 'arch', 'card' or 'tensors'")
-    if meta["arch"] not in REGISTRY:
+    if not isinstance(meta["card"], dict) or not isinstance(meta["tensors"], dict) \
+            or not isinstance(meta.get("model_args") or {}, dict):
+        raise CheckpointError(f"{card_path}: 'card', 'tensors' and 'model_args' must be JSON objects")
+    bad = [k for k, v in meta["tensors"].items()
+           if not isinstance(v, list) or not all(isinstance(d, int) and d >= 0 for d in v)]
+    if bad:
+        raise CheckpointError(f"{card_path}: tensor shapes must be lists of sizes, not {bad[:3]}")
+    if not isinstance(meta["arch"], str) or meta["arch"] not in REGISTRY:
         raise CheckpointError(
             f"{card_path}: names an unknown model {meta['arch']!r} (known: {', '.join(REGISTRY)})"
         )
@@ -82,10 +91,13 @@ def _check_safetensors_header(path: Path) -> None:
     if len(head) < 9:
         raise CheckpointError(f"{path}: file is empty or truncated ({size} bytes)")
     (header_len,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+    if head[8:9] != b"{" or header_len > MAX_HEADER_BYTES:
         raise CheckpointError(
             f"{path}: not a safetensors file (bad header; a pickle or other format renamed .safetensors?)"
         )
+    if 8 + header_len > size:
+        raise CheckpointError(f"{path}: truncated safetensors file (its header alone needs {8 + header_len} bytes, "
+                              f"the file has {size})")
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -106,26 +118,49 @@ def load_path(path: str | Path) -> tuple[nn.Module, ModelCard]:
     Every tensor's name and shape is checked against the model and the card.
     """
     path = Path(path).with_suffix(".safetensors")
+    card_path = path.with_suffix(".json")
     meta = read_card(path)
+    arch = meta["arch"]
+    spec = REGISTRY[arch]
     try:
-        model = build_model(meta["arch"], meta.get("model_args"))
         card = ModelCard.from_json(meta["card"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path.with_suffix('.json')}: card cannot rebuild the model ({exc})") from None
-    state = load_state(path)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
+        with torch.device("meta"):  # shapes only: a card asking for a huge model costs nothing
+            skeleton = build_model(arch, meta.get("model_args"))
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{card_path}: card cannot rebuild the model ({exc})") from None
+    if card.name != arch:
+        raise CheckpointError(f"{card_path}: its card is for model {card.name!r} but it names model {arch!r}")
+    if (tuple(card.input_shape), len(card.classes), len(card.mean), len(card.std)) != (
+            spec.input_shape, len(spec.classes), spec.input_shape[0], spec.input_shape[0]):
+        raise CheckpointError(
+            f"{card_path}: card's input shape {tuple(card.input_shape)}, {len(card.classes)} classes and "
+            f"mean/std of length {len(card.mean)}/{len(card.std)} do not fit model {arch!r} "
+            f"(input {spec.input_shape}, {len(spec.classes)} classes)")
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    n_params = sum(math.prod(shape) for shape in expected.values())
+    if n_params > MAX_PARAMETERS:
+        raise CheckpointError(f"{card_path}: model_args ask for {n_params:,} parameters, more than "
+                              f"{MAX_PARAMETERS:,}; refusing to build it")
     carded = {k: tuple(v) for k, v in meta["tensors"].items()}
+    state = load_state(path)
+    got = {k: tuple(v.shape) for k, v in state.items()}
     if got != carded:
-        raise CheckpointError(f"{path}: tensors do not match the shapes its card lists")
+        diff = sorted(k for k in set(got) | set(carded) if got.get(k) != carded.get(k))
+        raise CheckpointError(
+            f"{path}: tensors do not match the shapes its card {card_path.name} lists "
+            f"(tensor: in file, in card) {[(k, got.get(k), carded.get(k)) for k in diff[:3]]}")
     if got != expected:
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
         raise CheckpointError(
-            f"{path}: does not fit model {meta['arch']!r}: missing {missing[:3]}, unexpected {extra[:3]}, "
+            f"{path}: does not fit model {arch!r}: missing {missing[:3]}, unexpected {extra[:3]}, "
             f"wrong shape {[(k, got[k], expected[k]) for k in wrong[:3]]}"
         )
+    try:
+        model = build_model(arch, meta.get("model_args"))
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{card_path}: card cannot rebuild the model ({exc})") from None
     model.load_state_dict(state)
     model.eval()
     for p in model.parameters():

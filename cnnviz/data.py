@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import math
 import os
-import warnings
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from cnnviz.models import ModelCard
 
@@ -18,6 +19,10 @@ from cnnviz.models import ModelCard
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# Formats tried on upload, by content. Pillow's other plugins (EPS runs Ghostscript, PDF, ICO, ...) are never tried.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# Pictures are shrunk to at most this many pixels a side before any float array is made (models see 28/32 px).
+WORK_SIDE = 1024
 
 DATASETS = ("mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -32,7 +37,11 @@ class ImageError(Exception):
 
 
 class EmptyImage(ImageError):
-    """The picture has no ink (an empty canvas)."""
+    """The picture has no ink (an empty canvas, a blank upload)."""
+
+
+EMPTY_MESSAGE = ("No digit found: nothing in the picture stands out from its background. Draw a digit on the "
+                 "canvas, or upload a picture of one.")
 
 
 def default_data_dir() -> Path:
@@ -137,58 +146,115 @@ def load_arrays(name: str, split: str, data_dir: str | Path | None = None) -> tu
 # Pictures in: bytes -> PIL image -> model tensor
 
 
+def _sniff_document(data: bytes) -> str | None:
+    """Name the non-picture formats people most often rename to .png (vector drawings and documents)."""
+    head = data[:1024].lstrip()
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"%!PS"):
+        return "a PostScript file"
+    lowered = head.lower()
+    if b"<svg" in lowered or (lowered.startswith(b"<?xml") and b"svg" in lowered):
+        return "an SVG drawing"
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return "a web page (HTML)"
+    return None
+
+
 def load_image(data: bytes) -> Image.Image:
     """Decode uploaded bytes into a PIL image, refusing what is not a usable picture.
 
-    The size check runs on the header, before any pixel is decoded, so a decompression bomb costs nothing.
-    Raises ImageError with a message for the learner.
+    Only the formats in ``IMAGE_FORMATS`` are tried, judged by content (never by file name). The size check runs
+    on the header, before any pixel is decoded, so a decompression bomb costs nothing; large JPEGs are decoded
+    at a reduced scale (at least ``WORK_SIDE`` px), since the models see 28 or 32 px.
+
+    Args:
+        data: the uploaded file's bytes.
+    Returns:
+        The decoded image (the first frame of an animation), any mode.
+    Raises:
+        ImageError: with a message for the learner saying what is wrong and what to do.
     """
     if not data:
-        raise ImageError("The file is empty. Upload a PNG or JPEG picture.")
+        raise ImageError("The file is empty (0 bytes). Upload a PNG or JPEG picture.")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB. Upload a smaller picture.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"The picture is {width}x{height} pixels, too large to open safely.")
-            if image.format not in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"):
-                raise ImageError(f"{image.format} files are not supported. Upload a PNG or JPEG picture.")
-            image.seek(0)  # animated images: the first frame
-            image.load()
+        # No warnings.catch_warnings here: it is not thread-safe, and every browser session runs in its own thread.
+        # Pillow raises DecompressionBombError above 2 x MAX_IMAGE_PIXELS; the explicit check below refuses the rest.
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"The picture is {width}x{height} pixels, too large to open safely "
+                             f"(at most {MAX_PIXELS // 1_000_000} million pixels). Upload a smaller picture.")
+        if width < 1 or height < 1:
+            raise ImageError("The picture has no pixels.")
+        image.seek(0)  # animated images: the first frame
+        if image.format == "JPEG":
+            image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+        image.load()
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("The picture declares too many pixels to open safely (a decompression bomb?).") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"The picture declares more than {2 * MAX_PIXELS // 1_000_000} million pixels: too large to "
+                         "open safely (a decompression bomb?). Upload a smaller picture.") from None
     except UnidentifiedImageError:
-        raise ImageError("This file is not a picture Pillow can read. Upload a PNG or JPEG picture.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"The picture is damaged or truncated ({exc}). Upload another one.") from None
-    if min(image.size) < 1:
-        raise ImageError("The picture has no pixels.")
+        kind = _sniff_document(data)
+        if kind is not None:
+            raise ImageError(f"This file is {kind}, not a picture made of pixels. Export it as PNG or JPEG and "
+                             "upload that.") from None
+        raise ImageError("This file is not a picture this app can read (PNG, JPEG, GIF, BMP, WEBP or TIFF). "
+                         "Upload a PNG or JPEG picture.") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageError(f"The picture is damaged or cut short ({exc}). Upload another one.") from None
     return image
+
+
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                   7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def _upright_and_small(image: Image.Image) -> tuple[Image.Image, bool]:
+    """Undo the EXIF rotation and box-shrink to at most WORK_SIDE px a side, BEFORE any float array is made.
+
+    Returns (image in an 8-bit mode, "I" or "F", whether it came from a 16-bit mode). Shrinking first keeps a
+    40-megapixel upload from costing gigabytes of float64 arrays.
+    """
+    try:
+        orientation = image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block only loses the rotation
+        orientation = None
+    sixteen = image.mode.startswith("I;16")
+    if sixteen:
+        image = image.convert("I")
+    elif image.mode in ("P", "PA", "LA"):
+        image = image.convert("RGBA")  # palette indices must not be averaged
+    elif image.mode == "1":
+        image = image.convert("L")
+    factor = math.ceil(max(image.size) / WORK_SIDE)
+    if factor > 1:
+        image = image.reduce(factor)
+    if orientation in _EXIF_TRANSPOSE:
+        image = image.transpose(_EXIF_TRANSPOSE[orientation])
+    return image, sixteen
 
 
 def _to_float_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any PIL mode -> (RGB float array in [0, 1] of shape (H, W, 3), alpha in [0, 1] or None)."""
-    image = ImageOps.exif_transpose(image) or image
+    image, sixteen = _upright_and_small(image)
     mode = image.mode
     alpha = None
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode in ("I", "F") and arr.max() <= 255:
-            hi = 255.0
+    if mode in ("I", "F"):
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if sixteen:
+            hi = 65535.0
+        else:
+            hi = 255.0 if arr.max() <= 255 else max(float(arr.max()), 1.0)
         gray = np.clip(arr / hi, 0.0, 1.0)
         return np.repeat(gray[..., None], 3, axis=2), None
-    if mode == "P" or mode == "PA":
-        image = image.convert("RGBA")
-    elif mode == "LA":
-        image = image.convert("RGBA")
-    elif mode not in ("RGB", "RGBA", "L"):
-        image = image.convert("RGB")  # CMYK, YCbCr, 1, ...
+    if mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGB")  # CMYK, YCbCr, ...
     if image.mode == "RGBA":
         arr = np.asarray(image, dtype=np.float64) / 255.0
         alpha = arr[..., 3]
@@ -229,7 +295,7 @@ def mnist_field(image: Image.Image, ink_threshold: float = 0.1) -> np.ndarray:
     peak = float(ink.max()) if ink.size else 0.0
     mask = ink > max(ink_threshold, 0.25 * peak) if peak > 0 else np.zeros_like(ink, dtype=bool)
     if peak < ink_threshold or not mask.any():
-        raise EmptyImage("Nothing is drawn yet: draw a digit on the canvas.")
+        raise EmptyImage(EMPTY_MESSAGE)
     rows, cols = np.nonzero(mask)
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     h, w = crop.shape
@@ -239,7 +305,7 @@ def mnist_field(image: Image.Image, ink_threshold: float = 0.1) -> np.ndarray:
     small = np.asarray(crop_img.resize((new_w, new_h), Image.LANCZOS), dtype=np.float64) / 255.0
     total = small.sum()
     if total <= 0:
-        raise EmptyImage("Nothing is drawn yet: draw a digit on the canvas.")
+        raise EmptyImage(EMPTY_MESSAGE)
     ys, xs = np.indices(small.shape)
     com_y, com_x = float((ys * small).sum() / total), float((xs * small).sum() / total)
     top = int(np.clip(round(14 - com_y), 0, 28 - new_h))

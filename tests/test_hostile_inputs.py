@@ -40,7 +40,7 @@ from cnnviz.data import (
     preprocess,
 )
 from cnnviz.models import REGISTRY, ModelCard, build_model, new_card
-from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
+from tests.conftest import ROOT, open_page, start_server, stop_server
 
 MODELS = tuple(REGISTRY)  # ("mnist", "cifar10")
 EXPLORER = next(p.path for p in ALL_PAGES if p.url_path == "explorer")
@@ -699,17 +699,28 @@ def server_url(model_dir):
         stop_server(server)
 
 
+def after_run(page, action) -> None:
+    """Do ``action`` and wait until the Streamlit run it starts has finished (however quick or late it is)."""
+    from bench.load import RUN_FINISHED, WATCH_RUNS
+
+    page.evaluate(WATCH_RUNS)
+    mark = page.evaluate("window.__cnnvizChanges || 0")
+    action()
+    page.wait_for_function(RUN_FINISHED, arg=mark, timeout=60_000, polling=50)
+
+
 def choose(page, model: str, source: str) -> None:
     if model != "mnist":
-        page.locator(".st-key-model_name label", has_text="CIFAR-10").click()
-        wait_for_idle(page)
-    page.locator(f".st-key-source_{model} button", has_text=source).click()
-    wait_for_idle(page)
+        after_run(page, lambda: page.locator(".st-key-model_name label", has_text="CIFAR-10").click())
+    after_run(page, lambda: page.locator(f".st-key-source_{model} button", has_text=source).click())
+
+
+def uploader_input(page, model: str):
+    return page.locator(f".st-key-upload_{model} [data-testid='stFileUploaderDropzoneInput']")
 
 
 def set_upload(page, model: str, path: Path) -> None:
-    page.locator(f".st-key-upload_{model} [data-testid='stFileUploaderDropzoneInput']").set_input_files(str(path))
-    wait_for_idle(page)
+    after_run(page, lambda: uploader_input(page, model).set_input_files(str(path)))
 
 
 def no_exception(page) -> None:
@@ -730,8 +741,9 @@ def test_browser_bad_uploads_show_errors_and_the_page_keeps_working(page, server
         path = tmp_path / name
         path.write_bytes(data)
         set_upload(page, "mnist", path)
-        alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
-        assert any(name in a and words in a for a in alerts), alerts
+        alert = page.locator("[data-testid='stAlert']", has_text=name)
+        alert.first.wait_for(timeout=30_000)  # painted a moment after the run ends
+        assert words in alert.first.inner_text(), alert.first.inner_text()
         no_exception(page)
         assert page.locator(".st-key-prediction").count() == 0
         set_upload(page, "mnist", good)  # a good picture right after: the page works again
@@ -763,7 +775,9 @@ def test_browser_upload_over_the_size_limit_is_refused_by_the_server(page, serve
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes((limit_mb + 1) * 1024 * 1024))
     before = len(requests)
-    set_upload(page, "mnist", big)
+    uploader_input(page, "mnist").set_input_files(str(big))  # refused in the page: no upload, no run
+    page.wait_for_function("() => /MB/.test(document.querySelector('.st-key-upload_mnist').innerText)",
+                           timeout=30_000)
     text = page.inner_text(".st-key-upload_mnist")
     assert "5" in text and "MB" in text, text  # the uploader's own "File must be 5.0MB or smaller."
     assert len(requests) == before, "the page sent a file over the limit"

@@ -1,0 +1,675 @@
+"""Load test: N real Streamlit sessions (browser contexts in ONE Chromium) against one server on 127.0.0.1.
+
+    python bench/load.py [--sessions 30] [--seconds 60] [--json out.json]
+
+Each session drives the network explorer like a learner: draws digits on the canvas, picks test samples ("New
+sample"), moves the backprop slider, and visits the other pages through the sidebar. After every interaction it
+waits for Streamlit's run to finish (the latency), counts exceptions, and checks the page's numbers against what
+that input gives alone: drawings against a single-session run of the same stroke made before the load starts,
+test samples against ``cnnviz.capture.capture`` run here on the same sample. The server's RSS, threads and open
+file handles are read with psutil before, during and after; after the sessions close, the script waits for
+Streamlit to drop their stored state (``server.disconnectedSessionTTL``) before the last reading.
+
+Exit status 1 when any session saw an exception, a wrong number, a timeout or a driver error, or when the server's
+memory after the run is more than 200 MB above its warm start. Loopback only; every loop is bounded by the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import ALL_PAGES, SECTIONS  # noqa: E402
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, IDLE, start_server, stop_server  # noqa: E402
+
+MEMORY_LIMIT_MB = 200.0
+DEBUG_DIR = os.environ.get("CNNVIZ_LOAD_DEBUG")  # a folder: log every update, screenshot every timeout
+OTHER_PAGES = ("home", "graph", "mlp", "conv_lab", "digit_sum")
+PAGE_TITLES = {p.url_path: p.title for p in ALL_PAGES}  # the sidebar's link texts
+SECTION_TITLES = tuple(SECTIONS)  # shown in the sidebar only while app.py's st.navigation is in charge
+VIEWPORT = {"width": 1280, "height": 900}
+
+# Counts every change of the app's script state, so a run that starts and ends between two polls is still seen.
+WATCH_RUNS = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app || app.__cnnvizWatched) return;
+  app.__cnnvizWatched = true;
+  window.__cnnvizChanges = window.__cnnvizChanges || 0;
+  new MutationObserver(records => { window.__cnnvizChanges += records.length; })
+    .observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]});
+}"""
+RUN_FINISHED = """mark => {
+  const app = document.querySelector("[data-testid='stApp']");
+  return (window.__cnnvizChanges || 0) > mark && app && app.getAttribute("data-test-script-state") === "notRunning";
+}"""
+
+
+def _debug(line: str) -> None:
+    with open(Path(DEBUG_DIR) / "log.txt", "a") as f:
+        f.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Strokes: each one continuous mouse stroke, so one stroke = one canvas update = one run
+
+
+def _polyline(points: list[tuple[float, float]], step: float = 8.0) -> list[tuple[float, float]]:
+    out = [points[0]]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        n = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
+        out += [(x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(1, n + 1)]
+    return out
+
+
+STROKES: dict[str, list[tuple[float, float]]] = {
+    "one": _polyline([(140, 40), (140, 240)]),
+    "zero": [(140 + 55 * math.sin(2 * math.pi * k / 48), 140 - 95 * math.cos(2 * math.pi * k / 48))
+             for k in range(49)],
+    "seven": _polyline([(70, 50), (210, 50), (120, 240)]),
+    "two": _polyline([(80, 80), (110, 45), (170, 45), (200, 90), (80, 230), (210, 230)]),
+    "four": _polyline([(170, 240), (170, 40), (70, 170), (220, 170)]),
+    "L": _polyline([(100, 40), (100, 230), (200, 230)]),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Update:
+    session: int
+    kind: str
+    latency_s: float
+    t_end: float
+
+
+@dataclass
+class Problem:
+    session: int
+    kind: str  # "exception", "mismatch", "navigation", "timeout", "driver"
+    detail: str
+
+
+@dataclass
+class ServerStats:
+    rss_mb: float
+    threads: int
+    fds: int
+
+    @classmethod
+    def read(cls, proc: psutil.Process) -> ServerStats:
+        return cls(proc.memory_info().rss / 2**20, proc.num_threads(), proc.num_fds())
+
+
+@dataclass
+class LoadResult:
+    sessions: int
+    seconds: float
+    checkpoint_dir: str
+    models: list[str]
+    ramp_s: float = 0.0
+    window_s: float = 0.0
+    updates: list[Update] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    checks: int = 0  # numbers compared with the single-input reference
+    stats: dict[str, ServerStats] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    after_rounds_mb: list[float] = field(default_factory=list)  # RSS after each round's sessions are gone
+    baseline: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return len(self.problems)
+
+    @property
+    def memory_growth_mb(self) -> float:
+        return self.stats["after"].rss_mb - self.stats["start"].rss_mb
+
+    def latencies(self, kinds: tuple[str, ...] | None = None) -> list[float]:
+        return [u.latency_s for u in self.updates if kinds is None or u.kind in kinds]
+
+    def ok(self) -> bool:
+        return self.errors == 0 and self.memory_growth_mb <= MEMORY_LIMIT_MB and len(self.updates) > 0
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The expected numbers, computed here without any server
+
+
+class Oracle:
+    """What the page must show for an input when it is run alone."""
+
+    def __init__(self, checkpoint_dir: Path) -> None:
+        from cnnviz.checkpoints import load_model
+        from cnnviz.data import dataset_available
+
+        self.models = {}
+        for name in ("mnist", "cifar10"):
+            try:
+                self.models[name] = load_model(name, directory=checkpoint_dir)
+            except Exception:  # noqa: BLE001 - a missing or broken model is left out of the mix
+                pass
+        self.sampled = [m for m in self.models if dataset_available(m)[0]]  # test sets on disk
+        self._datasets: dict[str, object] = {}
+        self._cache: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def sample(self, name: str, index: int) -> tuple[str, str]:
+        """(prediction line, loss fragment) of test-set image ``index`` as the explorer shows them."""
+        key = (name, index)
+        if key not in self._cache:
+            from cnnviz.capture import capture
+            from cnnviz.data import dataset, preprocess
+
+            if name not in self._datasets:
+                self._datasets[name] = dataset(name, "test")
+            model, card = self.models[name]
+            image, label = self._datasets[name][index]
+            x = preprocess(image, card, dataset_sample=True)
+            first = capture(model, x)
+            trace = capture(model, x, target=int(label), objective="loss")
+            verdict = " (correct)" if first.pred == label else f" (true: {card.classes[int(label)]})"
+            line = f"Prediction: {card.classes[first.pred]} ({float(first.probs[first.pred]):.1%}){verdict}"
+            loss = f"-log {float(trace.probs[trace.target]):.4g} = {trace.loss:.4g}"
+            self._cache[key] = (line, loss)
+        return self._cache[key]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One browser session
+
+
+class Timeout(Exception):
+    pass
+
+
+class Session:
+    def __init__(self, index: int, context, url: str, result: LoadResult, oracle: Oracle | None,
+                 model: str, timeout_s: float, seed: int) -> None:
+        self.index, self.context, self.url, self.result, self.oracle = index, context, url, result, oracle
+        self.model, self.timeout_s = model, timeout_s
+        self.can_sample = oracle is not None and model in oracle.sampled
+        self.rng = random.Random(seed)
+        self.page = None
+        self.canvas_dirty = False
+        self.expected: tuple[str, str | None] | None = None  # (prediction line, loss fragment) of the input shown
+
+    # -- plumbing
+    async def open(self) -> None:
+        if self.page is not None:
+            await self.page.close()
+        self.page = await self.context.new_page()
+        self.page.set_default_timeout(self.timeout_s * 1000)
+        await self.page.goto(f"{self.url}/explorer", wait_until="domcontentloaded")
+        await self.page.wait_for_selector(IDLE, timeout=self.timeout_s * 1000)
+        await self.page.wait_for_selector(".st-key-model_name", timeout=self.timeout_s * 1000)
+        await self.page.evaluate(WATCH_RUNS)
+
+    async def act(self, kind: str, action, record: bool = True) -> float:
+        """Do ``action`` and wait until the run it starts has finished; record the latency and any exception."""
+        page = self.page
+        await page.evaluate(WATCH_RUNS)
+        mark = await page.evaluate("window.__cnnvizChanges || 0")
+        start = time.perf_counter()
+        await action()
+        try:
+            await page.wait_for_function(RUN_FINISHED, arg=mark, timeout=self.timeout_s * 1000, polling=50)
+        except Exception as exc:  # playwright's TimeoutError
+            if DEBUG_DIR:
+                await page.screenshot(path=str(Path(DEBUG_DIR) / f"timeout_{self.index}_{kind}.png"), full_page=True)
+            raise Timeout(f"{kind}: no finished run within {self.timeout_s:.0f} s") from exc
+        if DEBUG_DIR:
+            nav = await page.locator("[data-testid='stSidebarNav']").inner_text()
+            _debug(f"session {self.index}: {kind} {time.perf_counter() - start:.2f} s {page.url} "
+                   f"nav={'app' if SECTION_TITLES[0] in nav else 'pages/'}")
+        latency = time.perf_counter() - start
+        if record:
+            self.result.updates.append(Update(self.index, kind, latency, time.monotonic()))
+        exceptions = await page.locator("[data-testid='stException']").all_inner_texts()
+        if exceptions:
+            self.result.problems.append(Problem(self.index, "exception", f"{kind}: {exceptions[0][:300]}"))
+        return latency
+
+    async def active_segment(self) -> str:
+        return await self.page.locator(f".st-key-source_{self.model} button[aria-checked='true']").inner_text()
+
+    async def check(self, what: str, with_loss: bool = False) -> None:
+        """Compare the prediction (and, after a slider move to 'loss', the loss) with the single-input reference."""
+        if self.expected is None:
+            return
+        line, loss = self.expected
+        shown = (await self.page.locator(".st-key-prediction").inner_text(timeout=10_000)).strip()
+        self.result.checks += 1
+        if shown != line:
+            self.result.problems.append(Problem(self.index, "mismatch", f"{what}: page {shown!r}, alone {line!r}"))
+        if with_loss and loss is not None and await self.slider_value() == "loss":
+            text = await self.page.locator("[data-testid='stMarkdownContainer']",
+                                           has_text="L = -log p[target]").first.text_content(timeout=15_000)
+            self.result.checks += 1
+            if loss not in (text or ""):
+                self.result.problems.append(Problem(self.index, "mismatch", f"{what}: loss {text!r}, alone {loss!r}"))
+
+    async def slider_value(self) -> str | None:
+        slider = self.page.locator(".st-key-backprop input[type='range']")
+        if await slider.count() == 0:
+            return None
+        return await slider.get_attribute("aria-valuetext")
+
+    # -- what a learner does
+    async def ensure_model(self) -> None:
+        if self.model == "mnist":
+            return
+        checked = await self.page.locator(".st-key-model_name input[type='radio']").nth(1).is_checked()
+        if not checked:
+            await self.act("model", lambda: self.page.locator(".st-key-model_name label",
+                                                              has_text="CIFAR-10").click())
+            self.canvas_dirty = False
+            await self.after_sample_shown("model")
+
+    async def ensure_source(self, source: str) -> None:
+        if await self.active_segment() == source:
+            return
+        await self.act("source", lambda: self.page.locator(f".st-key-source_{self.model} button",
+                                                           has_text=source).click())
+        self.canvas_dirty = False
+        if source == "Test sample":
+            await self.after_sample_shown("source")
+        else:
+            self.expected = None
+
+    async def after_sample_shown(self, what: str) -> None:
+        if await self.active_segment() != "Test sample" or self.oracle is None:
+            self.expected = None
+            return
+        caption = " ".join(await self.page.locator("[data-testid='stImageCaption']").all_inner_texts())
+        found = re.search(r"test image #(\d+)", caption)
+        if not found:
+            self.result.problems.append(Problem(self.index, "mismatch", f"{what}: no sample caption in {caption!r}"))
+            self.expected = None
+            return
+        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
+        await self.check(f"{what} #{found.group(1)}")
+
+    async def draw(self, name: str) -> None:
+        await self.ensure_source("Draw")
+        canvas = self.page.locator(".st-key-canvas")
+        if self.canvas_dirty:
+            await self.clear(canvas)
+        box = await self.canvas_box(canvas)
+        points = STROKES[name]
+        mouse = self.page.mouse
+
+        async def stroke() -> None:
+            await mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+            await mouse.down()
+            for px, py in points[1:]:
+                await mouse.move(box["x"] + px, box["y"] + py, steps=2)
+            await mouse.up()
+
+        await self.act("draw", stroke)
+        self.canvas_dirty = True
+        reference = self.result.baseline.get(name)
+        self.expected = None if reference is None else tuple(json.loads(reference))
+        await self.check(f"draw {name}")
+
+    async def canvas_box(self, canvas) -> dict:
+        """The drawing surface's box once the component has mounted and the layout has stopped moving (a person
+        does not draw on a canvas that is still appearing)."""
+        surface = canvas.locator("canvas").last
+        await surface.wait_for(state="visible")
+        box = await surface.bounding_box()
+        for _ in range(50):
+            await asyncio.sleep(0.3)
+            again = await surface.bounding_box()
+            if again == box and box is not None:
+                return box
+            box = again
+        raise Timeout("draw: the canvas never stopped moving")
+
+    async def clear(self, canvas) -> None:
+        """The canvas's reset button. It usually reruns the app; when it does not, the prediction must be gone."""
+        reset = canvas.get_by_role("button", name="Reset canvas & history")
+        saved, self.timeout_s = self.timeout_s, min(self.timeout_s, 20.0)
+        try:
+            await self.act("clear", reset.click)
+        except Timeout:
+            if await self.page.locator(".st-key-prediction").count():
+                raise Timeout("clear: the reset button neither reran the app nor removed the prediction") from None
+        finally:
+            self.timeout_s = saved
+        await self.page.wait_for_selector(".st-key-prediction", state="detached", timeout=self.timeout_s * 1000)
+        self.canvas_dirty, self.expected = False, None
+
+    async def new_sample(self) -> None:
+        if not self.can_sample:
+            return await self.draw(self.rng.choice(list(STROKES)))
+        await self.ensure_model()
+        await self.ensure_source("Test sample")
+        await self.act("sample", lambda: self.page.locator(f".st-key-sample_{self.model}_new button").click())
+        await self.after_sample_shown("new sample")
+
+    async def slide(self) -> None:
+        await self.page.get_by_role("tab", name="Backward pass").click()  # client side: no run
+        slider = self.page.locator(".st-key-backprop input[type='range']")
+        value, top = int(await slider.input_value()), int(await slider.get_attribute("max"))
+        if value == 0:
+            key = self.rng.choice(["ArrowRight", "End"])
+        elif value == top:
+            key = self.rng.choice(["ArrowLeft", "Home"])
+        else:
+            key = self.rng.choice(["ArrowLeft", "ArrowRight", "Home", "End"])
+
+        async def press() -> None:
+            await slider.focus()
+            await slider.press(key)
+
+        await self.act("slider", press)
+        await self.check(f"slider {key}", with_loss=True)
+
+    async def navigation_kept(self, what: str) -> bool:
+        """Whether the sidebar is still app.py's st.navigation (its section titles), not Streamlit's automatic
+        listing of the pages/ folder, which means the page ran without app.py. Recovers by reloading."""
+        nav = await self.page.locator("[data-testid='stSidebarNav']").inner_text(timeout=10_000)
+        if all(section in nav for section in SECTION_TITLES):
+            return True
+        self.result.problems.append(Problem(
+            self.index, "navigation", f"{what}: the sidebar became Streamlit's automatic pages/ listing "
+            f"({' '.join(nav.split())[:80]!r}): the page ran without app.py"))
+        await self.open()  # what a learner would do: reload
+        self.canvas_dirty, self.expected = False, None
+        return False
+
+    async def visit(self) -> None:
+        target = self.rng.choice(OTHER_PAGES)
+        nav = self.page.locator("[data-testid='stSidebarNav']")
+        await self.act("visit", lambda: nav.get_by_role("link", name=PAGE_TITLES[target]).click())
+        heading = await self.page.locator("h1").first.inner_text(timeout=10_000)
+        if not heading.strip():
+            self.result.problems.append(Problem(self.index, "mismatch", f"visit {target}: no heading"))
+        if not await self.navigation_kept(f"click {target}"):
+            return
+        await self.act("visit", lambda: nav.get_by_role("link", name=PAGE_TITLES["explorer"]).click())
+        self.canvas_dirty, self.expected = False, None  # widgets start afresh on the page
+        await self.page.wait_for_selector(".st-key-model_name")
+        await self.navigation_kept("click explorer")
+
+    async def step(self) -> None:
+        r = self.rng.random()
+        if self.expected is None and 0.65 <= r < 0.9:  # nothing shown yet (after a visit): no slider to move
+            r = self.rng.random() * 0.65
+        if self.model == "mnist" and r < 0.35:
+            await self.draw(self.rng.choice(list(STROKES)))
+        elif r < 0.65:
+            await self.new_sample()
+        elif r < 0.9:
+            await self.slide()
+        else:
+            await self.visit()
+
+    async def run_until(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                await self.step()
+            except Timeout as exc:
+                self.result.problems.append(Problem(self.index, "timeout", str(exc)))
+                return
+            except Exception as exc:  # noqa: BLE001 - report, do not hide, anything the driver hits
+                self.result.problems.append(Problem(self.index, "driver", f"{type(exc).__name__}: {exc}"[:400]))
+                if DEBUG_DIR:
+                    await self.page.screenshot(path=str(Path(DEBUG_DIR) / f"driver_{self.index}.png"), full_page=True)
+                return
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+
+async def _monitor(proc: psutil.Process, result: LoadResult, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            result.peak_rss_mb = max(result.peak_rss_mb, proc.memory_info().rss / 2**20)
+        except psutil.Error:
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _baseline(browser, url: str, result: LoadResult, timeout_s: float, sampled: list[str]) -> None:
+    """One session alone: every stroke's prediction and loss, and one visit to every page (warms the server)."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    solo = Session(-1, context, url, LoadResult(1, 0, "", []), None, "mnist", timeout_s, seed=0)
+    try:
+        # A learner arrives at the home page first (a deep link as the very first request is tested separately:
+        # tests/test_load_small.py and tests/test_pages.py).
+        page = await context.new_page()
+        await page.goto(f"{url}/", wait_until="domcontentloaded")
+        await page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+        await page.close()
+        await solo.open()
+        if "mnist" in result.models:
+            for name in STROKES:
+                await solo.draw(name)
+                line = (await solo.page.locator(".st-key-prediction").inner_text()).strip()
+                text = await solo.page.locator("[data-testid='stMarkdownContainer']",
+                                               has_text="L = -log p[target]").first.text_content(timeout=15_000)
+                found = re.search(r"-log \S+ = \S+?(?=\.\s|\.$|$)", text or "")
+                result.baseline[name] = json.dumps([line, found.group(0) if found else None])
+            await solo.slide()
+        for model in sampled:
+            solo.model, solo.can_sample = model, True
+            await solo.new_sample()
+        for target in OTHER_PAGES:  # by address: warms each page without the sidebar's own behaviour
+            await solo.page.goto(f"{url}/{target}", wait_until="domcontentloaded")
+            await solo.page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+        if solo.result.problems:
+            result.problems += [Problem(-1, p.kind, "baseline: " + p.detail) for p in solo.result.problems]
+    finally:
+        await context.close()
+
+
+async def run_load_async(sessions: int = 30, seconds: float = 60.0, checkpoint_dir: Path | None = None,
+                         timeout_s: float = 240.0, drain_s: float | None = None, session_ttl_s: int | None = None,
+                         cifar_share: float = 0.2, seed: int = 0, rounds: int = 1, log=print) -> LoadResult:
+    from playwright.async_api import async_playwright
+
+    from cnnviz.checkpoints import checkpoint_dir as default_checkpoint_dir
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+    oracle = Oracle(checkpoint_dir)
+    models = [m for m in oracle.models if m == "mnist" or m in oracle.sampled]  # CIFAR sessions need its test set
+    if "mnist" not in oracle.models:
+        raise SystemExit(f"no usable MNIST checkpoint in {checkpoint_dir}: train it or pass --checkpoint-dir")
+    result = LoadResult(sessions, seconds, str(checkpoint_dir), models)
+    env = {"CNNVIZ_CHECKPOINT_DIR": str(checkpoint_dir)}
+    if session_ttl_s is not None:
+        env["STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL"] = str(session_ttl_s)
+    ttl = session_ttl_s if session_ttl_s is not None else 120
+    drain_s = ttl + 10 if drain_s is None else drain_s
+
+    server = start_server(env=env)
+    proc = psutil.Process(server.process.pid)
+    stop = asyncio.Event()
+    monitor = None
+    try:
+        result.stats["cold"] = ServerStats.read(proc)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                log(f"server {server.url} (pid {proc.pid}), models {models}, checkpoints {checkpoint_dir}")
+                await _baseline(browser, server.url, result, timeout_s, oracle.sampled)
+                await asyncio.sleep(2)
+                result.stats["start"] = ServerStats.read(proc)
+                log(f"warm: {asdict(result.stats['start'])}; baseline {len(result.baseline)} drawings")
+                monitor = asyncio.create_task(_monitor(proc, result, stop))
+                n_cifar = round(sessions * cifar_share) if "cifar10" in models else 0
+                for r in range(rounds):
+                    contexts = [await browser.new_context(viewport=VIEWPORT) for _ in range(sessions)]
+                    runners = [Session(i, c, server.url, result, oracle, "cifar10" if i < n_cifar else "mnist",
+                                       timeout_s, seed=seed * 1000 + r * sessions + i)
+                               for i, c in enumerate(contexts)]
+                    ramp = time.monotonic()
+                    opened = await asyncio.gather(*(s.open() for s in runners), return_exceptions=True)
+                    for s, outcome in zip(runners, opened, strict=True):
+                        if isinstance(outcome, BaseException):
+                            result.problems.append(Problem(s.index, "driver", f"open: {outcome!r}"[:400]))
+                    live = [s for s, o in zip(runners, opened, strict=True) if not isinstance(o, BaseException)]
+                    result.ramp_s += time.monotonic() - ramp
+                    log(f"round {r + 1}: {len(live)} sessions open after {time.monotonic() - ramp:.1f} s; "
+                        f"running for {seconds:.0f} s")
+                    start = time.monotonic()
+                    await asyncio.gather(*(s.run_until(start + seconds) for s in live))
+                    result.window_s += time.monotonic() - start
+                    result.stats["end"] = ServerStats.read(proc)
+                    for c in contexts:
+                        await c.close()
+                    await asyncio.sleep(3)
+                    result.stats["closed"] = ServerStats.read(proc)
+                    if drain_s > 0:
+                        log(f"sessions closed; waiting {drain_s:.0f} s for the server to drop their stored state")
+                        await asyncio.sleep(drain_s)
+                        await _poke(browser, server.url, timeout_s)
+                    result.stats["after"] = ServerStats.read(proc)
+                    result.after_rounds_mb.append(result.stats["after"].rss_mb)
+                stop.set()
+                await monitor
+            finally:
+                await browser.close()
+    finally:
+        stop.set()
+        stop_server(server)
+    return result
+
+
+async def _poke(browser, url: str, timeout_s: float) -> None:
+    """Open and close one session: its disconnect is a write to Streamlit's session store, which evicts the
+    sessions whose time to live has passed (the store only reaps on writes)."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    try:
+        page = await context.new_page()
+        await page.goto(f"{url}/home", wait_until="domcontentloaded")
+        await page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+    finally:
+        await context.close()
+    await asyncio.sleep(3)
+
+
+def run_load(**kwargs) -> LoadResult:
+    return asyncio.run(run_load_async(**kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def summary(result: LoadResult) -> str:
+    lat = result.latencies()
+    kinds = sorted({u.kind for u in result.updates})
+    captures = [u for u in result.updates if u.kind in ("draw", "sample", "source", "model")]
+    by_kind = {p.kind: sum(1 for q in result.problems if q.kind == p.kind) for p in result.problems}
+    s = result.stats
+    rows = [
+        ("sessions (browser contexts, one Chromium)", f"{result.sessions}  ({', '.join(result.models)})"),
+        ("rounds; ramp-up / measured window", f"{len(result.after_rounds_mb)}; {result.ramp_s:.1f} s / "
+                                              f"{result.window_s:.1f} s (asked {result.seconds:.0f} a round)"),
+        ("page updates (finished runs)", f"{len(lat)}  (captures of a new input: {len(captures)})"),
+        ("throughput", f"{len(lat) / max(result.window_s, 1e-9):.2f} updates/s, "
+                       f"{len(captures) / max(result.window_s, 1e-9):.2f} captures/s"),
+        ("latency p50 / p95 / max", f"{percentile(lat, 0.5):.2f} / {percentile(lat, 0.95):.2f} / "
+                                    f"{max(lat, default=float('nan')):.2f} s"),
+        ("numbers checked against a single-input run", str(result.checks)),
+        ("errors", f"{result.errors}  {by_kind or ''}"),
+        ("server RSS cold / warm start / peak / end", f"{s['cold'].rss_mb:.0f} / {s['start'].rss_mb:.0f} / "
+                                                     f"{result.peak_rss_mb:.0f} / {s['end'].rss_mb:.0f} MB"),
+        ("server RSS after close / after drain", f"{s['closed'].rss_mb:.0f} / {s['after'].rss_mb:.0f} MB (growth "
+                                                 f"{result.memory_growth_mb:+.0f} MB, limit {MEMORY_LIMIT_MB:.0f})"),
+        ("RSS after each round", " / ".join(f"{v:.0f}" for v in result.after_rounds_mb) + " MB"),
+        ("threads start / end / after", f"{s['start'].threads} / {s['end'].threads} / {s['after'].threads}"),
+        ("open fds start / end / after", f"{s['start'].fds} / {s['end'].fds} / {s['after'].fds}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("")
+    lines.append(f"{'kind'.ljust(10)} {'n':>5} {'p50 s':>7} {'p95 s':>7}")
+    for kind in kinds:
+        xs = result.latencies((kind,))
+        lines.append(f"{kind.ljust(10)} {len(xs):5d} {percentile(xs, 0.5):7.2f} {percentile(xs, 0.95):7.2f}")
+    for p in result.problems[:20]:
+        lines.append(f"  session {p.session}: {p.kind}: {p.detail}")
+    lines.append("PASS" if result.ok() else "FAIL")
+    return "\n".join(lines)
+
+
+def to_json(result: LoadResult) -> dict:
+    lat = result.latencies()
+    return {
+        "sessions": result.sessions, "seconds": result.seconds, "models": result.models,
+        "ramp_s": result.ramp_s, "window_s": result.window_s, "updates": len(lat),
+        "updates_per_s": len(lat) / max(result.window_s, 1e-9),
+        "p50_s": percentile(lat, 0.5), "p95_s": percentile(lat, 0.95), "checks": result.checks,
+        "errors": result.errors, "problems": [asdict(p) for p in result.problems],
+        "stats": {k: asdict(v) for k, v in result.stats.items()}, "peak_rss_mb": result.peak_rss_mb,
+        "memory_growth_mb": result.memory_growth_mb, "after_rounds_mb": result.after_rounds_mb, "ok": result.ok(),
+        "by_kind": {k: {"n": len(result.latencies((k,))), "p50_s": percentile(result.latencies((k,)), 0.5),
+                        "p95_s": percentile(result.latencies((k,)), 0.95)}
+                    for k in sorted({u.kind for u in result.updates})},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="default: $CNNVIZ_CHECKPOINT_DIR or the project's checkpoints/")
+    parser.add_argument("--timeout", type=float, default=240.0, help="longest wait for one page update (s)")
+    parser.add_argument("--drain", type=float, default=None,
+                        help="wait after closing the sessions before the last reading (default: session TTL + 10 s)")
+    parser.add_argument("--session-ttl", type=int, default=None,
+                        help="server.disconnectedSessionTTL for this server (default: Streamlit's, 120 s)")
+    parser.add_argument("--cifar-share", type=float, default=0.2, help="share of sessions on the CIFAR-10 model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the whole load (new sessions each time): a leak keeps growing, a high-water mark "
+                             "does not")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.sessions < 1 or args.seconds <= 0:
+        parser.error("--sessions must be >= 1 and --seconds > 0")
+    os.environ.setdefault("TMPDIR", tempfile.gettempdir())
+    result = run_load(sessions=args.sessions, seconds=args.seconds, checkpoint_dir=args.checkpoint_dir,
+                      timeout_s=args.timeout, drain_s=args.drain, session_ttl_s=args.session_ttl,
+                      cifar_share=args.cifar_share, seed=args.seed, rounds=args.rounds)
+    print(summary(result))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(result), indent=2) + "\n")
+    return 0 if result.ok() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -554,7 +554,7 @@ async def run_load_async(sessions: int = 30, seconds: float = 60.0, checkpoint_d
                         log(f"sessions closed; waiting {drain_s:.0f} s for the server to drop their stored state")
                         await asyncio.sleep(drain_s)
                         await _poke(browser, server.url, timeout_s)
-                    result.stats["after"] = ServerStats.read(proc)
+                    result.stats["after"] = await _settled(proc, result.stats["start"])
                     result.after_rounds_mb.append(result.stats["after"].rss_mb)
                 stop.set()
                 await monitor
@@ -564,6 +564,20 @@ async def run_load_async(sessions: int = 30, seconds: float = 60.0, checkpoint_d
         stop.set()
         stop_server(server)
     return result
+
+
+async def _settled(proc: psutil.Process, start: ServerStats, limit_s: float = 15.0) -> ServerStats:
+    """The server's figures once the last closed session's own threads (its script runner, its websocket
+    handlers) have ended: polled for up to ``limit_s``, the reading with the fewest threads. A leak stays visible:
+    threads that belong to no live session never end, so the reading stays above ``start``."""
+    best = ServerStats.read(proc)
+    deadline = time.monotonic() + limit_s
+    while best.threads > start.threads and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = ServerStats.read(proc)
+        if (now.threads, now.fds) < (best.threads, best.fds):
+            best = now
+    return best
 
 
 async def _poke(browser, url: str, timeout_s: float) -> None:

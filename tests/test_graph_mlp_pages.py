@@ -13,8 +13,8 @@ from cnnviz import graph, mlp
 from tests.conftest import ROOT, open_page, wait_for_idle
 from tests.test_mlp import torch_step, torch_train
 
-GRAPH_PAGE = str(ROOT / "pages" / "graph.py")
-MLP_PAGE = str(ROOT / "pages" / "mlp.py")
+GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
+MLP_PAGE = str(ROOT / "app_pages" / "mlp.py")
 F64 = torch.float64
 
 

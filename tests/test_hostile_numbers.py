@@ -1,0 +1,129 @@
+"""Absurd numbers typed into every hand-worked page (issue 8): huge, tiny, inf/nan text, overflowing learning
+rates, thousands of nested parentheses. Each gives a message or a 'diverged' note in the page, never a traceback,
+and the page keeps working once the number is sensible again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+GRAPH = str(ROOT / "app_pages" / "graph.py")
+MLP = str(ROOT / "app_pages" / "mlp.py")
+LAB = str(ROOT / "app_pages" / "conv_lab.py")
+
+
+def run(path: str) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shown(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "success", "info", "warning", "error", "code"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+def alive(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title, "the page stopped before its title"
+
+
+# ------------------------------------------------------------------------------------------------ graph page
+def test_graph_thousands_of_nested_parentheses_are_refused_with_a_message():
+    at = run(GRAPH)
+    at.text_input[0].set_value("(" * 3000 + "x" + ")" * 3000).run()
+    alive(at)
+    assert at.error and "limit" in at.error[0].value
+    at.text_input[0].set_value("(x + y) * z").run()
+    alive(at)
+    assert not at.error and at.get("graphviz_chart")
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e-308, 5e-324])
+def test_graph_extreme_variable_values(value):
+    at = run(GRAPH)
+    at.text_input[0].set_value("exp(x) * y * y + log(z * z)").run()
+    alive(at)
+    for box in at.number_input:
+        box.set_value(value)
+    at.run()
+    alive(at)
+    assert at.get("graphviz_chart"), "the graph still draws"
+    text = shown(at)
+    if abs(value) > 1:  # exp(1e308) and y*y overflow: the page says so instead of showing a blank
+        assert "inf" in text
+        assert at.warning
+
+
+# ------------------------------------------------------------------------------------------------ MLP page
+@pytest.mark.parametrize("preset", ["relu", "sigmoid"])
+@pytest.mark.parametrize("lr", [1e6, 1e300, 1.7976931348623157e308])
+def test_mlp_overflowing_learning_rate_is_reported_as_divergence(preset, lr):
+    at = run(MLP)
+    at.segmented_control[0].set_value(preset).run()
+    alive(at)
+    box = next(n for n in at.number_input if n.label == "learning rate")
+    box.set_value(lr).run()
+    alive(at)
+    assert "diverge" in shown(at).lower()
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 1e-300])
+def test_mlp_extreme_weights_and_inputs(value):
+    at = run(MLP)
+    for box in at.number_input:
+        if box.label not in ("learning rate", "training steps"):
+            box.set_value(value)
+    at.run()
+    alive(at)
+    text = shown(at).lower()
+    assert "diverge" in text or "inf" in text or "nan" in text or at.metric, text[:500]
+
+
+# ------------------------------------------------------------------------------------------------ conv lab
+@pytest.mark.parametrize("bad,words", [
+    ("nan 1\n2 3", "nan"),
+    ("inf 1\n2 3", "inf"),
+    ("1e999 1\n2 3", "inf"),
+    ("(" * 3000, ""),
+    ("[" * 3000 + "]" * 3000, ""),
+    ("1 2\n3", ""),
+    ("1 " * 5000, ""),
+])
+def test_conv_lab_bad_matrices_get_a_message_and_other_sections_keep_working(bad, words):
+    at = run(LAB)
+    box = next(t for t in at.text_area if t.key == "fwd_x")
+    box.set_value(bad).run()
+    alive(at)
+    assert at.error, "no message for a bad matrix"
+    message = at.error[0].value
+    assert "Input X" in message
+    assert words.lower() in message.lower()
+    # the pooling section below still works with its own matrix
+    assert any(t.key == "pool_x" for t in at.text_area)
+    assert len(at.error) == 1, [e.value for e in at.error]
+
+
+def test_conv_lab_huge_finite_numbers_overflow_visibly_not_as_a_traceback():
+    at = run(LAB)
+    next(t for t in at.text_area if t.key == "fwd_x").set_value("1e300 1e300 1e300\n1e300 1e300 1e300\n1 1 1").run()
+    next(t for t in at.text_area if t.key == "fwd_f").set_value("1e300 1e300\n1e300 1e300").run()
+    alive(at)
+    text = shown(at).lower()
+    assert "inf" in text or at.error or at.warning
+
+
+@pytest.mark.parametrize("lr", [1.5])
+def test_conv_lab_gradient_descent_divergence_is_named(lr):
+    at = run(LAB)
+    next(s for s in at.slider if s.key == "gd_lr").set_value(lr).run()
+    next(s for s in at.slider if s.key == "gd_steps").set_value(50).run()
+    alive(at)
+    assert "diverg" in shown(at).lower()

@@ -83,22 +83,36 @@ def borrowed(model: nn.Module) -> Iterator[nn.Module]:
                     pool.append(net)
 
 
+_HPARAM_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                "in_features", "out_features", "eps", "num_features", "output_size", "ceil_mode", "p")
+
+
 def _hparams(module: nn.Module) -> dict[str, Any]:
-    keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-            "in_features", "out_features", "eps", "num_features", "output_size", "ceil_mode", "p")
+    attrs = vars(module)  # plain attributes; hasattr() would go through nn.Module.__getattr__ (slow on a miss)
     out = {}
-    for key in keys:
-        if hasattr(module, key):
-            value = getattr(module, key)
+    for key in _HPARAM_KEYS:
+        if key in attrs:
+            value = attrs[key]
             out[key] = tuple(value) if isinstance(value, (list, tuple)) else value
     return out
 
 
 def _np(t: torch.Tensor | None, batch: bool = True) -> np.ndarray | None:
+    """A read-only numpy view (no copy) of a CPU tensor, batch dimension removed.
+
+    No copy is needed: activations and gradients are fresh tensors this call made and nothing writes to them
+    afterwards (the private copy has no in-place ops), and the shared model's parameters are never changed in
+    place (``sgd_step`` trains a full copy). Read-only, so a page that tried to edit a trace would fail loudly
+    instead of changing the weights.
+    """
     if t is None:
         return None
     t = t.detach()
-    return (t[0] if batch else t).clone().cpu().numpy()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    arr = (t[0] if batch else t).numpy()
+    arr.flags.writeable = False
+    return arr
 
 
 def _objective(logits: torch.Tensor, target: int, objective: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ MODELS = {
 
 
 def t(a):
-    return torch.as_tensor(np.asarray(a))
+    return torch.as_tensor(np.array(a))  # a copy: trace arrays are read-only views
 
 
 def no_hooks(model) -> bool:
@@ -230,3 +230,16 @@ def test_sgd_step_reports_divergence():
     model = small_cnn()
     step = sgd_step(model, torch.randn(1, 2, 9, 9), 0, lr=1e38)
     assert step.diverged
+
+
+def test_trace_arrays_are_read_only_views_so_a_page_cannot_change_the_weights():
+    model = shipped_or_random("mnist")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace = capture(model, torch.randn(1, 1, 28, 28))
+    conv = next(r for r in trace.layers if r.kind == "conv")
+    for arr in (conv.weight, conv.output, conv.grad_output, trace.input_grad, trace.probs):
+        assert not arr.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            arr[...] = 0
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -26,6 +26,7 @@ import random
 import re
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -594,7 +595,26 @@ async def _poke(browser, url: str, timeout_s: float) -> None:
 
 
 def run_load(**kwargs) -> LoadResult:
-    return asyncio.run(run_load_async(**kwargs))
+    """Run the load test to completion. Playwright's sync API (the test suite's browser fixtures) keeps an event
+    loop running in the calling thread, where ``asyncio.run`` refuses to start; then it runs in its own thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_load_async(**kwargs))
+    box: dict[str, object] = {}
+
+    def worker() -> None:
+        try:
+            box["result"] = asyncio.run(run_load_async(**kwargs))
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread below)
+            box["error"] = exc
+
+    thread = threading.Thread(target=worker, name="cnnviz-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------

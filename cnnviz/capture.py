@@ -120,6 +120,68 @@ def _objective(logits: torch.Tensor, target: int, objective: str) -> tuple[torch
     return (loss if objective == "loss" else logits[0, target]), loss
 
 
+class _Leaf:
+    """What a capture needs of one leaf module of a private copy, worked out once per copy (copies are pooled).
+
+    Parameter arrays are views of the parameters' own memory; BatchNorm's folded scale/shift are computed values,
+    kept with the tensors' version counters, so an in-place change of the shared weights (never done by the app)
+    would still be seen."""
+
+    __slots__ = ("_cache", "bias", "hparams", "is_bn", "kind", "module", "name", "weight")
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module, self.kind = name, module, layer_kind(module)
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        self.weight = weight if isinstance(weight, torch.Tensor) else None
+        self.bias = bias if isinstance(bias, torch.Tensor) else None
+        self.hparams = _hparams(module)
+        self.is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None
+        self._cache: dict[str, tuple[tuple[int, ...], Any]] = {}
+
+    def _versions(self) -> tuple[int, ...]:
+        tensors = (self.weight, self.bias, getattr(self.module, "running_mean", None),
+                   getattr(self.module, "running_var", None))
+        return tuple(t._version if isinstance(t, torch.Tensor) else -1 for t in tensors)
+
+    def _cached(self, key: str, make):
+        versions = self._versions()
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != versions:
+            hit = self._cache[key] = (versions, make())
+        return hit[1]
+
+    def static(self, which: str) -> np.ndarray | None:
+        """A view of the parameter's own memory (so always current): made once per copy."""
+        hit = self._cache.get(which)
+        if hit is None:
+            t = self.weight if which == "weight" else self.bias
+            hit = self._cache[which] = ((), None if t is None else _np(t, False))
+        return hit[1]
+
+    def extra(self) -> dict[str, np.ndarray]:
+        if not self.is_bn:
+            return {}
+        return dict(self._cached("extra", self._bn_extra))
+
+    def _bn_extra(self) -> dict[str, np.ndarray]:
+        m = self.module
+        with torch.no_grad():
+            scale = torch.rsqrt(m.running_var + m.eps)
+            if self.weight is not None:
+                scale = scale * self.weight
+            shift = -m.running_mean * scale + (self.bias if self.bias is not None else 0)
+        return {"scale": _np(scale, False), "shift": _np(shift, False),
+                "running_mean": _np(m.running_mean.clone(), False), "running_var": _np(m.running_var.clone(), False)}
+
+
+def _leaves(net: nn.Module) -> list[_Leaf]:
+    leaves = getattr(net, "_cnnviz_leaves", None)
+    if leaves is None:
+        leaves = [_Leaf(name, module) for name, module in net.named_modules() if is_leaf(module)]
+        net._cnnviz_leaves = leaves  # a private copy's own attribute (see borrowed)
+    return leaves
+
+
 def _check_inputs(model: nn.Module, x: torch.Tensor, objective: str) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -156,11 +218,11 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
         return hook
 
     with borrowed(model) as net:
+        leaves = _leaves(net)
         handles = []
         try:
-            for name, module in net.named_modules():
-                if is_leaf(module):
-                    handles.append(module.register_forward_hook(make_hook(name)))
+            for leaf in leaves:
+                handles.append(leaf.module.register_forward_hook(make_hook(leaf.name)))
             x_in = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 logits = net(x_in)  # (1, K)
@@ -170,9 +232,11 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
                 if not 0 <= tgt < k:
                     raise ValueError(f"target {tgt} is not a class index (0..{k - 1})")
                 obj, loss = _objective(logits, tgt, objective)
+                info = {id(leaf.module): leaf for leaf in leaves}
                 wrt: dict[int, torch.Tensor] = {id(x_in): x_in}
                 for _, module, inp, out, _ in calls:
-                    for t in (inp, out, *module.parameters(recurse=False)):
+                    leaf = info[id(module)]
+                    for t in (inp, out, leaf.weight, leaf.bias):
                         if t is not None and t.requires_grad:
                             wrt.setdefault(id(t), t)
                 keys = list(wrt)
@@ -181,6 +245,15 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
             for handle in handles:
                 handle.remove()
     grad_of = {i: g for i, g in zip(keys, grads, strict=True)}
+    arrays: dict[int, tuple[torch.Tensor, np.ndarray]] = {}  # one view per tensor: layer i's output is i+1's input
+
+    def view(t: torch.Tensor | None) -> np.ndarray | None:
+        if t is None:
+            return None
+        hit = arrays.get(id(t))
+        if hit is None:
+            hit = arrays[id(t)] = (t, _np(t))  # the tensor is kept, so its id stays unique during this call
+        return hit[1]
 
     def grad(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -193,32 +266,21 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
     for index, (name, module, inp, out, indices) in enumerate(calls):
         call = seen_calls.get(name, 0)
         seen_calls[name] = call + 1
-        weight = getattr(module, "weight", None)
-        bias = getattr(module, "bias", None)
-        weight = weight if isinstance(weight, torch.Tensor) else None
-        bias = bias if isinstance(bias, torch.Tensor) else None
-        extra: dict[str, np.ndarray] = {}
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
-            with torch.no_grad():
-                scale = torch.rsqrt(module.running_var + module.eps)
-                if weight is not None:
-                    scale = scale * weight
-                shift = -module.running_mean * scale + (bias if bias is not None else 0)
-            extra = {"scale": _np(scale, False), "shift": _np(shift, False),
-                     "running_mean": _np(module.running_mean, False), "running_var": _np(module.running_var, False)}
+        leaf = info[id(module)]
+        weight, bias = leaf.weight, leaf.bias
         layers.append(LayerRecord(
-            name=name, kind=layer_kind(module), index=index, call=call,
-            input=_np(inp), output=_np(out), grad_output=_np(grad(out)), grad_input=_np(grad(inp)),
-            weight=_np(weight, False), bias=_np(bias, False),
+            name=name, kind=leaf.kind, index=index, call=call,
+            input=view(inp), output=view(out), grad_output=view(grad(out)), grad_input=view(grad(inp)),
+            weight=leaf.static("weight"), bias=leaf.static("bias"),
             weight_grad=_np(grad(weight), False) if weight is not None else None,
             bias_grad=_np(grad(bias), False) if bias is not None else None,
-            hparams=_hparams(module), pool_indices=_np(indices), extra=extra,
+            hparams=dict(leaf.hparams), pool_indices=_np(indices), extra=leaf.extra(),
         ))
     probs = torch.softmax(logits.detach(), dim=1)
     return Trace(
         logits=_np(logits), probs=_np(probs), pred=pred, target=tgt, objective=objective,
         loss=float(loss.detach()), objective_value=float(obj.detach()),
-        input=_np(x_in), input_grad=_np(grad_of[id(x_in)]), layers=tuple(layers),
+        input=view(x_in), input_grad=view(grad_of[id(x_in)]), layers=tuple(layers),
     )
 
 

@@ -93,35 +93,41 @@ def pixels_image(pixels: np.ndarray, size: int = 196) -> Image.Image:
 
 
 def heatmap(arr: np.ndarray, title: str = "", signed: bool | None = None, cell: tuple[int, int] | None = None,
-            height: int = 320, text: bool = False, value_name: str = "value") -> go.Figure:
-    """A plotly heatmap of one map with hover values; ``cell`` is outlined. Row 0 is at the top."""
+            height: int = 320, text: bool = False, value_name: str = "value", showscale: bool = True,
+            text_format: str = "%{z:.2f}", text_size: int | None = None) -> go.Figure:
+    """A plotly heatmap of one map with hover values; ``cell`` is outlined. Row 0 is at the top.
+
+    The figure is described as one dict and validated once: plotly's update_* calls each re-validate the whole
+    layout, which made a page of a dozen maps spend most of its time in plotly."""
     arr = np.asarray(arr, dtype=np.float64)
     signed = is_signed(arr) if signed is None else signed
-    kwargs = {}
+    trace: dict = {
+        "type": "heatmap", "z": arr, "colorscale": DIVERGING_SCALE if signed else SEQUENTIAL_SCALE,
+        "hoverongaps": False, "hovertemplate": f"row %{{y}}, col %{{x}}<br>{value_name} %{{z:.4g}}<extra></extra>",
+        "showscale": showscale, "colorbar": {"thickness": 10},
+    }
+    if text:
+        trace["texttemplate"] = text_format
+        if text_size is not None:
+            trace["textfont"] = {"size": text_size}
     if signed:
         vmax = float(np.abs(arr).max()) or 1.0
-        kwargs = {"zmin": -vmax, "zmax": vmax, "zmid": 0.0}
-    fig = go.Figure(go.Heatmap(
-        z=arr, colorscale=DIVERGING_SCALE if signed else SEQUENTIAL_SCALE, hoverongaps=False,
-        hovertemplate=f"row %{{y}}, col %{{x}}<br>{value_name} %{{z:.4g}}<extra></extra>",
-        texttemplate="%{z:.2f}" if text else None, showscale=True, colorbar={"thickness": 10}, **kwargs,
-    ))
+        trace.update(zmin=-vmax, zmax=vmax, zmid=0.0)
+    layout = _square_layout(arr.shape, title, height)
     if cell is not None:
         r, c = cell
-        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
-                      line={"color": "#00d000", "width": 3})
-    _square(fig, arr.shape, title, height)
-    return fig
+        layout["shapes"] = [{"type": "rect", "x0": c - 0.5, "x1": c + 0.5, "y0": r - 0.5, "y1": r + 0.5,
+                             "line": {"color": "#00d000", "width": 3}}]
+    return go.Figure({"data": [trace], "layout": layout})
 
 
-def _square(fig: go.Figure, shape: tuple[int, ...], title: str, height: int) -> None:
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False, zeroline=False)
-    fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False, side="top")
+def _square_layout(shape: tuple[int, ...], title: str, height: int) -> dict:
+    yaxis = {"autorange": "reversed", "scaleanchor": "x", "constrain": "domain", "showgrid": False, "zeroline": False}
+    xaxis = {"constrain": "domain", "showgrid": False, "zeroline": False, "side": "top"}
     if len(shape) == 2 and max(shape) <= 12:  # small maps: one tick per cell
-        fig.update_xaxes(dtick=1)
-        fig.update_yaxes(dtick=1)
-    fig.update_layout(title={"text": title, "font": {"size": 13}, "y": 0.98}, height=height,
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+        xaxis["dtick"] = yaxis["dtick"] = 1
+    return {"xaxis": xaxis, "yaxis": yaxis, "title": {"text": title, "font": {"size": 13}, "y": 0.98},
+            "height": height, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}
 
 
 def pool_figure(input_map: np.ndarray, windows: Sequence, title: str = "", height: int = 380) -> go.Figure:
@@ -191,6 +197,5 @@ def training_curve(history: Sequence[dict]) -> go.Figure:
 
 def small_matrix(arr: np.ndarray, title: str, signed: bool | None = None, height: int = 230) -> go.Figure:
     """A small matrix with every number printed in its cell (kernels, patches, products)."""
-    fig = heatmap(arr, title, signed=signed, height=height, text=True)
-    fig.update_traces(showscale=False, textfont={"size": 13}, texttemplate="%{z:.3g}")
-    return fig
+    return heatmap(arr, title, signed=signed, height=height, text=True, showscale=False, text_format="%{z:.3g}",
+                   text_size=13)

@@ -5,7 +5,8 @@
 1. Server side: AppTest runs the page with a new drawing injected into the canvas's state; the time of that run
    (preprocess + capture + every figure) is measured for each drawing. Target: median under 300 ms.
 2. Browser: `streamlit run` on loopback and Debian's Chromium; the mouse draws a stroke on the canvas and the time
-   from mouse-up until the page has finished updating (a new prediction shown) is measured. Target: p95 under 1 s.
+   from mouse-up until this run's prediction is on screen is measured (target: p95 under 1 s), and until the
+   whole page (every tab's views) has finished updating.
 """
 
 from __future__ import annotations
@@ -63,14 +64,23 @@ def server_side(n: int) -> list[float]:
     return times
 
 
-def browser(n: int) -> list[float]:
+# Streamlit marks each element with data-stale="true" while a run is going and the element has not been sent again
+# by that run; once the prediction's elements are all "false" again, this run's new prediction is what is shown.
+FRESH_PREDICTION = """() => {
+    const cells = document.querySelectorAll('.st-key-prediction [data-stale]');
+    return cells.length > 0 && [...cells].every(e => e.getAttribute('data-stale') === 'false');
+}"""
+
+
+def browser(n: int) -> tuple[list[float], list[float]]:
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS, IDLE, start_server, stop_server
 
     server = start_server()
     rng = np.random.default_rng(1)
-    times = []
+    times: list[float] = []
+    finished: list[float] = []
     try:
         with sync_playwright() as pw:
             b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -93,14 +103,16 @@ def browser(n: int) -> list[float]:
                 start = time.perf_counter()
                 page.mouse.up()
                 page.wait_for_selector("[data-testid='stApp'][data-test-script-state='running']", timeout=5_000)
-                page.wait_for_selector(IDLE, timeout=60_000)
-                page.wait_for_selector(".st-key-prediction", timeout=60_000)
+                page.wait_for_function(FRESH_PREDICTION, timeout=60_000)  # this run's prediction is on screen
+                shown = time.perf_counter()
+                page.wait_for_selector(IDLE, timeout=60_000)  # ... and every view below it
                 if i:  # the first drawing warms the model cache
-                    times.append((time.perf_counter() - start) * 1000)
+                    times.append((shown - start) * 1000)
+                    finished.append((time.perf_counter() - start) * 1000)
             b.close()
     finally:
         stop_server(server)
-    return times
+    return times, finished
 
 
 def summary(name: str, times: list[float], target: str) -> None:
@@ -116,7 +128,9 @@ def main() -> int:
     args = parser.parse_args()
     summary("server-side page run after a new drawing", server_side(args.drawings), "median < 300 ms")
     if not args.skip_browser:
-        summary("browser: mouse-up -> new prediction shown", browser(args.drawings), "p95 < 1000 ms")
+        shown, finished = browser(args.drawings)
+        summary("browser: mouse-up -> new prediction shown", shown, "p95 < 1000 ms")
+        summary("browser: mouse-up -> every view updated", finished, "(no target; all five tabs)")
     return 0
 
 

@@ -161,15 +161,16 @@ def route_figure(grad_in: np.ndarray, windows: Sequence, title: str = "", height
 def prob_bars(probs: np.ndarray, classes: Sequence[str], pred: int, target: int | None = None,
               height: int = 260) -> go.Figure:
     colors = ["#d94f3d" if i == pred else "#9bb0c9" for i in range(len(classes))]
-    fig = go.Figure(go.Bar(x=list(classes), y=np.asarray(probs), marker_color=colors,
-                           hovertemplate="%{x}: %{y:.2%}<extra></extra>", text=[f"{p:.0%}" for p in probs],
-                           textposition="outside"))
+    layout: dict = {"height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+                    "yaxis": {"range": [0, 1.15], "tickformat": ".0%", "title": {"text": "probability"}},
+                    "xaxis": {"type": "category"}}
     if target is not None and target != pred:
-        fig.add_annotation(x=classes[target], y=float(probs[target]), text="target", showarrow=True, arrowhead=2)
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis={"range": [0, 1.15], "tickformat": ".0%", "title": "probability"},
-                      xaxis={"type": "category"})
-    return fig
+        layout["annotations"] = [{"x": classes[target], "y": float(probs[target]), "text": "target",
+                                  "showarrow": True, "arrowhead": 2}]
+    bar = {"type": "bar", "x": list(classes), "y": np.asarray(probs), "marker": {"color": colors},
+           "hovertemplate": "%{x}: %{y:.2%}<extra></extra>", "text": [f"{p:.0%}" for p in probs],
+           "textposition": "outside"}
+    return go.Figure({"data": [bar], "layout": layout})
 
 
 def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None = None,
@@ -177,22 +178,21 @@ def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None
     """The size of dL/d(output) per layer, in forward order, log scale, current layer highlighted."""
     colors = ["#d94f3d" if i == current else "#6a8caf" for i in range(len(names))]
     safe = [max(float(n), 1e-30) for n in norms]
-    fig = go.Figure(go.Bar(x=list(names), y=safe, marker_color=colors,
-                           hovertemplate="%{x}<br>||dL/dy|| = %{y:.3g}<extra></extra>"))
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis={"type": "log", "title": "||dL/d output||"}, xaxis={"tickangle": -60})
-    return fig
+    bar = {"type": "bar", "x": list(names), "y": safe, "marker": {"color": colors},
+           "hovertemplate": "%{x}<br>||dL/dy|| = %{y:.3g}<extra></extra>"}
+    layout = {"height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+              "yaxis": {"type": "log", "title": {"text": "||dL/d output||"}}, "xaxis": {"tickangle": -60}}
+    return go.Figure({"data": [bar], "layout": layout})
 
 
 def training_curve(history: Sequence[dict]) -> go.Figure:
     epochs = [h["epoch"] for h in history]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=epochs, y=[h["train_accuracy"] for h in history], name="train accuracy (augmented)"))
-    fig.add_trace(go.Scatter(x=epochs, y=[h["test_accuracy"] for h in history], name="test accuracy"))
-    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "accuracy (%)"},
-                      legend={"orientation": "h", "y": -0.3})
-    return fig
+    data = [{"type": "scatter", "x": epochs, "y": [h[key] for h in history], "name": name}
+            for key, name in (("train_accuracy", "train accuracy (augmented)"), ("test_accuracy", "test accuracy"))]
+    layout = {"height": 260, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+              "xaxis": {"title": {"text": "epoch"}, "dtick": 1}, "yaxis": {"title": {"text": "accuracy (%)"}},
+              "legend": {"orientation": "h", "y": -0.3}}
+    return go.Figure({"data": data, "layout": layout})
 
 
 def small_matrix(arr: np.ndarray, title: str, signed: bool | None = None, height: int = 230) -> go.Figure:

@@ -61,3 +61,17 @@ def test_colorize_ends_of_the_scale(signed):
     table = render._DIVERGING if signed else render._VIRIDIS
     np.testing.assert_array_equal(rgb[0, 0], table[0])
     np.testing.assert_array_equal(rgb[0, 2], table[-1])
+
+
+def test_prob_bars_grad_norms_and_training_curve_carry_their_numbers():
+    probs = np.array([0.1, 0.7, 0.2])
+    fig = render.prob_bars(probs, ["a", "b", "c"], pred=1, target=2)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].y), probs)
+    assert list(fig.data[0].marker.color) == ["#9bb0c9", "#d94f3d", "#9bb0c9"]
+    assert fig.layout.annotations[0].x == "c" and fig.layout.annotations[0].y == 0.2
+    assert render.prob_bars(probs, ["a", "b", "c"], pred=1, target=1).layout.annotations == ()
+    norms = render.grad_norms(["x", "y"], [0.0, 2.5], current=0)
+    assert list(norms.data[0].y) == [1e-30, 2.5] and norms.layout.yaxis.type == "log"
+    curve = render.training_curve([{"epoch": 1, "train_accuracy": 90.0, "test_accuracy": 95.0},
+                                   {"epoch": 2, "train_accuracy": 97.0, "test_accuracy": 98.5}])
+    assert [list(t.y) for t in curve.data] == [[90.0, 97.0], [95.0, 98.5]]

@@ -181,7 +181,9 @@ def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None
     bar = {"type": "bar", "x": list(names), "y": safe, "marker": {"color": colors},
            "hovertemplate": "%{x}<br>||dL/dy|| = %{y:.3g}<extra></extra>"}
     layout = {"height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-              "yaxis": {"type": "log", "title": {"text": "||dL/d output||"}}, "xaxis": {"tickangle": -60}}
+              "yaxis": {"type": "log", "dtick": 1, "exponentformat": "power",  # one tick per decade: 10^-3, ...
+                        "title": {"text": "||dL/d output||"}},
+              "xaxis": {"tickangle": -60}}
     return go.Figure({"data": [bar], "layout": layout})
 
 

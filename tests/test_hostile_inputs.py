@@ -710,9 +710,11 @@ def after_run(page, action) -> None:
 
 
 def choose(page, model: str, source: str) -> None:
+    # Streamlit disables every widget while its websocket is reconnecting, which a loaded 2-core machine can make
+    # last longer than Playwright's default 30 s: wait for the control to be enabled again, up to 2 minutes.
     if model != "mnist":
-        after_run(page, lambda: page.locator(".st-key-model_name label", has_text="CIFAR-10").click())
-    after_run(page, lambda: page.locator(f".st-key-source_{model} button", has_text=source).click())
+        after_run(page, lambda: page.locator(".st-key-model_name label", has_text="CIFAR-10").click(timeout=120_000))
+    after_run(page, lambda: page.locator(f".st-key-source_{model} button", has_text=source).click(timeout=120_000))
 
 
 def uploader_input(page, model: str):
@@ -730,6 +732,8 @@ def no_exception(page) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_bad_uploads_show_errors_and_the_page_keeps_working(page, server_url, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     open_page(page, f"{server_url}/explorer")
     choose(page, "mnist", "Upload")
     good = tmp_path / "good.png"
@@ -746,8 +750,15 @@ def test_browser_bad_uploads_show_errors_and_the_page_keeps_working(page, server
         assert words in alert.first.inner_text(), alert.first.inner_text()
         no_exception(page)
         assert page.locator(".st-key-prediction").count() == 0
-        set_upload(page, "mnist", good)  # a good picture right after: the page works again
-        page.wait_for_selector(".st-key-prediction")
+        # a good picture right after: the page works again (waiting for what it shows, not for the run's state
+        # changes, which a loaded machine can make too quick or too late to observe)
+        uploader_input(page, "mnist").set_input_files(str(good))
+        try:
+            page.wait_for_selector(".st-key-prediction", timeout=120_000)
+        except PlaywrightTimeout:
+            page.screenshot(path=str(tmp_path / f"no_prediction_after_{name}.png"), full_page=True)
+            raise AssertionError(f"no prediction after the good upload that followed {name}: "
+                                 f"{page.inner_text('body')[:2000]}") from None
         no_exception(page)
     page.screenshot(path=str(tmp_path / "after_bad_uploads.png"), full_page=True)
     if dataset_available("mnist")[0] and os.environ.get("CNNVIZ_DATA_DIR"):

@@ -105,7 +105,8 @@ class Update:
 @dataclass
 class Problem:
     session: int
-    kind: str  # "exception", "mismatch", "navigation", "timeout", "driver"
+    kind: str  # "exception", "mismatch" (a wrong number), "missing" (nothing to read), "navigation", "timeout",
+    #            "driver"
     detail: str
 
 
@@ -306,10 +307,15 @@ class Session:
         if await self.active_segment() != "Test sample" or self.oracle is None:
             self.expected = None
             return
-        caption = " ".join(await self.page.locator("[data-testid='stImageCaption']").all_inner_texts())
+        captions = self.page.locator("[data-testid='stImageCaption']")
+        try:  # the run has finished, but on a loaded machine the browser may paint the picture a while later
+            await captions.filter(has_text="test image #").first.wait_for(timeout=30_000)
+        except Exception:  # noqa: BLE001 (playwright's TimeoutError: reported just below as a missing caption)
+            pass
+        caption = " ".join(await captions.all_inner_texts())
         found = re.search(r"test image #(\d+)", caption)
         if not found:
-            self.result.problems.append(Problem(self.index, "mismatch", f"{what}: no sample caption in {caption!r}"))
+            self.result.problems.append(Problem(self.index, "missing", f"{what}: no sample caption in {caption!r}"))
             self.expected = None
             return
         self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))

@@ -40,7 +40,7 @@ class Recipe:
 
 RECIPES = {
     "mnist": Recipe(epochs=15, batch_size=128, max_lr=0.1, weight_decay=1e-4, label_smoothing=0.0, model_args={}),
-    "cifar10": Recipe(epochs=10, batch_size=256, max_lr=0.1, weight_decay=5e-4, label_smoothing=0.1,
+    "cifar10": Recipe(epochs=18, batch_size=256, max_lr=0.1, weight_decay=5e-4, label_smoothing=0.1,
                       model_args={"widths": [32, 64, 128, 256]}),
 }
 

@@ -45,7 +45,7 @@ def test_conv_cell_sum_of_products_equals_the_map(trace):
             cell = conv_cell(rec, o, i, j)
             assert cell.total == pytest.approx(cell.recorded, rel=1e-9, abs=1e-12), rec.name
             # and F.conv2d on the same patch agrees
-            ref = F.conv2d(torch.as_tensor(cell.patch)[None], torch.as_tensor(cell.kernel)[None])
+            ref = F.conv2d(torch.tensor(cell.patch)[None], torch.tensor(cell.kernel)[None])
             assert float(ref) + cell.bias == pytest.approx(cell.recorded, rel=1e-9, abs=1e-12)
 
 
@@ -69,12 +69,12 @@ def test_relu_rule_blocks_negative_inputs(trace):
 
 def test_loss_gradient_is_p_minus_onehot(trace):
     rec = trace.layers[-1]  # its grad_output is dL/dlogits
-    assert_close(torch.as_tensor(loss_gradient(trace)), torch.as_tensor(rec.grad_output))
+    assert_close(torch.tensor(loss_gradient(trace)), torch.tensor(rec.grad_output))
 
 
 def test_full_convolution_with_rotated_kernel_equals_grad_input(trace):
     for rec in (r for r in trace.layers if r.kind == "conv" and r.hparams["stride"] == (1, 1)):
-        assert_close(torch.as_tensor(conv_input_grad_full(rec).copy()), torch.as_tensor(rec.grad_input))
+        assert_close(torch.tensor(conv_input_grad_full(rec).copy()), torch.tensor(rec.grad_input))
 
 
 def test_weight_gradient_terms_sum_to_the_recorded_weight_grad(trace):

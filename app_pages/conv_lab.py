@@ -69,27 +69,37 @@ tabs = st.tabs(["1 · Convolution forward", "2 · Convolution backward", "3 · T
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def conv_inputs(prefix: str, padding_label: str) -> cm.ConvForward | None:
+    """X, F, stride and padding as the learner sets them (keys ``<prefix>_x``, ``_f``, ``_stride``, ``_pad``) and
+    their forward pass; None, after saying why, when they cannot be used."""
+    c1, c2, c3 = st.columns([2, 2, 2])
+    with c1:
+        x = matrix_input("Input X", f"{prefix}_x", "1 2 3\n4 5 6\n7 8 9")
+    with c2:
+        f = matrix_input("Filter F", f"{prefix}_f", "1 0\n2 -1", max_shape=(5, 5))
+    with c3:
+        stride = st.slider("Stride S", 1, 3, 1, key=f"{prefix}_stride")
+        padding = st.slider(padding_label, 0, 2, 0, key=f"{prefix}_pad")
+    if x is None or f is None:
+        return None
+    try:
+        return cm.conv_forward(x, f, stride, padding)
+    except ValueError as exc:
+        st.error(f"{exc}.")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 @st.fragment
 def conv_forward_section() -> None:
     show = Charts("conv_forward")
     st.subheader("Convolution forward: O = X ⋆ F")
     st.markdown("PyTorch's `conv2d` slides the filter over the input **without flipping it** "
                 "(cross-correlation): each output entry is the sum of the products of the window with F.")
-    c1, c2, c3 = st.columns([2, 2, 2])
-    with c1:
-        x = matrix_input("Input X", "fwd_x", "1 2 3\n4 5 6\n7 8 9")
-    with c2:
-        f = matrix_input("Filter F", "fwd_f", "1 0\n2 -1", max_shape=(5, 5))
-    with c3:
-        stride = st.slider("Stride S", 1, 3, 1, key="fwd_stride")
-        padding = st.slider("Padding P (zeros around X)", 0, 2, 0, key="fwd_pad")
-    if x is None or f is None:
+    rec = conv_inputs("fwd", "Padding P (zeros around X)")
+    if rec is None:
         return
-    try:
-        rec = cm.conv_forward(x, f, stride, padding)
-    except ValueError as exc:
-        st.error(f"{exc}.")
-        return
+    padding = rec.padding
     i, j = entry_picker("Kernel position", rec.output.shape, "fwd_pos")
     cell = rec.cells[i * rec.output.shape[1] + j]
     kh, kw = rec.f.shape
@@ -125,21 +135,10 @@ def conv_backward_section() -> None:
         "- **dE/dX = full convolution of dE/dO with F rotated 180°**: pad dE/dO with kernel−1 zeros on every side "
         "(with a stride, first put stride−1 zeros between its entries) and slide the rotated filter over it."
     )
-    c1, c2, c3 = st.columns([2, 2, 2])
-    with c1:
-        x = matrix_input("Input X", "bwd_x", "1 2 3\n4 5 6\n7 8 9")
-    with c2:
-        f = matrix_input("Filter F", "bwd_f", "1 0\n2 -1", max_shape=(5, 5))
-    with c3:
-        stride = st.slider("Stride S", 1, 3, 1, key="bwd_stride")
-        padding = st.slider("Padding P", 0, 2, 0, key="bwd_pad")
-    if x is None or f is None:
+    fwd = conv_inputs("bwd", "Padding P")
+    if fwd is None:
         return
-    try:
-        fwd = cm.conv_forward(x, f, stride, padding)
-    except ValueError as exc:
-        st.error(f"{exc}.")
-        return
+    stride, padding = fwd.stride, fwd.padding
     loss_grad = cm.squared_error_grad(fwd.output, 0.0)[1]
     g = upstream_gradient(fwd.output.shape, "bwd_g", {
         "all ones (E = ΣO)": np.ones_like(fwd.output), "from E = ½ ΣO² (dE/dO = O)": loss_grad})

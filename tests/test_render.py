@@ -63,6 +63,19 @@ def test_colorize_ends_of_the_scale(signed):
     np.testing.assert_array_equal(rgb[0, 2], table[-1])
 
 
+def test_colour_lookup_equals_interpolation_between_the_scale_entries_within_a_level_and_a_half():
+    values = np.random.default_rng(0).uniform(-0.2, 1.2, 50_000)  # outside [0, 1] is clipped
+    for table in (render._VIRIDIS, render._DIVERGING):
+        exact = np.clip(values, 0, 1) * (len(table) - 1)
+        lo = np.floor(exact).astype(int)
+        hi = np.minimum(lo + 1, len(table) - 1)
+        want = table[lo] + (table[hi] - table[lo]) * (exact - lo)[:, None]
+        got = render._lut(values, table).astype(np.float64)
+        # < 1 from rounding down to uint8, <= 0.39 from the 1024-level quantization: half a level of the steepest
+        # stretch (79 colour units over 1/10 of the diverging scale is 0.77 per level)
+        assert np.abs(got - want).max() < 1.4
+
+
 def test_prob_bars_grad_norms_and_training_curve_carry_their_numbers():
     probs = np.array([0.1, 0.7, 0.2])
     fig = render.prob_bars(probs, ["a", "b", "c"], pred=1, target=2)

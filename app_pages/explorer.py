@@ -104,8 +104,11 @@ with top[2]:
     st.plotly_chart(render.prob_bars(first.probs, card.classes, first.pred, target), key="probs",
                     config={"displayModeBar": False})
 
-trace = ui.session_cached("trace", (name, stage, key_x, target, objective),
-                          lambda: capture(model, x, target=target, objective=objective))
+if target == first.target and objective == "loss":
+    trace = first  # the same computation (capture's default target is the predicted class): kept once
+else:
+    trace = ui.session_cached("trace", (name, stage, key_x, target, objective),
+                              lambda: capture(model, x, target=target, objective=objective))
 layers = trace.layers
 
 

@@ -45,6 +45,10 @@ ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values
 def run() -> None:
     import streamlit as st
 
+    from cnnviz import memory
+
+    memory.start()  # freed memory goes back to the system after a class leaves (see cnnviz/memory.py)
+
     st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
 
     def page(spec: PageSpec, default: bool = False):

@@ -3,8 +3,10 @@
 - Backend: many threads push different pictures through ``preprocess`` + ``capture`` on ONE shared model (as the
   cached model is shared by every browser session); each result equals the same input run alone, and no hook,
   thread or file handle is left behind.
-- Browser: ``bench/load.py`` with 4 real sessions for ~20 s against one server: zero exceptions, every number the
-  page shows equals what its input gives alone, and the server's threads, file handles and memory come back.
+- Server: ``bench/load.py`` with 8 real Streamlit sessions (websocket clients speaking the app's protocol) for ~20 s
+  against one server: zero exceptions, every number the page shows equals what its input gives alone, and the
+  server's threads, file handles and memory come back. A wrong number must be caught: a test feeds the same client
+  a deliberately wrong reference and expects mismatches.
 """
 
 from __future__ import annotations
@@ -107,15 +109,13 @@ def load_checkpoints(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
-def test_four_browser_sessions_for_20_seconds(load_checkpoints, capsys):
-    from tests.conftest import require_browser
-
-    require_browser()
+def test_eight_protocol_sessions_for_20_seconds(load_checkpoints, capsys):
+    """Eight real Streamlit sessions (websocket clients speaking Streamlit's protocol, bench/protocol.py) against one
+    server: drawing, samples, the backprop slider, the other pages; every number checked against a single run."""
     from bench.load import run_load, summary
 
-    result = run_load(sessions=4, seconds=20, checkpoint_dir=load_checkpoints, timeout_s=180, session_ttl_s=5,
-                      drain_s=12, cifar_share=0.25, log=lambda *_: None)
+    result = run_load(sessions=8, seconds=20, checkpoint_dir=load_checkpoints, timeout_s=180, session_ttl_s=5,
+                      drain_s=12, cifar_share=0.25, driver="protocol", log=lambda *_: None)
     report = summary(result)
     with capsys.disabled():
         print("\n" + report)
@@ -128,6 +128,43 @@ def test_four_browser_sessions_for_20_seconds(load_checkpoints, capsys):
     assert after.fds <= start.fds + 4, report  # the closed sessions' sockets are gone
     assert after.threads <= start.threads + 8, report  # bounded pools only, nothing per session
     assert result.memory_growth_mb <= 200, report
+
+
+@pytest.mark.slow
+def test_the_load_checks_catch_a_wrong_number(load_checkpoints):
+    """The load test's comparison can fail: a session whose reference disagrees with the page (here the reference's
+    predicted digit is shifted by one) reports every compared drawing as a mismatch, and no other problem."""
+    from bench.load import LoadResult, Oracle, ProtocolSession, run_async
+    from tests.conftest import start_server, stop_server
+
+    oracle = Oracle(load_checkpoints)
+    honest = oracle.drawing
+
+    def shifted(png: bytes):
+        line, loss = honest(png)
+        digit = int(line.split()[1])
+        return line.replace(f"Prediction: {digit} ", f"Prediction: {(digit + 1) % 10} ", 1), loss
+
+    oracle.drawing = shifted
+    result = LoadResult(1, 0, str(load_checkpoints), ["mnist"])
+    server = start_server(env={"CNNVIZ_CHECKPOINT_DIR": str(load_checkpoints)})
+
+    async def learner() -> None:
+        session = ProtocolSession(0, server.url, result, oracle, "mnist", timeout_s=120, seed=0, think=(0, 0))
+        await session.open()
+        try:
+            for stroke in ("seven", "L", "two"):
+                await session.draw(stroke)
+        finally:
+            await session.close()
+
+    try:
+        run_async(learner)
+    finally:
+        stop_server(server)
+    assert result.checks == 3
+    assert [p.kind for p in result.problems] == ["mismatch"] * 3, result.problems
+    assert all("alone 'Prediction:" in p.detail for p in result.problems)
 
 
 @pytest.mark.slow

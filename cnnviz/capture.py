@@ -48,6 +48,18 @@ def is_leaf(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
 
+class _IndexedMaxPool2d(nn.MaxPool2d):
+    """A private copy's max-pool: the same op PyTorch runs when the input needs a gradient
+    (``max_pool2d_with_indices``), keeping the argmax indices it computes anyway instead of pooling again."""
+
+    indices: torch.Tensor | None = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        out, self.indices = F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                         ceil_mode=self.ceil_mode, return_indices=True)
+        return out
+
+
 def private_copy(model: nn.Module) -> nn.Module:
     """New module objects sharing ``model``'s parameter and buffer tensors, in eval mode, no in-place ops."""
     memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
@@ -58,11 +70,15 @@ def private_copy(model: nn.Module) -> nn.Module:
         module._backward_hooks.clear()
         if hasattr(module, "inplace"):
             module.inplace = False
+        if type(module) is nn.MaxPool2d and not module.return_indices:
+            module.__class__ = _IndexedMaxPool2d
+    net._cnnviz_modules = list(net.modules())
     return net.eval()
 
 
 def _has_hooks(net: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules())
+    modules = getattr(net, "_cnnviz_modules", None) or list(net.modules())  # the copy's modules, listed once
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in modules)
 
 
 @contextmanager
@@ -107,10 +123,11 @@ def _np(t: torch.Tensor | None, batch: bool = True) -> np.ndarray | None:
     """
     if t is None:
         return None
-    t = t.detach()
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         t = t.cpu()
-    arr = (t[0] if batch else t).numpy()
+    arr = t.detach().numpy()
+    if batch:
+        arr = arr[0]  # numpy's indexing: a view, and cheaper than the tensor's
     arr.flags.writeable = False
     return arr
 
@@ -127,13 +144,15 @@ class _Leaf:
     kept with the tensors' version counters, so an in-place change of the shared weights (never done by the app)
     would still be seen."""
 
-    __slots__ = ("_cache", "bias", "hparams", "is_bn", "kind", "module", "name", "weight")
+    __slots__ = ("_cache", "bias", "bias_view", "hparams", "is_bn", "kind", "module", "name", "weight", "weight_view")
 
     def __init__(self, name: str, module: nn.Module) -> None:
         self.name, self.module, self.kind = name, module, layer_kind(module)
         weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
         self.weight = weight if isinstance(weight, torch.Tensor) else None
         self.bias = bias if isinstance(bias, torch.Tensor) else None
+        # views of the parameters' own memory, so always current: made once per copy
+        self.weight_view, self.bias_view = _np(self.weight, False), _np(self.bias, False)
         self.hparams = _hparams(module)
         self.is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None
         self._cache: dict[str, tuple[tuple[int, ...], Any]] = {}
@@ -150,13 +169,6 @@ class _Leaf:
             hit = self._cache[key] = (versions, make())
         return hit[1]
 
-    def static(self, which: str) -> np.ndarray | None:
-        """A view of the parameter's own memory (so always current): made once per copy."""
-        hit = self._cache.get(which)
-        if hit is None:
-            t = self.weight if which == "weight" else self.bias
-            hit = self._cache[which] = ((), None if t is None else _np(t, False))
-        return hit[1]
 
     def extra(self) -> dict[str, np.ndarray]:
         if not self.is_bn:
@@ -210,7 +222,9 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
             inp = next((a for a in args if isinstance(a, torch.Tensor)), None)
             out = output if isinstance(output, torch.Tensor) else output[0]
             indices = None
-            if isinstance(module, nn.MaxPool2d) and inp is not None:
+            if isinstance(module, _IndexedMaxPool2d):
+                indices, module.indices = module.indices, None
+            elif isinstance(module, nn.MaxPool2d) and inp is not None:  # a subclass: pooled again for its indices
                 with torch.no_grad():
                     _, indices = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding,
                                               module.dilation, module.ceil_mode, return_indices=True)
@@ -271,7 +285,7 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
         layers.append(LayerRecord(
             name=name, kind=leaf.kind, index=index, call=call,
             input=view(inp), output=view(out), grad_output=view(grad(out)), grad_input=view(grad(inp)),
-            weight=leaf.static("weight"), bias=leaf.static("bias"),
+            weight=leaf.weight_view, bias=leaf.bias_view,
             weight_grad=_np(grad(weight), False) if weight is not None else None,
             bias_grad=_np(grad(bias), False) if bias is not None else None,
             hparams=dict(leaf.hparams), pool_indices=_np(indices), extra=leaf.extra(),

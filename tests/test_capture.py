@@ -101,6 +101,7 @@ def test_unknown_module_kind_is_still_recorded():
 
 def test_capture_never_changes_the_shared_model():
     model = shipped_or_random("mnist")
+    classes = [type(m) for m in model.modules()]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     capture(model, torch.randn(1, 1, 28, 28))
     sgd_step(model, torch.randn(1, 1, 28, 28), 3, lr=0.5)
@@ -110,6 +111,20 @@ def test_capture_never_changes_the_shared_model():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert no_hooks(model)
+    assert [type(m) for m in model.modules()] == classes  # only private copies keep their max-pool's indices
+
+
+def test_a_max_pool_subclass_still_gets_its_indices():
+    class Pool(torch.nn.MaxPool2d):  # not swapped for the indexed max-pool: pooled again in the hook
+        pass
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), Pool(2), torch.nn.Flatten(), torch.nn.Linear(32, 3))
+    x = torch.randn(1, 1, 8, 8)
+    trace = capture(net, x)
+    rec = trace.layers[1]
+    _, idx = F.max_pool2d(torch.from_numpy(rec.input.copy())[None], 2, return_indices=True)
+    assert rec.kind == "maxpool" and np.array_equal(rec.pool_indices, idx[0].numpy())
 
 
 def test_no_hook_left_after_an_exception():

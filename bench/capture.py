@@ -2,7 +2,8 @@
 
     python bench/capture.py [--repeats N]
 
-Prints, for each shipped model, median and p95 in milliseconds and the ratio capture / plain.
+Prints, for each shipped model, median and p95 in milliseconds and the ratio capture / plain: of the two medians,
+and the median of the ratios of back-to-back pairs (robust to the machine's load drifting during the run).
 """
 
 from __future__ import annotations
@@ -22,17 +23,6 @@ from cnnviz.capture import capture
 from cnnviz.checkpoints import CheckpointError, load_model
 
 
-def timed(fn, repeats: int) -> list[float]:
-    for _ in range(10):
-        fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
-
-
 def p95(xs: list[float]) -> float:
     return sorted(xs)[int(0.95 * (len(xs) - 1))]
 
@@ -49,15 +39,26 @@ def bench_model(name: str, model: torch.nn.Module, x: torch.Tensor, repeats: int
     def captured() -> None:
         capture(model, x)
 
+    for _ in range(10):  # warm both (a pooled private copy, allocator, caches)
+        plain()
+        captured()
     plain_t: list[float] = []
     capture_t: list[float] = []
-    for _ in range(4):  # interleaved, so both see the same machine load
-        plain_t += timed(plain, repeats // 4)
-        capture_t += timed(captured, repeats // 4)
+    for i in range(repeats):  # one of each back to back, order alternating: both see the same machine load
+        pair = (plain, captured) if i % 2 == 0 else (captured, plain)
+        times = {}
+        for fn in pair:
+            start = time.perf_counter()
+            fn()
+            times[fn] = (time.perf_counter() - start) * 1000
+        plain_t.append(times[plain])
+        capture_t.append(times[captured])
     pm, cm = statistics.median(plain_t), statistics.median(capture_t)
+    pair_ratio = statistics.median(c / p for c, p in zip(capture_t, plain_t, strict=True))
     print(f"{name:8} {'plain':8} {pm:10.2f} {p95(plain_t):8.2f}")
     print(f"{name:8} {'capture':8} {cm:10.2f} {p95(capture_t):8.2f}")
-    print(f"{name:8} ratio capture/plain (median) = {cm / pm:.2f}", flush=True)
+    print(f"{name:8} ratio capture/plain: of the medians {cm / pm:.2f}, median of back-to-back pairs {pair_ratio:.2f}",
+          flush=True)
 
 
 def main() -> int:

@@ -169,7 +169,6 @@ class _Leaf:
             hit = self._cache[key] = (versions, make())
         return hit[1]
 
-
     def extra(self) -> dict[str, np.ndarray]:
         if not self.is_bn:
             return {}

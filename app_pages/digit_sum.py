@@ -130,11 +130,11 @@ def trials_section(data_dir: str) -> None:
     trials = c1.slider("Trials", 100, 5000, 1000, 100, key="ds_trials")
     mode = c2.radio("Which ten", ds.MODES, key="ds_trials_mode", horizontal=True)
     seed = c3.number_input("Seed", 0, 1_000_000, 0, key="ds_trials_seed")
-    if not st.session_state.get("ds_trials_on"):
-        if not st.button(f"Run {trials:,} trials", key="ds_run", type="primary", icon=":material/play_arrow:"):
-            st.caption("The first run classifies every test digit once; after that, trials are instant.")
-            return
-        st.session_state["ds_trials_on"] = True
+    if not st.session_state.get("ds_trials_on"):  # set by the button's callback, before the run it starts
+        st.button(f"Run {trials:,} trials", key="ds_run", type="primary", icon=":material/play_arrow:",
+                  on_click=st.session_state.update, kwargs={"ds_trials_on": True})
+        st.caption("The first run classifies every test digit once; after that, trials are instant.")
+        return
     preds = _test_predictions(model, card, stage, str(checkpoint_dir()), data_dir, card.date)
     try:
         stats = ds.run_trials(preds, trials, mode, int(seed))

@@ -284,6 +284,7 @@ def test_digit_sum_trials(fake_world):
     agree, right, cancel = (float(m[k].rstrip("%")) for k in ("Sums agree", "All ten right",
                                                                 "Sums agree, a digit wrong"))
     assert agree == pytest.approx(right + cancel, abs=0.11)
+    assert "ds_run" not in [b.key for b in at.button]  # the run button goes once the trials have run
 
 
 def canvas_value(img: Image.Image) -> dict:

@@ -58,7 +58,6 @@ with top[0]:
     picked = None
     if source == "Draw":
         st.caption("Draw one digit, large, in the middle. The bin icon in the toolbar clears the canvas.")
-        st.write("")
         picked = ui.canvas_input("canvas")
     elif source == "Test sample":
         picked = ui.sample_input(name, card.classes, key=f"sample_{name}")

@@ -72,6 +72,7 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
     """
     from streamlit_drawable_canvas import st_canvas
 
+    st.write("")  # room for the canvas's toolbar, which appears above it on hover and would cover a label
     result = st_canvas(
         stroke_width=max(8, size // 14), stroke_color="#FFFFFF", background_color="#000000", width=size,
         height=size, drawing_mode="freedraw", key=key, return_image_data=True, update_streamlit=True,

@@ -254,6 +254,7 @@ class Learner:
     expected: tuple[str, str | None] | None
     index: int
     result: LoadResult
+    oracle: Oracle
 
     def stroke(self, r: float) -> str | None:
         """The stroke to draw next (None: clear the canvas)."""
@@ -264,6 +265,17 @@ class Learner:
 
     async def on_driver_error(self, exc: Exception) -> None:
         self.result.problems.append(Problem(self.index, "driver", f"{type(exc).__name__}: {exc}"[:400]))
+
+    async def expect_sample(self, what: str, caption: str) -> str | None:
+        """The numbers the test sample named in ``caption`` must show, as ``expected``; a label for the check, or
+        None (reported) when no sample is named."""
+        found = re.search(r"test image #(\d+)", caption)
+        if not found:
+            self.result.problems.append(Problem(self.index, "missing", f"{what}: no sample caption in {caption!r}"))
+            self.expected = None
+            return None
+        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
+        return f"{what} #{found.group(1)}"
 
     async def step(self) -> None:
         r = self.rng.random()
@@ -402,14 +414,9 @@ class Session(Learner):
             await captions.filter(has_text="test image #").first.wait_for(timeout=30_000)
         except Exception:  # noqa: BLE001 (playwright's TimeoutError: reported just below as a missing caption)
             pass
-        caption = " ".join(await captions.all_inner_texts())
-        found = re.search(r"test image #(\d+)", caption)
-        if not found:
-            self.result.problems.append(Problem(self.index, "missing", f"{what}: no sample caption in {caption!r}"))
-            self.expected = None
-            return
-        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
-        await self.check(f"{what} #{found.group(1)}")
+        label = await self.expect_sample(what, " ".join(await captions.all_inner_texts()))
+        if label:
+            await self.check(label)
 
     async def draw(self, name: str) -> None:
         await self.ensure_source("Draw")
@@ -632,14 +639,9 @@ class ProtocolSession(Learner):
         if self.segment() != "Test sample":
             self.expected = None
             return
-        caption = " ".join(self.shown("test image #"))
-        found = re.search(r"test image #(\d+)", caption)
-        if not found:
-            self.result.problems.append(Problem(self.index, "missing", f"{what}: no sample caption in {caption!r}"))
-            self.expected = None
-            return
-        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
-        self.check(f"{what} #{found.group(1)}")
+        label = await self.expect_sample(what, " ".join(self.shown("test image #")))
+        if label:
+            self.check(label)
 
     async def draw(self, name: str | None) -> None:
         """One stroke on a fresh canvas (``name`` None: the canvas cleared)."""

@@ -203,21 +203,26 @@ class Oracle:
         """(prediction line, loss fragment) of test-set image ``index`` as the explorer shows them."""
         key = (name, index)
         if key not in self._cache:
-            from cnnviz.capture import capture
             from cnnviz.data import dataset, preprocess
 
             if name not in self._datasets:
                 self._datasets[name] = dataset(name, "test")
-            model, card = self.models[name]
             image, label = self._datasets[name][index]
-            x = preprocess(image, card, dataset_sample=True)
-            first = capture(model, x)
-            trace = capture(model, x, target=int(label), objective="loss")
-            verdict = " (correct)" if first.pred == label else f" (true: {card.classes[int(label)]})"
-            line = f"Prediction: {card.classes[first.pred]} ({float(first.probs[first.pred]):.1%}){verdict}"
-            loss = f"-log {float(trace.probs[trace.target]):.4g} = {trace.loss:.4g}"
-            self._cache[key] = (line, loss)
+            x = preprocess(image, self.models[name][1], dataset_sample=True)
+            self._cache[key] = self._numbers(name, x, int(label))
         return self._cache[key]
+
+    def _numbers(self, name: str, x, label: int | None) -> tuple[str, str]:
+        """The explorer's prediction line and loss fragment for input ``x``: the loss of the true ``label`` when
+        known (a test sample), else of the predicted class."""
+        from cnnviz.capture import capture
+
+        model, card = self.models[name]
+        first = capture(model, x)
+        trace = capture(model, x, target=first.pred if label is None else label, objective="loss")
+        verdict = "" if label is None else " (correct)" if first.pred == label else f" (true: {card.classes[label]})"
+        line = f"Prediction: {card.classes[first.pred]} ({float(first.probs[first.pred]):.1%}){verdict}"
+        return line, f"-log {float(trace.probs[trace.target]):.4g} = {trace.loss:.4g}"
 
     def drawing(self, png: bytes) -> tuple[str, str] | None:
         """(prediction line, loss fragment) of a canvas PNG, read as the page reads it (cnnviz.ui.canvas_input);
@@ -225,21 +230,16 @@ class Oracle:
         import numpy as np
         from PIL import Image
 
-        from cnnviz.capture import capture
         from cnnviz.data import EmptyImage, load_image, preprocess
 
         arr = np.asarray(load_image(png).convert("RGBA"))
         if not arr[..., :3].any():
             return None
-        model, card = self.models["mnist"]
         try:
-            x = preprocess(Image.fromarray(arr), card)
+            x = preprocess(Image.fromarray(arr), self.models["mnist"][1])
         except EmptyImage:
             return None
-        first = capture(model, x)
-        trace = capture(model, x, target=first.pred, objective="loss")
-        line = f"Prediction: {card.classes[first.pred]} ({float(first.probs[first.pred]):.1%})"
-        return line, f"-log {float(trace.probs[trace.target]):.4g} = {trace.loss:.4g}"
+        return self._numbers("mnist", x, None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -522,7 +522,7 @@ class Session(Learner):
         await self.navigation_kept("click explorer")
 
     async def on_driver_error(self, exc: Exception) -> None:
-        self.result.problems.append(Problem(self.index, "driver", f"{type(exc).__name__}: {exc}"[:400]))
+        await super().on_driver_error(exc)
         if DEBUG_DIR:
             await self.page.screenshot(path=str(Path(DEBUG_DIR) / f"driver_{self.index}.png"), full_page=True)
 
@@ -596,8 +596,7 @@ class ProtocolSession(Learner):
     def slider_value(self) -> str | None:
         if not self.client.page.has_widget("backprop"):
             return None
-        wid, el = self.client.page.widget("backprop")
-        sent = self.client.values.get(wid)
+        sent, el = self.client.widget_state("backprop")
         if sent is not None:
             return sent.string_array_value.data[0]
         return el.slider.options[int(el.slider.default[0])]
@@ -607,18 +606,16 @@ class ProtocolSession(Learner):
         key = f"source_{self.model}"
         if not self.client.page.has_widget(key):
             return None
-        wid, el = self.client.page.widget(key)
-        sent = self.client.values.get(wid)
+        sent, el = self.client.widget_state(key)
         if sent is not None:
             return sent.string_array_value.data[0]
         options = [o.content for o in el.button_group.options]
         return options[el.button_group.default[0]] if el.button_group.default else None
 
     async def ensure_model(self) -> None:
-        wid, el = self.client.page.widget("model_name")
+        sent, el = self.client.widget_state("model_name")
         label = next(o for o in el.radio.options if o.startswith(MODEL_PREFIX[self.model]))
-        current = self.client.values.get(wid)
-        current = current.string_value if current is not None else el.radio.options[el.radio.default]
+        current = sent.string_value if sent is not None else el.radio.options[el.radio.default]
         if current != label:
             await self.act("model", lambda: self.client.interact("model_name", string_value=label))
             await self.after_sample_shown("model")
@@ -687,7 +684,7 @@ class ProtocolSession(Learner):
     async def on_driver_error(self, exc: Exception) -> None:
         last = self.result.problems[-1] if self.result.problems else None
         if not (last and last.session == self.index and last.kind == "protocol"):  # not reported already
-            self.result.problems.append(Problem(self.index, "driver", f"{type(exc).__name__}: {exc}"[:400]))
+            await super().on_driver_error(exc)
 
     async def pause(self) -> None:
         await asyncio.sleep(self.rng.uniform(*self.think))
@@ -875,7 +872,7 @@ async def _protocol_baseline(url: str, result: LoadResult, oracle: Oracle, timeo
             solo.model, solo.can_sample = model, True
             await solo.new_sample()
     except Exception as exc:  # noqa: BLE001 - reported as the baseline's problem below
-        solo.result.problems.append(Problem(-1, "driver", f"{type(exc).__name__}: {exc}"[:400]))
+        await solo.on_driver_error(exc)
     finally:
         await solo.close()
     result.problems += [Problem(-1, p.kind, "baseline: " + p.detail) for p in solo.result.problems]

@@ -159,14 +159,10 @@ class StreamlitClient:
             self.ws = None
 
     # -- widget values, as the frontend keeps them
-    def set_value(self, key: str, **value) -> None:
-        wid, _ = self.page.widget(key)
-        state = WidgetState(id=wid, **value)
-        self.values[wid] = state
-
-    def options(self, key: str) -> list[str]:
-        _, el = self.page.widget(key)
-        return list(getattr(el, el.WhichOneof("type")).options)
+    def widget_state(self, key: str) -> tuple[WidgetState | None, Element]:
+        """Widget ``key``'s element and the value this client last sent for it (None: still its default)."""
+        wid, el = self.page.widget(key)
+        return self.values.get(wid), el
 
     # -- runs
     async def open(self, path: str) -> RunOutcome:

@@ -40,7 +40,7 @@ from cnnviz.data import (
     preprocess,
 )
 from cnnviz.models import REGISTRY, ModelCard, build_model, new_card
-from tests.conftest import ROOT, open_page, start_server, stop_server
+from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server
 
 MODELS = tuple(REGISTRY)  # ("mnist", "cifar10")
 EXPLORER = next(p.path for p in ALL_PAGES if p.url_path == "explorer")
@@ -709,12 +709,21 @@ def after_run(page, action) -> None:
     page.wait_for_function(RUN_FINISHED, arg=mark, timeout=60_000, polling=50)
 
 
+SOURCE_SHOWS = {"Upload": ".st-key-upload_{model}", "Test sample": ".st-key-sample_{model}_new",
+                "Draw": ".st-key-canvas"}  # what the page shows once that input source is chosen
+
+
 def choose(page, model: str, source: str) -> None:
-    # Streamlit disables every widget while its websocket is reconnecting, which a loaded 2-core machine can make
-    # last longer than Playwright's default 30 s: wait for the control to be enabled again, up to 2 minutes.
+    """Pick the model and the input source, then wait for what the page shows for them (not for the run's state
+    changes, which a loaded machine can make too quick or too late to observe: CI once missed one here).
+    Streamlit disables every widget while its websocket is reconnecting, which a loaded 2-core machine can make
+    last longer than Playwright's default 30 s: controls get up to 2 minutes."""
     if model != "mnist":
-        after_run(page, lambda: page.locator(".st-key-model_name label", has_text="CIFAR-10").click(timeout=120_000))
-    after_run(page, lambda: page.locator(f".st-key-source_{model} button", has_text=source).click(timeout=120_000))
+        page.locator(".st-key-model_name label", has_text="CIFAR-10").click(timeout=120_000)
+        page.wait_for_selector(f".st-key-source_{model}", timeout=120_000)
+    page.locator(f".st-key-source_{model} button", has_text=source).click(timeout=120_000)
+    page.wait_for_selector(SOURCE_SHOWS[source].format(model=model), timeout=120_000)
+    page.wait_for_selector(IDLE, timeout=120_000)
 
 
 def uploader_input(page, model: str):

@@ -45,9 +45,9 @@ ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values
 def run() -> None:
     import streamlit as st
 
-    from cnnviz import memory
+    from cnnviz import heap_trim
 
-    memory.start()  # freed memory goes back to the system after a class leaves (see cnnviz/memory.py)
+    heap_trim.start()  # freed memory goes back to the system after a class leaves (see cnnviz/heap_trim.py)
 
     st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
 

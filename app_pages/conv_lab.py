@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cnnviz import conv_math as cm
-from cnnviz import render_conv as rc
+from cnnviz.handwork import conv_math as cm
+from cnnviz.render import conv as rc
 
 st.title("Convolution & pooling lab")
 st.markdown(

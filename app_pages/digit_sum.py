@@ -6,10 +6,10 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cnnviz import digit_sum as ds
-from cnnviz import render_conv as rc
-from cnnviz.checkpoints import available_stages, checkpoint_dir
-from cnnviz.data import DataUnavailable, dataset_available, default_data_dir, load_arrays
+from cnnviz.engine import digit_sum as ds
+from cnnviz.engine.checkpoints import available_stages, checkpoint_dir
+from cnnviz.engine.datasets import DataUnavailable, dataset_available, default_data_dir, load_arrays
+from cnnviz.render import conv as rc
 from cnnviz.ui import canvas_input, get_model
 
 CANVAS_PX = 140

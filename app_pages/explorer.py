@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cnnviz import render, ui
-from cnnviz.attribution import attribute, conv_layer_names
-from cnnviz.capture import capture, gradient_check, sgd_step
-from cnnviz.checkpoints import available_stages
-from cnnviz.data import EmptyImage, ImageError, preprocess, unnormalize
-from cnnviz.explain import (
+from cnnviz import ui
+from cnnviz.engine.attribution import attribute, conv_layer_names
+from cnnviz.engine.capture import capture, gradient_check, sgd_step
+from cnnviz.engine.checkpoints import available_stages
+from cnnviz.engine.layer_rules import (
     architecture,
     backward_rule,
     conv_cell,
@@ -20,6 +19,8 @@ from cnnviz.explain import (
     pool_windows,
     relu_summary,
 )
+from cnnviz.engine.pictures import EmptyImage, ImageError, preprocess, unnormalize
+from cnnviz.render import network as render
 
 MODELS = {"mnist": "MNIST digits", "cifar10": "CIFAR-10 photos"}
 STAGES = {"final": "fully trained", "epoch1": "after 1 epoch", "init": "random init (before training)"}

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cnnviz import graph
+from cnnviz.handwork import graph
 from cnnviz.ui import show_code
 
 EXPRESSION = "graph_expression"

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from cnnviz import mlp, render_handwork
+from cnnviz.handwork import mlp
+from cnnviz.render import handwork as render_handwork
 
 PRESET = "mlp_preset"
 LABELS = {"relu": "1-input ReLU network (worked example 1)", "sigmoid": "2-2-2 sigmoid network (worked example 2)"}

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnviz.capture import capture
-from cnnviz.checkpoints import CheckpointError, load_model
+from cnnviz.engine.capture import capture
+from cnnviz.engine.checkpoints import CheckpointError, load_model
 
 
 def p95(xs: list[float]) -> float:

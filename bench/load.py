@@ -6,7 +6,7 @@ Each session works the network explorer like a learner: draws digits on the canv
 picks test samples ("New sample"), switches between MNIST and CIFAR-10, moves the backprop slider, and visits the
 other pages. After every interaction it waits for Streamlit's run to finish (the latency), counts exceptions, and
 checks the page's numbers against what that input gives alone: drawings and test samples against
-``cnnviz.capture.capture`` run here, in this process, on the same picture.
+``cnnviz.engine.capture.capture`` run here, in this process, on the same picture.
 
 Two drivers:
 - ``protocol`` (default): each session is a websocket client speaking Streamlit's own protocol (bench/protocol.py),
@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import ALL_PAGES, SECTIONS  # noqa: E402
-from cnnviz import memory  # noqa: E402
+from cnnviz import heap_trim as memory  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, IDLE, start_server, stop_server  # noqa: E402
 
 MEMORY_LIMIT_MB = 200.0
@@ -186,8 +186,8 @@ class Oracle:
     """What the page must show for an input when it is run alone."""
 
     def __init__(self, checkpoint_dir: Path) -> None:
-        from cnnviz.checkpoints import load_model
-        from cnnviz.data import dataset_available
+        from cnnviz.engine.checkpoints import load_model
+        from cnnviz.engine.datasets import dataset_available
 
         self.models = {}
         for name in ("mnist", "cifar10"):
@@ -203,7 +203,8 @@ class Oracle:
         """(prediction line, loss fragment) of test-set image ``index`` as the explorer shows them."""
         key = (name, index)
         if key not in self._cache:
-            from cnnviz.data import dataset, preprocess
+            from cnnviz.engine.datasets import dataset
+            from cnnviz.engine.pictures import preprocess
 
             if name not in self._datasets:
                 self._datasets[name] = dataset(name, "test")
@@ -215,7 +216,7 @@ class Oracle:
     def _numbers(self, name: str, x, label: int | None) -> tuple[str, str]:
         """The explorer's prediction line and loss fragment for input ``x``: the loss of the true ``label`` when
         known (a test sample), else of the predicted class."""
-        from cnnviz.capture import capture
+        from cnnviz.engine.capture import capture
 
         model, card = self.models[name]
         first = capture(model, x)
@@ -230,7 +231,7 @@ class Oracle:
         import numpy as np
         from PIL import Image
 
-        from cnnviz.data import EmptyImage, load_image, preprocess
+        from cnnviz.engine.pictures import EmptyImage, load_image, preprocess
 
         arr = np.asarray(load_image(png).convert("RGBA"))
         if not arr[..., :3].any():
@@ -743,7 +744,7 @@ async def run_load_async(sessions: int = 30, seconds: float = 60.0, checkpoint_d
                          timeout_s: float = 240.0, drain_s: float | None = None, session_ttl_s: int | None = None,
                          cifar_share: float = 0.2, seed: int = 0, rounds: int = 1, driver: str = "protocol",
                          think: tuple[float, float] = (1.0, 4.0), log=print) -> LoadResult:
-    from cnnviz.checkpoints import checkpoint_dir as default_checkpoint_dir
+    from cnnviz.engine.checkpoints import checkpoint_dir as default_checkpoint_dir
 
     if driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, not {driver!r}")
@@ -893,7 +894,7 @@ async def _protocol_poke(url: str, timeout_s: float) -> None:
 async def _settled(proc: psutil.Process, start: ServerStats, limit_s: float = SETTLE_S + 3,
                    min_s: float = SETTLE_S) -> ServerStats:
     """The server's figures once the last closed session's own threads (its script runner, its websocket
-    handlers) have ended and the app's periodic cycle collection and allocator trim (cnnviz/memory.py) have had a
+    handlers) have ended and the app's periodic cycle collection and allocator trim (cnnviz/heap_trim.py) have had a
     turn: polled for at least ``min_s`` and up to ``limit_s``; threads and fds from the reading with the fewest
     threads, RSS from the last reading. A leak stays visible: memory still referenced is neither collected nor
     trimmed, and threads that belong to no live session never end, so the reading stays above ``start``."""

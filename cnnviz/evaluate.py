@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnviz.checkpoints import CheckpointError, load_model
-from cnnviz.data import DataUnavailable, load_arrays
-from cnnviz.models import ModelCard
+from cnnviz.engine.checkpoints import CheckpointError, load_model
+from cnnviz.engine.datasets import DataUnavailable, load_arrays
+from cnnviz.engine.models import ModelCard
+from cnnviz.engine.pictures import normalize
 
 
 @dataclass(frozen=True)
@@ -28,21 +29,13 @@ class EvalResult:
     loss: float
 
 
-def to_input(images: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalised float32 (N, C, H, W)."""
-    x = images.float().div_(255.0)
-    mean = torch.tensor(card.mean).view(1, -1, 1, 1)
-    std = torch.tensor(card.std).view(1, -1, 1, 1)
-    return (x - mean) / std
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, card: ModelCard, batch_size: int = 500) -> torch.Tensor:
     """Logits for uint8 images (N, C, H, W), batch by batch, model in eval mode. Returns (N, K)."""
     was_training = model.training
     model.eval()
     try:
-        outs = [model(to_input(images[i:i + batch_size], card)) for i in range(0, len(images), batch_size)]
+        outs = [model(normalize(images[i:i + batch_size], card)) for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs)

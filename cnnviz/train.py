@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnviz.checkpoints import CHECKPOINT_DIR, save
-from cnnviz.data import DataUnavailable, load_arrays
+from cnnviz.engine.checkpoints import CHECKPOINT_DIR, save
+from cnnviz.engine.datasets import DataUnavailable, load_arrays
+from cnnviz.engine.models import ModelCard, build_model, count_parameters, new_card
+from cnnviz.engine.pictures import normalize
 from cnnviz.evaluate import evaluate_arrays
-from cnnviz.models import ModelCard, build_model, count_parameters, new_card
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,6 @@ def augment_cifar(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def normalise(pixels: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    mean = torch.tensor(card.mean).view(1, -1, 1, 1)
-    std = torch.tensor(card.std).view(1, -1, 1, 1)
-    return (pixels - mean) / std
-
-
 def progress(epoch: int, epochs: int, done: int, total: int, loss: float, acc: float, rate: float) -> None:
     width = 30
     filled = int(width * done / total)
@@ -145,7 +140,7 @@ def train(name: str, epochs: int | None, data_dir: str | None, out: Path, seed: 
         seen, correct, loss_sum, epoch_start = 0, 0, 0.0, time.perf_counter()
         for b in range(steps_per_epoch):
             idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            x = normalise(augment(train_x[idx], gen), card).contiguous(memory_format=torch.channels_last)
+            x = normalize(augment(train_x[idx], gen), card).contiguous(memory_format=torch.channels_last)
             y = train_y[idx]
             logits = model(x)
             loss = criterion(logits, y)

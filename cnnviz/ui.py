@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnviz.checkpoints import CheckpointError, checkpoint_dir, load_model
-from cnnviz.data import DataUnavailable, ImageError, dataset, dataset_available, default_data_dir, load_image
-from cnnviz.models import ModelCard
+from cnnviz.engine.checkpoints import CheckpointError, checkpoint_dir, load_model
+from cnnviz.engine.datasets import DataUnavailable, dataset, dataset_available, default_data_dir
+from cnnviz.engine.models import ModelCard
+from cnnviz.engine.pictures import CanvasFull, ImageError, canvas_picture, load_image
 
 
 @st.cache_resource(show_spinner="Loading the trained model...")
@@ -78,21 +79,16 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
         height=size, drawing_mode="freedraw", key=key, return_image_data=True, update_streamlit=True,
     )
     try:
-        payload = result.image_bytes
-        image = None if payload is None else load_image(payload)
-        arr = None if image is None else np.asarray(image.convert("RGBA"))
+        picture = canvas_picture(result.image_bytes)
+    except CanvasFull as exc:
+        st.warning(str(exc))
+        return None
     except (ImageError, ValueError, OSError):  # a malformed drawing payload
         st.warning("The drawing could not be read. Clear the canvas and draw again.")
         return None
-    if arr is None or arr.ndim != 3 or not arr[..., :3].any():
+    if picture is None:
         return None
-    ink = arr[..., :3].max(axis=2) / 255.0 * (arr[..., 3] / 255.0)  # white on black, transparent = black
-    border = np.concatenate([ink[0, :], ink[-1, :], ink[:, 0], ink[:, -1]])
-    if float(np.median(border)) > 0.5:
-        st.warning("The canvas is painted right up to its edges, so no digit shape is left to see. Clear it "
-                   "(bin icon) and draw one digit in the middle.")
-        return None
-    return PickedInput(Image.fromarray(arr), "canvas", None, "your drawing")
+    return PickedInput(picture, "canvas", None, "your drawing")
 
 
 def sample_input(name: str, classes: tuple[str, ...], key: str) -> PickedInput | None:

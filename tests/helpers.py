@@ -8,8 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnviz.checkpoints import CheckpointError, load_model
-from cnnviz.models import build_model
+from cnnviz.engine.checkpoints import CheckpointError, load_model
+from cnnviz.engine.models import build_model
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

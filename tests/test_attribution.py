@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cnnviz.attribution import attribute, conv_layer_names, grad_cam, integrated_gradients, saliency
-from cnnviz.capture import capture
+from cnnviz.engine.attribution import attribute, conv_layer_names, grad_cam, integrated_gradients, saliency
+from cnnviz.engine.capture import capture
 from tests.helpers import shipped_or_random
 
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from cnnviz import capture as capture_mod
-from cnnviz.capture import capture, gradient_check, sgd_step
+from cnnviz.engine import capture as capture_mod
+from cnnviz.engine.capture import capture, gradient_check, sgd_step
 from tests.helpers import leaf_chain, reference_pass, shipped_or_random, small_cnn
 
 MODELS = {

@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from cnnviz import digit_sum as ds
-from cnnviz.checkpoints import load_path, save
-from cnnviz.conv_math import matrix_text
-from cnnviz.data import preprocess
-from cnnviz.evaluate import to_input
-from cnnviz.models import build_model, new_card
+from cnnviz.engine import digit_sum as ds
+from cnnviz.engine.checkpoints import load_path, save
+from cnnviz.engine.models import build_model, new_card
+from cnnviz.engine.pictures import normalize, preprocess
+from cnnviz.handwork.conv_math import matrix_text
 from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server, wait_for_idle
 
 LAB = "app_pages/conv_lab.py"
@@ -233,7 +232,7 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 def predicted_sum(model, card, images, idx) -> int:
     with torch.no_grad():
-        return int(model(to_input(images[torch.as_tensor(idx)], card)).argmax(1).sum())
+        return int(model(normalize(images[torch.as_tensor(idx)], card)).argmax(1).sum())
 
 
 def test_digit_sum_sums_match_the_model_on_fixed_seeds(fake_world):
@@ -278,7 +277,7 @@ def test_digit_sum_trials(fake_world):
     rerun(at)
     m = metrics(at)
     with torch.no_grad():
-        accuracy = 100 * float((model(to_input(images, card)).argmax(1).numpy() == labels).mean())
+        accuracy = 100 * float((model(normalize(images, card)).argmax(1).numpy() == labels).mean())
     assert m["Accuracy on these digits"] == f"{accuracy:.2f}%"
     assert {"Sums agree", "All ten right", "Sums agree, a digit wrong"} <= set(m)
     agree, right, cancel = (float(m[k].rstrip("%")) for k in ("Sums agree", "All ten right",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from cnnviz import conv_math as cm
+from cnnviz.handwork import conv_math as cm
 
 DT = torch.float64
 

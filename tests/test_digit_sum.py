@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnviz import digit_sum as ds
-from cnnviz.checkpoints import CHECKPOINT_DIR, load_model
-from cnnviz.data import dataset_available, load_arrays, preprocess
-from cnnviz.evaluate import to_input
-from cnnviz.models import build_model, new_card
+from cnnviz.engine import digit_sum as ds
+from cnnviz.engine.checkpoints import CHECKPOINT_DIR, load_model
+from cnnviz.engine.datasets import dataset_available, load_arrays
+from cnnviz.engine.models import build_model, new_card
+from cnnviz.engine.pictures import normalize, preprocess
 
 
 def fake_test_set(per_class: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +37,7 @@ def model_and_card():
 
 def reference_predictions(model, card, images: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        return model(to_input(images, card)).argmax(1).numpy()
+        return model(normalize(images, card)).argmax(1).numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------

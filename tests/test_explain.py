@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from cnnviz.capture import capture
-from cnnviz.explain import (
+from cnnviz.engine.capture import capture
+from cnnviz.engine.layer_rules import (
     architecture,
     backward_rule,
     conv_cell,

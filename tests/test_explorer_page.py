@@ -11,10 +11,11 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from cnnviz.capture import capture, sgd_step
-from cnnviz.checkpoints import load_model
-from cnnviz.data import dataset_available, preprocess
-from cnnviz.explain import backward_rule, conv_cell
+from cnnviz.engine.capture import capture, sgd_step
+from cnnviz.engine.checkpoints import load_model
+from cnnviz.engine.datasets import dataset_available
+from cnnviz.engine.layer_rules import backward_rule, conv_cell
+from cnnviz.engine.pictures import preprocess
 from tests.conftest import IDLE, ROOT, open_page, wait_for_idle
 
 EXPLORER = "app_pages/explorer.py"

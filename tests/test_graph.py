@@ -1,4 +1,4 @@
-"""cnnviz.graph against torch autograd (float64): values, gradients, the step walk, limits and hostile input."""
+"""cnnviz.handwork.graph against torch autograd (float64): values, gradients, the step walk, limits, bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cnnviz import graph
+from cnnviz.handwork import graph
 
 F64 = torch.float64
 
@@ -51,10 +51,10 @@ UNARY = {
 
 
 class RandomExpression:
-    """Builds an expression string and the same computation in torch, independently of cnnviz.graph's parser.
+    """Builds an expression string and the same computation in torch, independently of cnnviz.handwork.graph's parser.
 
     ``ops`` records every operation's torch result in post-order (left operand, right operand, then the operation),
-    the order in which cnnviz.graph numbers its operation nodes.
+    the order in which cnnviz.handwork.graph numbers its operation nodes.
     """
 
     def __init__(self, rng: random.Random, names: tuple[str, ...]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from cnnviz import graph, mlp
+from cnnviz.handwork import graph, mlp
 from tests.conftest import ROOT, open_page, wait_for_idle
 from tests.test_mlp import torch_step, torch_train
 

@@ -28,18 +28,18 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES
-from cnnviz.checkpoints import CheckpointError, load_model, load_path, save
-from cnnviz.data import (
+from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
+from cnnviz.engine.datasets import dataset_available
+from cnnviz.engine.models import REGISTRY, ModelCard, build_model, new_card
+from cnnviz.engine.pictures import (
     EMPTY_MESSAGE,
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
     EmptyImage,
     ImageError,
-    dataset_available,
     load_image,
     preprocess,
 )
-from cnnviz.models import REGISTRY, ModelCard, build_model, new_card
 from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server
 
 MODELS = tuple(REGISTRY)  # ("mnist", "cifar10")
@@ -199,8 +199,8 @@ _RSS_PROBE = """
 import resource, sys
 from pathlib import Path
 import numpy as np
-from cnnviz.data import ImageError, load_image, preprocess
-from cnnviz.models import build_model, new_card
+from cnnviz.engine.pictures import ImageError, load_image, preprocess
+from cnnviz.engine.models import build_model, new_card
 cards = [new_card(n, build_model(n)) for n in ("mnist", "cifar10")]
 data = Path(sys.argv[1]).read_bytes()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

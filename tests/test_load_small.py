@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnviz.capture import capture
-from cnnviz.checkpoints import CheckpointError, load_model, save
-from cnnviz.data import preprocess
-from cnnviz.models import REGISTRY, build_model, new_card
+from cnnviz.engine.capture import capture
+from cnnviz.engine.checkpoints import CheckpointError, load_model, save
+from cnnviz.engine.models import REGISTRY, build_model, new_card
+from cnnviz.engine.pictures import preprocess
 from tests.helpers import randomize_batchnorm
 
 
@@ -93,7 +93,7 @@ def test_threads_through_preprocess_and_capture_match_single_runs_and_leak_nothi
 @pytest.fixture(scope="module")
 def load_checkpoints(tmp_path_factory) -> Path:
     """The committed checkpoints when MNIST's is there, else random models (varied predictions) in a temp folder."""
-    from cnnviz.checkpoints import checkpoint_dir
+    from cnnviz.engine.checkpoints import checkpoint_dir
 
     if (checkpoint_dir() / "mnist.safetensors").is_file():
         try:

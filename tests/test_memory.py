@@ -1,4 +1,4 @@
-"""cnnviz/memory.py: freed memory goes back to the operating system (glibc), and nothing else changes.
+"""cnnviz/heap_trim.py: freed memory goes back to the operating system (glibc), and nothing else changes.
 
 Each check runs in a fresh interpreter, so the allocator settings never leak into the test process."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnviz import memory
+from cnnviz import heap_trim as memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def run_python(code: str) -> dict:
 def test_trim_hands_back_freed_heap_pages_that_free_alone_keeps():
     result = run_python("""
 import json, psutil
-from cnnviz import memory
+from cnnviz import heap_trim as memory
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 assert memory.tune()
 blocks = [bytearray(64 * 1024) for _ in range(2400)]   # ~150 MB in the heap (below the mapping threshold)
@@ -48,7 +48,7 @@ print(json.dumps({"full": full, "freed": freed, "trimmed": rss(), "ran": ran, "a
 def test_large_arrays_are_unmapped_when_freed_and_start_is_idempotent():
     result = run_python("""
 import json, threading, psutil, numpy as np
-from cnnviz import memory
+from cnnviz import heap_trim as memory
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 assert memory.start(every_s=3600) and memory.start(every_s=3600)
 threads = [t.name for t in threading.enumerate() if t.name == "cnnviz-malloc-trim"]
@@ -69,7 +69,7 @@ def test_collect_and_trim_frees_garbage_cycles_an_idle_process_keeps():
     """A closed Streamlit session's state sits in reference cycles; without allocations nothing collects them."""
     result = run_python("""
 import gc, json, psutil, numpy as np
-from cnnviz import memory
+from cnnviz import heap_trim as memory
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 memory.tune()
 class Session:

@@ -1,4 +1,4 @@
-"""cnnviz.mlp against torch autograd (float64): every value, gradient and update, at several steps and rates."""
+"""cnnviz.handwork.mlp against torch autograd (float64): every value, gradient and update, at several steps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cnnviz import mlp
+from cnnviz.handwork import mlp
 
 F64 = torch.float64
 

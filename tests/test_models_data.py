@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnviz.checkpoints import CheckpointError, load_model, load_path, save
-from cnnviz.data import EmptyImage, dataset_available, load_arrays, mnist_field, preprocess
+from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
+from cnnviz.engine.datasets import dataset_available, load_arrays
+from cnnviz.engine.models import REGISTRY, build_model, count_parameters, new_card
+from cnnviz.engine.pictures import EmptyImage, mnist_field, preprocess
 from cnnviz.evaluate import evaluate_arrays
-from cnnviz.models import REGISTRY, build_model, count_parameters, new_card
 from cnnviz.train import augment_cifar, augment_mnist
 from tests.helpers import randomize_batchnorm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnviz import render
+from cnnviz.render import network as render
 
 
 def test_heatmap_carries_the_values_and_a_symmetric_scale_when_signed():
@@ -36,8 +36,8 @@ def test_small_matrix_prints_every_cell():
 def test_pool_and_route_figures_mark_each_windows_argmax():
     import torch
 
-    from cnnviz.capture import capture
-    from cnnviz.explain import pool_windows
+    from cnnviz.engine.capture import capture
+    from cnnviz.engine.layer_rules import pool_windows
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()

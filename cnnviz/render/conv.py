@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from cnnviz.conv_math import CURVES, AxisSize, DescentRecord, fmt
+from cnnviz.handwork.conv_math import CURVES, AxisSize, DescentRecord, fmt
 
 Pos = tuple[int, int]
 

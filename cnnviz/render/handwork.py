@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from cnnviz.mlp import LRRun
+from cnnviz.handwork.mlp import LRRun
 
 _LINE = "#3b6fb6"
 _MARK = "#d94f3d"

@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cnnviz.models import REGISTRY, ModelCard, build_model, model_args_of
+from cnnviz.engine.models import REGISTRY, ModelCard, build_model, model_args_of
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 MAX_HEADER_BYTES = 10_000_000
 MAX_PARAMETERS = 50_000_000  # a card asking for a bigger model is refused before anything is allocated
 

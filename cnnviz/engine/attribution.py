@@ -1,7 +1,7 @@
 """Captum wrappers: saliency, integrated gradients and Grad-CAM, safe on a model shared by many sessions.
 
 Captum registers its own hooks per call. Each call here runs Captum on a private copy of the model's module
-objects (``cnnviz.capture.borrowed``), so those hooks never sit on the shared model and another session's forward
+objects (``cnnviz.engine.capture.borrowed``), so those hooks never sit on the shared model and another session's forward
 pass cannot fire them.
 """
 
@@ -14,7 +14,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
-from cnnviz.capture import borrowed
+from cnnviz.engine.capture import borrowed
 
 METHODS = ("saliency", "integrated_gradients", "grad_cam")
 

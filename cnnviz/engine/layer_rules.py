@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from cnnviz.records import LayerRecord, Trace
+from cnnviz.engine.trace import LayerRecord, Trace
 
 
 def _pair(v) -> tuple[int, int]:

@@ -1,19 +1,19 @@
-"""Datasets, and turning any picture (canvas drawing, upload, dataset sample) into the tensor a model expects."""
+"""Pictures in: uploaded or drawn bytes -> PIL image -> the normalised tensor a model expects.
+
+One normalisation for the whole app (``normalize``), used by the pages, evaluation, training and digit-sum.
+"""
 
 from __future__ import annotations
 
 import io
 import math
-import os
 import struct
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cnnviz.models import ModelCard
+from cnnviz.engine.models import ModelCard
 
 # Refuse decompression bombs before decoding: Pillow checks this on open, from the header alone.
 MAX_PIXELS = 40_000_000
@@ -24,13 +24,6 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Pictures are shrunk to at most this many pixels a side before any float array is made (models see 28/32 px).
 WORK_SIDE = 1024
 
-DATASETS = ("mnist", "cifar10")
-SPLITS = ("train", "test")
-
-
-class DataUnavailable(Exception):
-    """The dataset is not on disk and could not be downloaded. The message says how to fix it."""
-
 
 class ImageError(Exception):
     """An uploaded or drawn picture cannot be used. The message says why, in words for a learner."""
@@ -40,110 +33,12 @@ class EmptyImage(ImageError):
     """The picture has no ink (an empty canvas, a blank upload)."""
 
 
+class CanvasFull(ImageError):
+    """The canvas is painted to its edges: no digit shape is left against the background."""
+
+
 EMPTY_MESSAGE = ("No digit found: nothing in the picture stands out from its background. Draw a digit on the "
                  "canvas, or upload a picture of one.")
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("CNNVIZ_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "cnnviz" / "data"
-
-
-def _unavailable(name: str, root: Path, exc: BaseException) -> DataUnavailable:
-    return DataUnavailable(
-        f"The {name} dataset is not in {root} and could not be downloaded ({type(exc).__name__}). "
-        f"Set CNNVIZ_DATA_DIR to a folder that holds it (see README), or connect to the internet once "
-        f"so torchvision can download it there."
-    )
-
-
-def dataset(name: str, split: str, data_dir: str | Path | None = None, transform: Any = None):
-    """Open a dataset of PIL images and integer labels.
-
-    Args:
-        name: "mnist" or "cifar10".
-        split: "train" or "test".
-        data_dir: folder holding the data; defaults to $CNNVIZ_DATA_DIR, else ~/.cache/cnnviz/data.
-        transform: optional torchvision transform applied to each image.
-    Returns:
-        A torch Dataset whose items are (image, label).
-    Raises:
-        DataUnavailable: not on disk and not downloadable, with a message saying how to fix it.
-    """
-    import torchvision.datasets as tvd
-
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    train = split == "train"
-    if name == "mnist":
-        try:
-            return tvd.MNIST(str(root), train=train, download=False, transform=transform)
-        except RuntimeError:
-            pass
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            return tvd.MNIST(str(root), train=train, download=True, transform=transform)
-        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
-            raise _unavailable("MNIST", root, exc) from None
-    folder = root / "cifar10" / split
-    if folder.is_dir():
-        return tvd.ImageFolder(str(folder), transform=transform)
-    try:
-        return tvd.CIFAR10(str(root), train=train, download=False, transform=transform)
-    except RuntimeError:
-        pass
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return tvd.CIFAR10(str(root), train=train, download=True, transform=transform)
-    except Exception as exc:  # noqa: BLE001
-        raise _unavailable("CIFAR-10", root, exc) from None
-
-
-def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
-    """Whether the test split can be opened without a download; (ok, message for the learner)."""
-    import torchvision.datasets as tvd
-
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    try:
-        if name == "mnist":
-            tvd.MNIST(str(root), train=False, download=False)
-        elif not (root / "cifar10" / "test").is_dir():
-            tvd.CIFAR10(str(root), train=False, download=False)
-    except Exception:  # noqa: BLE001
-        return False, (
-            f"The {'MNIST' if name == 'mnist' else 'CIFAR-10'} test set is not in {root}. "
-            "Set CNNVIZ_DATA_DIR to a folder that holds it, or run "
-            f"`python -m cnnviz.evaluate {name}` once with internet to download it. "
-            "Drawing and uploading still work."
-        )
-    return True, ""
-
-
-def load_arrays(name: str, split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole split as tensors: images uint8 (N, C, H, W) and labels int64 (N,). Used for fast training."""
-    ds = dataset(name, split, data_dir)
-    if name == "mnist":
-        images = ds.data.unsqueeze(1).clone()  # (N, 1, 28, 28) uint8
-        labels = ds.targets.clone().long()
-        return images, labels
-    if hasattr(ds, "data") and isinstance(ds.data, np.ndarray):  # torchvision CIFAR10
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        return images, torch.tensor(ds.targets, dtype=torch.long)
-    n = len(ds.samples)
-    images = torch.empty((n, 3, 32, 32), dtype=torch.uint8)
-    for i, (path, _) in enumerate(ds.samples):
-        with Image.open(path) as im:
-            images[i] = torch.from_numpy(np.array(im.convert("RGB").resize((32, 32)))).permute(2, 0, 1)
-    return images, torch.tensor(ds.targets, dtype=torch.long)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Pictures in: bytes -> PIL image -> model tensor
 
 
 def _sniff_document(data: bytes) -> str | None:
@@ -336,11 +231,41 @@ def to_pixels(image: Image.Image, card: ModelCard) -> np.ndarray:
 
 
 def normalize(pixels: np.ndarray | torch.Tensor, card: ModelCard) -> torch.Tensor:
-    """(C, H, W) pixels in [0, 1] -> (1, C, H, W) float32 tensor normalised with the card's mean and std."""
-    x = torch.as_tensor(np.asarray(pixels), dtype=torch.float32)
-    mean = torch.tensor(card.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(card.std, dtype=torch.float32).view(-1, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)  # (1, C, H, W)
+    """The one normalisation: (x - mean) / std per channel, with the card's mean and std.
+
+    Args:
+        pixels: (C, H, W) or (N, C, H, W); floats in [0, 1], or uint8 in 0..255.
+        card: the model's card.
+    Returns:
+        A float32 tensor (N, C, H, W), N = 1 for a single picture.
+    """
+    x = pixels if isinstance(pixels, torch.Tensor) else torch.as_tensor(np.asarray(pixels))
+    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)  # (1, C, H, W)
+    mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) / std  # (N, C, H, W)
+
+
+def canvas_picture(png: bytes | None) -> Image.Image | None:
+    """The drawing canvas's PNG (white strokes on black, transparent = black) -> an RGBA picture, or None.
+
+    None when nothing is drawn (no payload, or no ink). The payload is checked like any upload (a hostile client
+    could send anything). Raises ImageError for a payload that is not a picture, and ``CanvasFull`` for a canvas
+    painted to its edges, whose white border would read as background.
+    """
+    if png is None:
+        return None
+    arr = np.asarray(load_image(png).convert("RGBA"))
+    if arr.ndim != 3 or not arr[..., :3].any():
+        return None
+    ink = arr[..., :3].max(axis=2) / 255.0 * (arr[..., 3] / 255.0)  # white on black, transparent = black
+    border = np.concatenate([ink[0, :], ink[-1, :], ink[:, 0], ink[:, -1]])
+    if float(np.median(border)) > 0.5:
+        raise CanvasFull("The canvas is painted right up to its edges, so no digit shape is left to see. Clear it "
+                         "(bin icon) and draw one digit in the middle.")
+    return Image.fromarray(arr)
 
 
 def preprocess(image: Image.Image, card: ModelCard, dataset_sample: bool = False) -> torch.Tensor:

@@ -16,9 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnviz.data import ImageError, preprocess, unnormalize
-from cnnviz.evaluate import to_input
-from cnnviz.models import ModelCard
+from cnnviz.engine.models import ModelCard
+from cnnviz.engine.pictures import ImageError, normalize, preprocess, unnormalize
 
 MODES = ("one of each", "random")
 DIGITS = 10
@@ -128,7 +127,7 @@ class FitReport:
 
 def _check_eval(model: nn.Module) -> None:
     if model.training:
-        raise NotInEvalMode("the model is in training mode; load it with cnnviz.checkpoints.load_model (eval mode)")
+        raise NotInEvalMode("the model is in training mode; load it with checkpoints.load_model (eval mode)")
 
 
 @torch.no_grad()
@@ -141,7 +140,7 @@ def predict_digits(model: nn.Module, card: ModelCard, images: torch.Tensor) -> t
     _check_eval(model)
     preds, confs = [], []
     for i in range(0, len(images), BATCH):
-        probs = torch.softmax(model(to_input(images[i:i + BATCH], card)), dim=1)  # (B, 10)
+        probs = torch.softmax(model(normalize(images[i:i + BATCH], card)), dim=1)  # (B, 10)
         conf, pred = probs.max(dim=1)
         preds.append(pred)
         confs.append(conf)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnviz.records import GradientCheck, LayerRecord, LayerUpdate, StepRecord, Trace
+from cnnviz.engine.trace import GradientCheck, LayerRecord, LayerUpdate, StepRecord, Trace
 
 OBJECTIVES = ("loss", "logit")
 _KINDS: tuple[tuple[type, str], ...] = (
@@ -207,7 +207,7 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
 
     Args:
         model: any nn.Module of standard layers (shared models are safe: see the module docstring).
-        x: input of shape (1, C, H, W), as ``cnnviz.data.preprocess`` returns it.
+        x: input of shape (1, C, H, W), as ``cnnviz.engine.pictures.preprocess`` returns it.
         target: class index to explain; None means the predicted class.
         objective: "loss" differentiates the cross-entropy of ``target``; "logit" differentiates its logit.
     Returns:

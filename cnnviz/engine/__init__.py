@@ -1,0 +1,1 @@
+"""The trained network and real tensors (torch): models, checkpoints, data, capture, attribution."""

@@ -1,0 +1,1 @@
+"""Records in, figures out: plotly figures, tiled images and DOT drawings. No streamlit, no autograd."""

@@ -9,7 +9,8 @@ from PIL import Image
 from cnnviz.engine import digit_sum as ds
 from cnnviz.engine.checkpoints import available_stages, checkpoint_dir
 from cnnviz.engine.datasets import DataUnavailable, dataset_available, default_data_dir, load_arrays
-from cnnviz.render import conv as rc
+from cnnviz.render import digit_sum as render_ds
+from cnnviz.render import network as render_network
 from cnnviz.ui import canvas_input, get_model
 
 CANVAS_PX = 140
@@ -55,7 +56,7 @@ m2.metric("Training accuracy", "unknown" if fit.train_accuracy is None else f"{f
 m3.metric("Gap (train − test)", "unknown" if fit.gap is None else f"{fit.gap:+.2f} points")
 m4.metric("Epochs", fit.epochs)
 st.markdown(fit.summary)
-history = rc.history_figure(fit.history)
+history = render_network.training_curve(fit.history)
 if history is not None:
     with st.expander("Accuracy per epoch"):
         st.plotly_chart(history, config={"displayModeBar": False}, key="ds_history")
@@ -68,7 +69,7 @@ def digit_row(draw: ds.DigitDraw) -> None:
     for k, (img, true, pred, conf) in enumerate(zip(draw.images, draw.true_labels, draw.predicted, draw.confidence,
                                                     strict=True)):
         with cols[k % per_row]:
-            st.image(rc.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width="stretch")
+            st.image(render_ds.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width="stretch")
             mark = "✓" if pred == true else "✗"
             st.markdown(f"true **{true}** → **{pred}** {mark}")
             st.caption(f"{conf:.0%} sure")
@@ -142,7 +143,7 @@ def trials_section(data_dir: str) -> None:
         st.error(f"Cannot run the trials: {exc}.")
         return
     values, counts = stats.histogram
-    st.plotly_chart(rc.difference_histogram(values, counts), config={"displayModeBar": False}, key="ds_hist")
+    st.plotly_chart(render_ds.difference_histogram(values, counts), config={"displayModeBar": False}, key="ds_hist")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Sums agree", f"{stats.sums_agree_rate:.1%}")
     c2.metric("All ten right", f"{stats.all_correct_rate:.1%}",

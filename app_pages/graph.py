@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cnnviz.handwork import graph
+from cnnviz.render import dot
 from cnnviz.ui import show_code
 
 EXPRESSION = "graph_expression"
@@ -104,7 +105,7 @@ def walk(g: graph.ComputationalGraph) -> None:
     for detail in step.details:
         st.caption(detail)
     # small graphs at their natural size (stretching a 5-node graph makes it huge), larger ones fit the page
-    st.graphviz_chart(graph.graph_dot(g, index), width="stretch" if len(g.nodes) > 8 else "content")
+    st.graphviz_chart(dot.graph_dot(g, index), width="stretch" if len(g.nodes) > 8 else "content")
     st.caption("Boxes are values (green) with their gradient d" + out + "/d· (red); circles are operations. "
                "The highlighted box is the node of this step, the pale ones are the nodes it reads; "
                "**?** means that pass has not reached the node yet. Hover a box for its numbers.")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cnnviz.handwork import mlp
+from cnnviz.render import dot
 from cnnviz.render import handwork as render_handwork
 
 PRESET = "mlp_preset"
@@ -111,7 +112,7 @@ def step_view(history: mlp.MLPHistory) -> None:
         st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
                                                           height=280), width="stretch", key=f"mlp_loss_curve::{p.key}")
 
-    st.graphviz_chart(mlp.network_dot(step), width="stretch")
+    st.graphviz_chart(dot.network_dot(step), width="stretch")
     st.caption(f"Green: values of the forward pass. Red: gradients {d}/d(node) of the backward pass. Edges carry "
                f"the weight and {d}/d(weight)" + (" (for the shared w1: this path's share of it)." if p.key == "relu"
                                                   else ". Hover a node or edge for its numbers."))

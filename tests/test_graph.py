@@ -11,6 +11,7 @@ import torch
 from torch.testing import assert_close
 
 from cnnviz.handwork import graph
+from cnnviz.render import dot
 
 F64 = torch.float64
 
@@ -260,12 +261,12 @@ def test_every_backward_equation_ends_in_the_nodes_gradient():
 
 def test_dot_reveals_values_and_gradients_only_when_the_walk_reaches_them():
     g = graph.build_graph(graph.DEFAULT_EXPRESSION, graph.DEFAULT_VALUES)
-    first = graph.graph_dot(g, 0)
+    first = dot.graph_dot(g, 0)
     assert first.startswith("digraph") and first.rstrip().endswith("}")
     assert ">-12<" not in first and "df/dx = ?" in first  # f not computed yet, no gradient yet
-    after_forward = graph.graph_dot(g, len(g.forward_steps) - 1)
+    after_forward = dot.graph_dot(g, len(g.forward_steps) - 1)
     assert ">-12<" in after_forward and "df/dx = ?" in after_forward
-    everything = graph.graph_dot(g, len(g.steps) - 1)
+    everything = dot.graph_dot(g, len(g.steps) - 1)
     assert "df/dx = -4" in everything and "df/dz = 3" in everything and "?" not in everything
     # the current node is highlighted, and so are the nodes it reads
     x_step = len(g.steps) - 1  # last backward step: x

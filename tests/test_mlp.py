@@ -12,6 +12,7 @@ import torch
 from torch.testing import assert_close
 
 from cnnviz.handwork import mlp
+from cnnviz.render import dot
 
 F64 = torch.float64
 
@@ -249,11 +250,11 @@ def test_history_csv_has_one_row_per_step_with_the_exact_numbers():
 
 def test_network_dot_shows_values_weights_and_gradients():
     step = mlp.train(mlp.default_config("relu"), 1).steps[0]
-    dot = mlp.network_dot(step)
-    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    text = dot.network_dot(step)
+    assert text.startswith("digraph") and text.rstrip().endswith("}")
     for text in ("o = 24", "L = 220.5", "dL/do = 21", "dL/da = 84", "dL/db = 42", "w1 = 2", "this path: 168",
                  "this path: 84", "dL/dw2 = 336", "dL/dw5 = 168"):
-        assert text in dot, text
+        assert text in text, text
 
 
 def test_dead_relu_is_explained():

@@ -10,7 +10,6 @@ node, each with the equation a student would write, numbers substituted. :func:`
 from __future__ import annotations
 
 import ast
-import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -567,75 +566,6 @@ def build_graph(text: str, values: Mapping[str, float]) -> ComputationalGraph:
 def _variable_id(parsed: ParsedExpression, name: str) -> str:
     """The node id of variable ``name``."""
     return next(n.id for n in parsed.nodes if n.kind == "input" and n.name == name)
-
-
-# ---------------------------------------------------------------------------------------------------------- DOT
-_CURRENT, _INVOLVED, _PLAIN = "#ffd54f", "#fff3c4", "#ffffff"
-_VALUE_COLOR, _GRAD_COLOR = "#1a7f37", "#c62828"
-
-
-def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
-    """The graph as a DOT string: value boxes (name, value, gradient) and operation circles, left to right.
-
-    Args:
-        graph: from :func:`build_graph`.
-        step: index into ``graph.steps``; values appear once the forward pass reaches them, gradients once the
-            backward pass does, and the step's node and the nodes it reads are highlighted. None shows everything.
-    Returns:
-        DOT source for ``st.graphviz_chart``.
-    """
-    last = len(graph.steps) - 1 if step is None else max(0, min(step, len(graph.steps) - 1))
-    reached_value, reached_grad = set(), set()
-    for s in graph.steps[: last + 1]:
-        (reached_value if s.phase == "forward" else reached_grad).add(s.node)
-    current = graph.steps[last] if step is not None and graph.steps else None
-    involved = set(current.involved) if current else set()
-    out_name = graph.output_name
-
-    lines = [
-        "digraph G {",
-        '  rankdir=LR; bgcolor="transparent"; nodesep=0.3; ranksep=0.45;',
-        '  node [fontname="Helvetica", fontsize=15, style="filled", fillcolor="#ffffff", color="#555555"];',
-        '  edge [color="#777777", arrowsize=0.7];',
-    ]
-    for n in graph.nodes:
-        fill = _CURRENT if current and n.id == current.node else _INVOLVED if n.id in involved else _PLAIN
-        value = fmt(n.value) if n.id in reached_value else "?"
-        rows = [f"<b>{html.escape(n.name)}</b>" if n.kind != "const" else html.escape(n.name)]
-        if n.kind != "const":
-            rows.append(f'<font color="{_VALUE_COLOR}">{html.escape(value)}</font>')
-        if n.requires_grad:
-            g = fmt(n.grad) if n.id in reached_grad else "?"
-            rows.append(f'<font color="{_GRAD_COLOR}" point-size="13">d{html.escape(out_name)}/d'
-                        f'{html.escape(n.name)} = {html.escape(g)}</font>')
-        tip = f"{n.name} = {n.formula} = {value}" if n.kind == "op" else f"{n.name} = {value}"
-        if n.requires_grad and n.id in reached_grad:
-            tip += f"; d{out_name}/d{n.name} = {fmt(n.grad)}"
-        shape = "box" if n.kind != "const" else "plaintext"
-        style = '"rounded,filled"' if n.kind == "input" else '"filled"'
-        pen = ' penwidth=2.2 color="#b26a00"' if fill == _CURRENT else ""
-        lines.append(f'  {n.id} [shape={shape} style={style} fillcolor="{fill}"{pen} '
-                     f'label=<{"<br/>".join(rows)}> tooltip="{_dot_escape(tip)}"];')
-        if n.kind == "op":
-            op_fill = _INVOLVED if current and (
-                (current.phase == "forward" and current.node == n.id) or
-                (current.phase == "backward" and n.id in involved)) else "#eef2f7"
-            symbol = {"neg": "−", "*": "×", "/": "÷", "-": "−"}.get(n.op, n.op)
-            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width=0.6 fontsize=15 fillcolor="{op_fill}" '
-                         f'label="{_dot_escape(symbol)}" tooltip="{_dot_escape(n.formula)}"];')
-            lines.append(f"  op_{n.id} -> {n.id};")
-    for e in graph.edges:
-        hot = current is not None and (
-            (current.phase == "forward" and current.node == e.target) or
-            (current.phase == "backward" and current.node == e.source and e.target in involved))
-        attrs = ' [color="#e08a00" penwidth=2.4]' if hot else ""
-        lines.append(f"  {e.source} -> op_{e.target}{attrs};")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # ------------------------------------------------------------------------------------------------------- helpers

@@ -10,7 +10,6 @@ torch autograd. :func:`train` runs plain gradient descent and stops at the first
 
 from __future__ import annotations
 
-import html
 import io
 import math
 import re
@@ -169,7 +168,7 @@ def _n(value: float, style: str, first: bool = False) -> str:
 # ------------------------------------------------------------------------------------------------------- configs
 def default_config(preset: str) -> MLPConfig:
     """The worked example's numbers for ``preset`` ("relu" or "sigmoid")."""
-    p = _preset(preset)
+    p = preset(preset)
     return MLPConfig(preset=p.key, inputs=dict(p.inputs), targets=dict(p.targets), weights=dict(p.weights),
                      learning_rate=p.learning_rate)
 
@@ -181,7 +180,7 @@ def make_config(preset: str, inputs: Mapping[str, float], targets: Mapping[str, 
     Raises:
         MLPError: naming the field to fix.
     """
-    p = _preset(preset)
+    p = preset(preset)
 
     def clean(group: str, names: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
         out = {}
@@ -209,7 +208,7 @@ def make_config(preset: str, inputs: Mapping[str, float], targets: Mapping[str, 
     return MLPConfig(preset=p.key, inputs=ins, targets=tgs, weights=ws, learning_rate=lr)
 
 
-def _preset(key: str) -> Preset:
+def preset(key: str) -> Preset:
     if key not in PRESETS:
         raise MLPError(f"Unknown network {key!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[key]
@@ -220,7 +219,7 @@ def _relu(z: np.float64) -> np.float64:
     return np.maximum(z, 0.0)
 
 
-def _relu_grad(out: np.float64) -> float:
+def relu_grad(out: np.float64) -> float:
     return 1.0 if out > 0 else 0.0  # torch: gradient where the ReLU's output is > 0, else 0
 
 
@@ -240,12 +239,12 @@ def _relu_pass(inputs: Mapping[str, float], targets: Mapping[str, float], w: Map
     d_o = o - y
     d_c = d_o * f["w4"]
     d_e = d_o * f["w5"]
-    d_a = d_c * _relu_grad(c) * f["w2"]
-    d_b = d_e * _relu_grad(e) * f["w3"]
+    d_a = d_c * relu_grad(c) * f["w2"]
+    d_b = d_e * relu_grad(e) * f["w3"]
     grads = {
         "o": d_o, "c": d_c, "e": d_e, "a": d_a, "b": d_b,
-        "w1": x * _relu_grad(a) * d_a + x * _relu_grad(b) * d_b,
-        "w2": d_c * _relu_grad(c) * a, "w3": d_e * _relu_grad(e) * b, "w4": d_o * c, "w5": d_o * e,
+        "w1": x * relu_grad(a) * d_a + x * relu_grad(b) * d_b,
+        "w2": d_c * relu_grad(c) * a, "w3": d_e * relu_grad(e) * b, "w4": d_o * c, "w5": d_o * e,
     }
     return {"a": a, "b": b, "c": c, "e": e, "o": o}, loss, grads
 
@@ -282,7 +281,7 @@ _PASSES: dict[str, Callable] = {"relu": _relu_pass, "sigmoid": _sigmoid_pass}
 
 def training_step(config: MLPConfig, weights: Mapping[str, float], step: int = 0) -> MLPStep:
     """Forward, backward and one gradient-descent update at ``weights`` (inf/nan are kept, never raised)."""
-    p = _preset(config.preset)
+    p = preset(config.preset)
     with np.errstate(all="ignore"):
         values, loss, grads = _PASSES[p.key](config.inputs, config.targets, weights)
         lr = np.float64(config.learning_rate)
@@ -374,7 +373,7 @@ def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int
 # ---------------------------------------------------------------------------------------------------- equations
 def explain_step(step: MLPStep) -> tuple[Equation, ...]:
     """Every forward value, gradient and update of ``step`` as a line of math with the numbers substituted."""
-    p = _preset(step.preset)
+    p = preset(step.preset)
     s = p.style
     num = {**step.inputs, **step.targets, **step.weights, **step.values, "lr": step.learning_rate}
     out: list[Equation] = []
@@ -397,8 +396,8 @@ def explain_step(step: MLPStep) -> tuple[Equation, ...]:
         line("forward", "o", "w4 * c + w5 * e", "{w4}*{c} + {w5}*{e}", v["o"])
         line("forward", "L", "1/2 (o - y)^2", "1/2 ({o} - {y})^2", step.loss)
         num.update({"dL/do": g["o"], "dL/dc": g["c"], "dL/de": g["e"], "dL/da": g["a"], "dL/db": g["b"],
-                    "r_a": _relu_grad(v["a"]), "r_b": _relu_grad(v["b"]), "r_c": _relu_grad(v["c"]),
-                    "r_e": _relu_grad(v["e"])})
+                    "r_a": relu_grad(v["a"]), "r_b": relu_grad(v["b"]), "r_c": relu_grad(v["c"]),
+                    "r_e": relu_grad(v["e"])})
         line("backward", "dL/do", "o - y", "{o} - {y}", g["o"])
         line("backward", "dL/dw4", "dL/do * c", "{dL/do}*{c}", g["w4"])
         line("backward", "dL/dw5", "dL/do * e", "{dL/do}*{e}", g["w5"])
@@ -408,8 +407,8 @@ def explain_step(step: MLPStep) -> tuple[Equation, ...]:
         line("backward", "dL/dw3", "dL/de * ReLU'(w3 * b) * b", "{dL/de}*{r_e}*{b}", g["w3"])
         line("backward", "dL/da", "dL/dc * ReLU'(w2 * a) * w2", "{dL/dc}*{r_c}*{w2}", g["a"])
         line("backward", "dL/db", "dL/de * ReLU'(w3 * b) * w3", "{dL/de}*{r_e}*{w3}", g["b"])
-        num["da/dw1"] = _relu_grad(v["a"]) * step.inputs["x"]
-        num["db/dw1"] = _relu_grad(v["b"]) * step.inputs["x"]
+        num["da/dw1"] = relu_grad(v["a"]) * step.inputs["x"]
+        num["db/dw1"] = relu_grad(v["b"]) * step.inputs["x"]
         line("backward", "da/dw1", "ReLU'(w1 * x) * x", "{r_a}*{x}", num["da/dw1"])
         line("backward", "db/dw1", "ReLU'(w1 * x) * x", "{r_b}*{x}", num["db/dw1"])
         line("backward", "dL/dw1", "da/dw1 * dL/da + db/dw1 * dL/db", "{da/dw1}*{dL/da} + {db/dw1}*{dL/db}",
@@ -461,7 +460,7 @@ def _substitute(template: str, numbers: Mapping[str, float], style: str) -> str:
 # ------------------------------------------------------------------------------------------------------ tables
 def history_rows(history: MLPHistory) -> list[dict[str, float]]:
     """One row per step, like a spreadsheet: step, weights, forward values, loss, gradients, learning rate."""
-    p = _preset(history.config.preset)
+    p = preset(history.config.preset)
     d = "dL" if p.key == "relu" else "dE"
     rows = []
     for s in history.steps:
@@ -486,69 +485,3 @@ def history_csv(history: MLPHistory) -> str:
         for row in rows:
             buf.write(",".join(repr(int(row[c])) if c == "step" else repr(float(row[c])) for c in columns) + "\n")
     return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------------------- DOT
-def network_dot(step: MLPStep) -> str:
-    """The network of ``step`` as DOT: values and d loss/d value on the nodes, weights and d loss/d weight on edges."""
-    p = _preset(step.preset)
-    s = p.style
-    d = "dL" if p.key == "relu" else "dE"
-    v, g, w = step.values, step.grads, step.weights
-
-    def node(node_id: str, title: str, rows: list[str], fill: str = "#ffffff", shape: str = "box") -> str:
-        label = f"<b>{html.escape(title)}</b>" + "".join(f"<br/>{r}" for r in rows)
-        tip = re.sub(r"<[^>]+>", "", " | ".join([title, *rows]))
-        return (f'  {node_id} [shape={shape} style="rounded,filled" fillcolor="{fill}" label=<{label}> '
-                f'tooltip="{html.unescape(tip)}"];')
-
-    def val(name: str) -> str:
-        return f'<font color="#1a7f37">{html.escape(name)} = {fmt(v[name], s)}</font>'
-
-    def grad(name: str) -> str:
-        return f'<font color="#c62828" point-size="13">{d}/d{html.escape(name)} = {fmt(g[name], s)}</font>'
-
-    def edge(src: str, dst: str, weight: str, share: float | None = None) -> str:
-        text = f"{weight} = {fmt(w[weight], s)}\\n{d}/d{weight} = {fmt(g[weight], s)}"
-        if share is not None:
-            text = f"{weight} = {fmt(w[weight], s)}\\nthis path: {fmt(share, s)}"
-        tip = f"{weight} = {fmt(w[weight], s)}; {d}/d{weight} = {fmt(g[weight], s)}"
-        return f'  {src} -> {dst} [label="{text}" tooltip="{tip}" fontcolor="#333333"];'
-
-    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.7;',
-             '  node [fontname="Helvetica", fontsize=15, color="#555555", margin="0.12,0.06"];',
-             '  edge [fontname="Helvetica", fontsize=13, color="#777777", arrowsize=0.7];']
-    if p.key == "relu":
-        x, y = step.inputs["x"], step.targets["y"]
-        loss_fill = "#fde2e2" if not math.isfinite(step.loss) else "#fff3c4"
-        lines += [
-            node("x", "x (input)", [f'<font color="#1a7f37">{fmt(x, s)}</font>'], "#e8f0fe"),
-            node("a", "a = ReLU(w1 x)", [val("a"), grad("a")]),
-            node("b", "b = ReLU(w1 x)", [val("b"), grad("b")]),
-            node("c", "c = ReLU(w2 a)", [val("c"), grad("c")]),
-            node("e", "e = ReLU(w3 b)", [val("e"), grad("e")]),
-            node("o", "o = w4 c + w5 e", [val("o"), grad("o")]),
-            node("y", "y (target)", [f'<font color="#1a7f37">{fmt(y, s)}</font>'], "#e8f0fe"),
-            node("L", "L = 1/2 (o - y)^2", [f'<font color="#1a7f37">L = {fmt(step.loss, s)}</font>'], loss_fill),
-            edge("x", "a", "w1", x * _relu_grad(v["a"]) * g["a"]),
-            edge("x", "b", "w1", x * _relu_grad(v["b"]) * g["b"]),
-            edge("a", "c", "w2"), edge("b", "e", "w3"), edge("c", "o", "w4"), edge("e", "o", "w5"),
-            "  o -> L; y -> L [style=dashed];",
-        ]
-    else:
-        lines += [
-            node("i1", "i1 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i1"], s)}</font>'], "#e8f0fe"),
-            node("i2", "i2 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i2"], s)}</font>'], "#e8f0fe"),
-            node("h1", "hidden 1", [val("h1"), val("a_h1"), grad("a_h1")]),
-            node("h2", "hidden 2", [val("h2"), val("a_h2"), grad("a_h2")]),
-            node("o1", "output 1", [val("o1"), val("a_o1"), grad("a_o1")]),
-            node("o2", "output 2", [val("o2"), val("a_o2"), grad("a_o2")]),
-            node("E", "E_total", [f'<font color="#1a7f37">{fmt(step.loss, s)}</font>',
-                                  f't1 = {fmt(step.targets["t1"], s)}, t2 = {fmt(step.targets["t2"], s)}'],
-                 "#fff3c4"),
-            edge("i1", "h1", "w1"), edge("i2", "h1", "w2"), edge("i1", "h2", "w3"), edge("i2", "h2", "w4"),
-            edge("h1", "o1", "w5"), edge("h2", "o1", "w6"), edge("h1", "o2", "w7"), edge("h2", "o2", "w8"),
-            "  o1 -> E; o2 -> E;",
-        ]
-    lines.append("}")
-    return "\n".join(lines)

@@ -170,37 +170,3 @@ def descent_figure(rec: DescentRecord) -> go.Figure:
                       yaxis_title="L(a)", legend={"orientation": "h", "y": -0.2},
                       yaxis={"range": [min(curve.loss(v) for v in a) - 0.3, min(ymax, 12.0)]})
     return fig
-
-
-def difference_histogram(differences: np.ndarray, counts: np.ndarray) -> go.Figure:
-    """Bars of how many trials had each predicted-sum minus true-sum; the bar at 0 in another colour."""
-    colours = ["#2e7d32" if d == 0 else "#78909c" for d in differences]
-    fig = go.Figure(go.Bar(x=differences, y=counts, marker_color=colours,
-                           hovertemplate="difference %{x}: %{y} trials<extra></extra>"))
-    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 20, "b": 40},
-                      xaxis_title="predicted sum − true sum", yaxis_title="trials", bargap=0.1)
-    fig.update_xaxes(dtick=1 if len(differences) and np.ptp(differences) <= 30 else None)
-    return fig
-
-
-def upscale(image: np.ndarray, factor: int = 3) -> np.ndarray:
-    """Nearest-neighbour enlargement of a small (H, W) image so each pixel stays visible."""
-    arr = np.asarray(image)
-    return np.kron(arr, np.ones((factor, factor), dtype=arr.dtype))
-
-
-def history_figure(history: Sequence[dict[str, float]]) -> go.Figure | None:
-    """Train and test accuracy per epoch from a model card's history; None when there is nothing to draw."""
-    rows = [h for h in history if "epoch" in h]
-    if not rows:
-        return None
-    fig = go.Figure()
-    for key, name, colour in (("train_accuracy", "train", "#1565c0"), ("test_accuracy", "test", "#c62828")):
-        pts = [(h["epoch"], h[key]) for h in rows if h.get(key) is not None]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
-                                     line={"color": colour}, hovertemplate=name + " %{y:.2f}%<extra></extra>"))
-    fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 20, "b": 40}, xaxis_title="epoch",
-                      yaxis_title="accuracy (%)", legend={"orientation": "h", "y": 1.15})
-    fig.update_xaxes(dtick=1)
-    return fig

@@ -197,11 +197,20 @@ def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None
     return go.Figure({"data": [bar], "layout": layout})
 
 
-def training_curve(history: Sequence[dict]) -> go.Figure:
-    epochs = [h["epoch"] for h in history]
-    data = [{"type": "scatter", "x": epochs, "y": [h[key] for h in history], "name": name}
-            for key, name in (("train_accuracy", "train accuracy (augmented)"), ("test_accuracy", "test accuracy"))]
-    layout = {"height": 260, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+def training_curve(history: Sequence[dict]) -> go.Figure | None:
+    """The one accuracy-per-epoch figure: train and test accuracy from a model card's history; None if empty."""
+    rows = [h for h in history if "epoch" in h]
+    if not rows:
+        return None
+    data = []
+    for key, name, colour in (("train_accuracy", "train accuracy (augmented)", "#1565c0"),
+                              ("test_accuracy", "test accuracy", "#c62828")):
+        pts = [(h["epoch"], h[key]) for h in rows if h.get(key) is not None]
+        if pts:
+            data.append({"type": "scatter", "mode": "lines+markers", "x": [p[0] for p in pts],
+                         "y": [p[1] for p in pts], "name": name, "line": {"color": colour},
+                         "hovertemplate": name + " %{y:.2f}%<extra></extra>"})
+    layout = {"height": 280, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "font": {"size": 14},
               "xaxis": {"title": {"text": "epoch"}, "dtick": 1}, "yaxis": {"title": {"text": "accuracy (%)"}},
               "legend": {"orientation": "h", "y": -0.3}}
     return go.Figure({"data": data, "layout": layout})

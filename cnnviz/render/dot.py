@@ -1,0 +1,151 @@
+"""DOT drawings (for st.graphviz_chart): the computational graph and the step-by-step MLP networks."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+
+from cnnviz.handwork import mlp
+from cnnviz.handwork.graph import ComputationalGraph
+from cnnviz.handwork.mlp import MLPStep
+from cnnviz.numbers import fmt as _fmt
+
+
+def dot_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def fmt(value: float, style: str = "g") -> str:
+    return _fmt(value, style=style)
+
+
+# ------------------------------------------------------------------------------------------- computational graph
+_CURRENT, _INVOLVED, _PLAIN = "#ffd54f", "#fff3c4", "#ffffff"
+_VALUE_COLOR, _GRAD_COLOR = "#1a7f37", "#c62828"
+
+
+def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
+    """The graph as a DOT string: value boxes (name, value, gradient) and operation circles, left to right.
+
+    Args:
+        graph: from :func:`build_graph`.
+        step: index into ``graph.steps``; values appear once the forward pass reaches them, gradients once the
+            backward pass does, and the step's node and the nodes it reads are highlighted. None shows everything.
+    Returns:
+        DOT source for ``st.graphviz_chart``.
+    """
+    last = len(graph.steps) - 1 if step is None else max(0, min(step, len(graph.steps) - 1))
+    reached_value, reached_grad = set(), set()
+    for s in graph.steps[: last + 1]:
+        (reached_value if s.phase == "forward" else reached_grad).add(s.node)
+    current = graph.steps[last] if step is not None and graph.steps else None
+    involved = set(current.involved) if current else set()
+    out_name = graph.output_name
+
+    lines = [
+        "digraph G {",
+        '  rankdir=LR; bgcolor="transparent"; nodesep=0.3; ranksep=0.45;',
+        '  node [fontname="Helvetica", fontsize=15, style="filled", fillcolor="#ffffff", color="#555555"];',
+        '  edge [color="#777777", arrowsize=0.7];',
+    ]
+    for n in graph.nodes:
+        fill = _CURRENT if current and n.id == current.node else _INVOLVED if n.id in involved else _PLAIN
+        value = fmt(n.value) if n.id in reached_value else "?"
+        rows = [f"<b>{html.escape(n.name)}</b>" if n.kind != "const" else html.escape(n.name)]
+        if n.kind != "const":
+            rows.append(f'<font color="{_VALUE_COLOR}">{html.escape(value)}</font>')
+        if n.requires_grad:
+            g = fmt(n.grad) if n.id in reached_grad else "?"
+            rows.append(f'<font color="{_GRAD_COLOR}" point-size="13">d{html.escape(out_name)}/d'
+                        f'{html.escape(n.name)} = {html.escape(g)}</font>')
+        tip = f"{n.name} = {n.formula} = {value}" if n.kind == "op" else f"{n.name} = {value}"
+        if n.requires_grad and n.id in reached_grad:
+            tip += f"; d{out_name}/d{n.name} = {fmt(n.grad)}"
+        shape = "box" if n.kind != "const" else "plaintext"
+        style = '"rounded,filled"' if n.kind == "input" else '"filled"'
+        pen = ' penwidth=2.2 color="#b26a00"' if fill == _CURRENT else ""
+        lines.append(f'  {n.id} [shape={shape} style={style} fillcolor="{fill}"{pen} '
+                     f'label=<{"<br/>".join(rows)}> tooltip="{dot_escape(tip)}"];')
+        if n.kind == "op":
+            op_fill = _INVOLVED if current and (
+                (current.phase == "forward" and current.node == n.id) or
+                (current.phase == "backward" and n.id in involved)) else "#eef2f7"
+            symbol = {"neg": "−", "*": "×", "/": "÷", "-": "−"}.get(n.op, n.op)
+            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width=0.6 fontsize=15 fillcolor="{op_fill}" '
+                         f'label="{dot_escape(symbol)}" tooltip="{dot_escape(n.formula)}"];')
+            lines.append(f"  op_{n.id} -> {n.id};")
+    for e in graph.edges:
+        hot = current is not None and (
+            (current.phase == "forward" and current.node == e.target) or
+            (current.phase == "backward" and current.node == e.source and e.target in involved))
+        attrs = ' [color="#e08a00" penwidth=2.4]' if hot else ""
+        lines.append(f"  {e.source} -> op_{e.target}{attrs};")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ MLP networks
+def network_dot(step: MLPStep) -> str:
+    """The network of ``step`` as DOT: values and d loss/d value on the nodes, weights and d loss/d weight on edges."""
+    p = mlp.preset(step.preset)
+    s = p.style
+    d = "dL" if p.key == "relu" else "dE"
+    v, g, w = step.values, step.grads, step.weights
+
+    def node(node_id: str, title: str, rows: list[str], fill: str = "#ffffff", shape: str = "box") -> str:
+        label = f"<b>{html.escape(title)}</b>" + "".join(f"<br/>{r}" for r in rows)
+        tip = re.sub(r"<[^>]+>", "", " | ".join([title, *rows]))
+        return (f'  {node_id} [shape={shape} style="rounded,filled" fillcolor="{fill}" label=<{label}> '
+                f'tooltip="{html.unescape(tip)}"];')
+
+    def val(name: str) -> str:
+        return f'<font color="#1a7f37">{html.escape(name)} = {fmt(v[name], s)}</font>'
+
+    def grad(name: str) -> str:
+        return f'<font color="#c62828" point-size="13">{d}/d{html.escape(name)} = {fmt(g[name], s)}</font>'
+
+    def edge(src: str, dst: str, weight: str, share: float | None = None) -> str:
+        text = f"{weight} = {fmt(w[weight], s)}\\n{d}/d{weight} = {fmt(g[weight], s)}"
+        if share is not None:
+            text = f"{weight} = {fmt(w[weight], s)}\\nthis path: {fmt(share, s)}"
+        tip = f"{weight} = {fmt(w[weight], s)}; {d}/d{weight} = {fmt(g[weight], s)}"
+        return f'  {src} -> {dst} [label="{text}" tooltip="{tip}" fontcolor="#333333"];'
+
+    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.7;',
+             '  node [fontname="Helvetica", fontsize=15, color="#555555", margin="0.12,0.06"];',
+             '  edge [fontname="Helvetica", fontsize=13, color="#777777", arrowsize=0.7];']
+    if p.key == "relu":
+        x, y = step.inputs["x"], step.targets["y"]
+        loss_fill = "#fde2e2" if not math.isfinite(step.loss) else "#fff3c4"
+        lines += [
+            node("x", "x (input)", [f'<font color="#1a7f37">{fmt(x, s)}</font>'], "#e8f0fe"),
+            node("a", "a = ReLU(w1 x)", [val("a"), grad("a")]),
+            node("b", "b = ReLU(w1 x)", [val("b"), grad("b")]),
+            node("c", "c = ReLU(w2 a)", [val("c"), grad("c")]),
+            node("e", "e = ReLU(w3 b)", [val("e"), grad("e")]),
+            node("o", "o = w4 c + w5 e", [val("o"), grad("o")]),
+            node("y", "y (target)", [f'<font color="#1a7f37">{fmt(y, s)}</font>'], "#e8f0fe"),
+            node("L", "L = 1/2 (o - y)^2", [f'<font color="#1a7f37">L = {fmt(step.loss, s)}</font>'], loss_fill),
+            edge("x", "a", "w1", x * mlp.relu_grad(v["a"]) * g["a"]),
+            edge("x", "b", "w1", x * mlp.relu_grad(v["b"]) * g["b"]),
+            edge("a", "c", "w2"), edge("b", "e", "w3"), edge("c", "o", "w4"), edge("e", "o", "w5"),
+            "  o -> L; y -> L [style=dashed];",
+        ]
+    else:
+        lines += [
+            node("i1", "i1 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i1"], s)}</font>'], "#e8f0fe"),
+            node("i2", "i2 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i2"], s)}</font>'], "#e8f0fe"),
+            node("h1", "hidden 1", [val("h1"), val("a_h1"), grad("a_h1")]),
+            node("h2", "hidden 2", [val("h2"), val("a_h2"), grad("a_h2")]),
+            node("o1", "output 1", [val("o1"), val("a_o1"), grad("a_o1")]),
+            node("o2", "output 2", [val("o2"), val("a_o2"), grad("a_o2")]),
+            node("E", "E_total", [f'<font color="#1a7f37">{fmt(step.loss, s)}</font>',
+                                  f't1 = {fmt(step.targets["t1"], s)}, t2 = {fmt(step.targets["t2"], s)}'],
+                 "#fff3c4"),
+            edge("i1", "h1", "w1"), edge("i2", "h1", "w2"), edge("i1", "h2", "w3"), edge("i2", "h2", "w4"),
+            edge("h1", "o1", "w5"), edge("h2", "o1", "w6"), edge("h1", "o2", "w7"), edge("h2", "o2", "w8"),
+            "  o1 -> E; o2 -> E;",
+        ]
+    lines.append("}")
+    return "\n".join(lines)

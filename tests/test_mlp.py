@@ -252,9 +252,9 @@ def test_network_dot_shows_values_weights_and_gradients():
     step = mlp.train(mlp.default_config("relu"), 1).steps[0]
     text = dot.network_dot(step)
     assert text.startswith("digraph") and text.rstrip().endswith("}")
-    for text in ("o = 24", "L = 220.5", "dL/do = 21", "dL/da = 84", "dL/db = 42", "w1 = 2", "this path: 168",
-                 "this path: 84", "dL/dw2 = 336", "dL/dw5 = 168"):
-        assert text in text, text
+    for wanted in ("o = 24", "L = 220.5", "dL/do = 21", "dL/da = 84", "dL/db = 42", "w1 = 2", "this path: 168",
+                   "this path: 84", "dL/dw2 = 336", "dL/dw5 = 168"):
+        assert wanted in text, wanted
 
 
 def test_dead_relu_is_explained():

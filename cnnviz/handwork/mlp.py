@@ -168,7 +168,7 @@ def _n(value: float, style: str, first: bool = False) -> str:
 # ------------------------------------------------------------------------------------------------------- configs
 def default_config(preset: str) -> MLPConfig:
     """The worked example's numbers for ``preset`` ("relu" or "sigmoid")."""
-    p = preset(preset)
+    p = preset_of(preset)
     return MLPConfig(preset=p.key, inputs=dict(p.inputs), targets=dict(p.targets), weights=dict(p.weights),
                      learning_rate=p.learning_rate)
 
@@ -180,7 +180,7 @@ def make_config(preset: str, inputs: Mapping[str, float], targets: Mapping[str, 
     Raises:
         MLPError: naming the field to fix.
     """
-    p = preset(preset)
+    p = preset_of(preset)
 
     def clean(group: str, names: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
         out = {}
@@ -208,7 +208,7 @@ def make_config(preset: str, inputs: Mapping[str, float], targets: Mapping[str, 
     return MLPConfig(preset=p.key, inputs=ins, targets=tgs, weights=ws, learning_rate=lr)
 
 
-def preset(key: str) -> Preset:
+def preset_of(key: str) -> Preset:
     if key not in PRESETS:
         raise MLPError(f"Unknown network {key!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[key]
@@ -281,7 +281,7 @@ _PASSES: dict[str, Callable] = {"relu": _relu_pass, "sigmoid": _sigmoid_pass}
 
 def training_step(config: MLPConfig, weights: Mapping[str, float], step: int = 0) -> MLPStep:
     """Forward, backward and one gradient-descent update at ``weights`` (inf/nan are kept, never raised)."""
-    p = preset(config.preset)
+    p = preset_of(config.preset)
     with np.errstate(all="ignore"):
         values, loss, grads = _PASSES[p.key](config.inputs, config.targets, weights)
         lr = np.float64(config.learning_rate)
@@ -373,7 +373,7 @@ def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int
 # ---------------------------------------------------------------------------------------------------- equations
 def explain_step(step: MLPStep) -> tuple[Equation, ...]:
     """Every forward value, gradient and update of ``step`` as a line of math with the numbers substituted."""
-    p = preset(step.preset)
+    p = preset_of(step.preset)
     s = p.style
     num = {**step.inputs, **step.targets, **step.weights, **step.values, "lr": step.learning_rate}
     out: list[Equation] = []
@@ -460,7 +460,7 @@ def _substitute(template: str, numbers: Mapping[str, float], style: str) -> str:
 # ------------------------------------------------------------------------------------------------------ tables
 def history_rows(history: MLPHistory) -> list[dict[str, float]]:
     """One row per step, like a spreadsheet: step, weights, forward values, loss, gradients, learning rate."""
-    p = preset(history.config.preset)
+    p = preset_of(history.config.preset)
     d = "dL" if p.key == "relu" else "dE"
     rows = []
     for s in history.steps:

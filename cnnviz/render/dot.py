@@ -88,7 +88,7 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
 # ------------------------------------------------------------------------------------------------ MLP networks
 def network_dot(step: MLPStep) -> str:
     """The network of ``step`` as DOT: values and d loss/d value on the nodes, weights and d loss/d weight on edges."""
-    p = mlp.preset(step.preset)
+    p = mlp.preset_of(step.preset)
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
     v, g, w = step.values, step.grads, step.weights

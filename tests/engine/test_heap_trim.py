@@ -13,7 +13,7 @@ import pytest
 
 from cnnviz import heap_trim as memory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not memory.available(), reason="glibc's allocator only (Linux with glibc)")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH = str(ROOT / "app_pages" / "graph.py")
 MLP = str(ROOT / "app_pages" / "mlp.py")
 LAB = str(ROOT / "app_pages" / "conv_lab.py")

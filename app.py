@@ -45,7 +45,7 @@ ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values
 def run() -> None:
     import streamlit as st
 
-    from cnnviz import heap_trim
+    from cnnviz import heap_trim, ui
 
     heap_trim.start()  # freed memory goes back to the system after a class leaves (see cnnviz/heap_trim.py)
 
@@ -56,7 +56,9 @@ def run() -> None:
 
     navigation = {"": [page(HOME, default=True)]}
     navigation.update({section: [page(p) for p in pages] for section, pages in SECTIONS.items()})
-    st.navigation(navigation).run()
+    current = st.navigation(navigation)
+    ui.projector_toggle()
+    current.run()
 
 
 if __name__ == "__main__":

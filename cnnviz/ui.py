@@ -1,9 +1,13 @@
-"""The only streamlit helpers: cached model loading, input pickers, "show your work" expanders."""
+"""The only streamlit helpers: cached model loading, input pickers, per-session caches, URL state, walk-throughs
+(Play), projector mode, "show your work" expanders."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
@@ -15,6 +19,7 @@ from cnnviz.engine.checkpoints import CheckpointError, checkpoint_dir, load_mode
 from cnnviz.engine.datasets import DataUnavailable, dataset, dataset_available, default_data_dir
 from cnnviz.engine.models import ModelCard
 from cnnviz.engine.pictures import CanvasFull, ImageError, canvas_picture, load_image
+from cnnviz.numbers import fmt
 
 
 @st.cache_resource(show_spinner="Loading the trained model...")
@@ -166,3 +171,157 @@ def session_cached(kind: str, key: tuple, compute, size: int = 6):
     while len(cache) > size:
         cache.pop(next(iter(cache)))
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The URL is the state: read on load, written on change
+
+
+class BadLinkValue(ValueError):
+    """A query-string value that cannot be used; the message says why in words for a learner."""
+
+
+def seed_from_url(param: str, widget_key: str, parse: Callable[[str], Any], what: str | None = None) -> None:
+    """Before a widget is made: put the link's value of ``param`` into that widget's state, once per new value.
+
+    A value this session wrote itself (by ``write_url``) is not applied again, so moving the widget wins. A bad
+    value (one ``parse`` refuses with ValueError, KeyError, TypeError or OverflowError) shows a warning naming it,
+    and the widget keeps its default.
+
+    Args:
+        param: the query parameter's name.
+        widget_key: the key of the widget it drives.
+        parse: text -> the widget's value; raise ValueError (ideally BadLinkValue) with a reason when unusable.
+        what: how the warning names the parameter (default: the parameter's name).
+    """
+    raw = st.query_params.get(param)
+    seen = st.session_state.setdefault("_cnnviz_url_seen", {})
+    if raw is None or seen.get(param) == raw:
+        return
+    seen[param] = raw
+    try:
+        st.session_state[widget_key] = parse(raw)
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        reason = f": {exc}" if str(exc) else ""
+        st.warning(f"The link's {what or param} = {raw[:80]!r} cannot be used{reason}. Showing the default instead.")
+
+
+def write_url(**params: Any) -> None:
+    """Write the view's state into the address bar (None removes a parameter); only changed values are written."""
+    seen = st.session_state.setdefault("_cnnviz_url_seen", {})
+    for name, value in params.items():
+        if value is None:
+            if name in st.query_params:
+                del st.query_params[name]
+            seen.pop(name, None)
+            continue
+        text = value if isinstance(value, str) else fmt(value) if isinstance(value, float) else str(value)
+        seen[name] = text
+        if st.query_params.get(name) != text:
+            st.query_params[name] = text
+
+
+def link_button(note: str | None = None) -> None:
+    """A "Copy link to this view" popover holding this view's address (with its copy icon)."""
+    base = ""
+    try:
+        base = (st.context.url or "").split("?")[0]
+    except Exception:  # noqa: BLE001 - no browser context (tests, bare mode): the query string alone still helps
+        base = ""
+    query = urlencode(st.query_params.to_dict())
+    link = f"{base}?{query}" if query else base or "(this page)"
+    with st.popover("Copy link to this view", icon=":material/link:"):
+        st.code(link, language=None, wrap_lines=True)
+        st.caption(note or "Anyone who opens this link sees this view, with these numbers.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Walk-throughs: a step slider with Play, speed, previous and next
+
+PLAY_SPEEDS = {"slow": 2.0, "normal": 1.0, "fast": 0.4}  # seconds per step
+
+
+def play_interval(key: str) -> float | None:
+    """Seconds between steps while the walk-through ``key`` plays, else None.
+
+    Pass it as ``run_every`` of the st.fragment that holds the walk-through: ``@st.fragment(run_every=...)``.
+    """
+    if not st.session_state.get(f"{key}__playing"):
+        return None
+    return PLAY_SPEEDS.get(st.session_state.get(f"{key}__speed", "normal"), 1.0)
+
+
+def _shift(key: str, delta: int, count: int) -> None:
+    st.session_state[key] = int(min(max(st.session_state.get(key, 0) + delta, 0), count - 1))
+
+
+def stepper(key: str, count: int, label: str, format_func: Callable[[int], str] = str, default: int = 0,
+            help: str | None = None) -> int:
+    """A walk-through control: Play/Pause, previous/next, speed and a slider over steps 0..count-1.
+
+    The chosen step lives in ``st.session_state[key]`` (seed it with ``seed_from_url`` for links). While playing,
+    every run of the enclosing fragment moves one step on; the last step stops the play.
+
+    Returns:
+        The current step (0 when there is only one).
+    """
+    count = max(int(count), 1)
+    playing_key = f"{key}__playing"
+    if key not in st.session_state or not isinstance(st.session_state[key], int):
+        st.session_state[key] = min(max(int(default), 0), count - 1)
+    if st.session_state.get(playing_key):  # a tick of the fragment's timer: one step on
+        if st.session_state[key] >= count - 1:
+            st.session_state[playing_key] = False
+            st.rerun()  # the whole page, so the fragment's timer stops
+        st.session_state[key] += 1
+    st.session_state[key] = min(max(st.session_state[key], 0), count - 1)  # a stale step of a shorter walk
+    cols = st.columns([1, 1, 1.2, 1.6, 5], vertical_alignment="bottom")
+    cols[0].button("", icon=":material/skip_previous:", key=f"{key}__prev", help="previous step",
+                   on_click=_shift, args=(key, -1, count), disabled=st.session_state[key] <= 0)
+    cols[1].button("", icon=":material/skip_next:", key=f"{key}__next", help="next step",
+                   on_click=_shift, args=(key, 1, count), disabled=st.session_state[key] >= count - 1)
+    playing = bool(st.session_state.get(playing_key))
+    if cols[2].button("Pause" if playing else "Play", key=f"{key}__play", type="primary",
+                      icon=":material/pause:" if playing else ":material/play_arrow:"):
+        if not playing and st.session_state[key] >= count - 1:
+            st.session_state[key] = -1  # Play at the end starts again: the next tick shows step 0
+        st.session_state[playing_key] = not playing
+        st.rerun()  # the whole page, so the fragment gets (or loses) its timer
+    cols[3].selectbox("speed", list(PLAY_SPEEDS), key=f"{key}__speed", label_visibility="collapsed",
+                      help="Play speed")
+    with cols[4]:
+        if count == 1:
+            st.markdown(f"{label}: {format_func(0)}")
+            return 0
+        st.select_slider(label, options=list(range(count)), format_func=format_func, key=key, help=help)
+    return int(st.session_state[key])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Projector mode: larger text everywhere
+
+
+def projector() -> bool:
+    """Whether the sidebar's projector mode is on."""
+    return bool(st.session_state.get("projector", False))
+
+
+def text_px(base: int = 14) -> int:
+    """Figure and diagram text size in px: at least 12 normally, at least 18 in projector mode."""
+    return max(base, 18) if projector() else max(base, 12)
+
+
+PROJECTOR_CSS = """<style>
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li, [data-testid="stCaptionContainer"],
+[data-testid="stWidgetLabel"] p, [data-testid="stMetricValue"], [data-testid="stTable"] td,
+[data-testid="stTable"] th { font-size: 1.3rem !important; }
+[data-testid="stCode"] code { font-size: 1.1rem !important; }
+</style>"""
+
+
+def projector_toggle() -> None:
+    """The sidebar switch for projector mode, and its style when on (called by app.py on every page)."""
+    st.sidebar.toggle("Projector mode", key="projector",
+                      help="Larger text in figures, diagrams and tables, for a classroom projector.")
+    if projector():
+        st.html(PROJECTOR_CSS)

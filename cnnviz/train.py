@@ -2,9 +2,8 @@
 
     python -m cnnviz.train {mnist,cifar10} [--epochs N] [--data-dir D] [--out checkpoints/] [--seed S]
 
-The whole split is held in memory as uint8 and augmented batch by batch on tensors (random affine for MNIST,
-random crop + flip for CIFAR-10), which on a 2-core CPU is much faster than a PIL DataLoader.
-Deterministic given the seed (same machine, same thread count).
+The loop itself is ``cnnviz.engine.training.Trainer``, shared with the "Train a CNN" page: the whole split in
+memory as uint8, augmented batch by batch on tensors. Deterministic given the seed (same machine, same thread count).
 """
 
 from __future__ import annotations
@@ -12,21 +11,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from cnnviz.engine.checkpoints import CHECKPOINT_DIR, save
 from cnnviz.engine.datasets import DataUnavailable, load_arrays
 from cnnviz.engine.models import ModelCard, build_model, count_parameters, new_card
-from cnnviz.engine.pictures import normalize
+from cnnviz.engine.training import Settings, Trainer, augment_cifar, augment_mnist
 from cnnviz.evaluate import evaluate_arrays
+
+__all__ = ["RECIPES", "Recipe", "augment_cifar", "augment_mnist", "main", "train"]
 
 
 @dataclass(frozen=True)
@@ -64,33 +62,6 @@ NOTES = {
 }
 
 
-def augment_mnist(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random affine on uint8 (N, 1, 28, 28) -> float pixels in [0, 1]."""
-    n = images.shape[0]
-    x = images.float() / 255.0
-    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(8)
-    scale = 0.9 + torch.rand(n, generator=gen) * 0.2
-    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2.0 / 14.0)  # 2 px in [-1, 1] grid units
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def augment_cifar(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with 4 px reflect padding and horizontal flip on uint8 (N, 3, 32, 32) -> float [0, 1]."""
-    n = images.shape[0]
-    padded = F.pad(images.float() / 255.0, (4, 4, 4, 4), mode="reflect")  # (N, 3, 40, 40)
-    dy = torch.randint(0, 9, (n,), generator=gen)
-    dx = torch.randint(0, 9, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    out = torch.empty((n, 3, 32, 32))
-    for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
-
-
 def progress(epoch: int, epochs: int, done: int, total: int, loss: float, acc: float, rate: float) -> None:
     width = 30
     filled = int(width * done / total)
@@ -104,7 +75,6 @@ def train(name: str, epochs: int | None, data_dir: str | None, out: Path, seed: 
     recipe = RECIPES[name]
     epochs = epochs or recipe.epochs
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_x, train_y = load_arrays(name, "train", data_dir)
     test_x, test_y = load_arrays(name, "test", data_dir)
@@ -112,45 +82,27 @@ def train(name: str, epochs: int | None, data_dir: str | None, out: Path, seed: 
     card = new_card(name, model)
     card.seed, card.epochs, card.notes = seed, epochs, NOTES[name]
     card.dataset = f"{card.dataset} ({'torchvision MNIST' if name == 'mnist' else 'JPEG image folder'})"
-    augment = augment_mnist if name == "mnist" else augment_cifar
-    model = model.to(memory_format=torch.channels_last)
     if name == "mnist":
         snapshot = new_card(name, model)
         snapshot.stage, snapshot.seed, snapshot.notes = "init", seed, "Random initialisation, before any training."
         snapshot.test_accuracy = evaluate_arrays(model, test_x, test_y, card).accuracy
         save(model, snapshot, out / f"{name}_init.safetensors")
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.max_lr, momentum=0.9, nesterov=True,
-    )
-    steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25,
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    steps_per_epoch = -(-len(train_x) // recipe.batch_size)
+    settings = Settings(optimizer="momentum", lr=recipe.max_lr, schedule="onecycle", batch_size=recipe.batch_size,
+                        steps=epochs * steps_per_epoch, augment=True, seed=seed, weight_decay=recipe.weight_decay,
+                        label_smoothing=recipe.label_smoothing, pct_start=0.25)
+    trainer = Trainer(model, card, settings, train_x, train_y, channels_last=True)
+    model = trainer.model
     print(f"training {name}: {count_parameters(model):,} parameters, {len(train_x):,} images, {epochs} epochs, "
           f"seed {seed}", flush=True)
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_x), generator=gen)
         seen, correct, loss_sum, epoch_start = 0, 0, 0.0, time.perf_counter()
         for b in range(steps_per_epoch):
-            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            x = normalize(augment(train_x[idx], gen), card).contiguous(memory_format=torch.channels_last)
-            y = train_y[idx]
-            logits = model(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(idx)
+            stats = trainer.step()
+            seen += stats.count
+            correct += stats.correct
+            loss_sum += stats.loss * stats.count
             if b % 10 == 0 or b == steps_per_epoch - 1:
                 rate = seen / (time.perf_counter() - epoch_start)
                 progress(epoch, epochs, b + 1, steps_per_epoch, loss_sum / seen, 100 * correct / seen, rate)

@@ -1,7 +1,8 @@
 """Save and load checkpoints as safetensors + a JSON card. Nothing is ever unpickled.
 
 ``<dir>/<name>.safetensors`` holds the weights, ``<dir>/<name>.json`` holds
-``{"arch": ..., "model_args": {...}, "card": {...}, "tensors": {name: shape}}``.
+``{"arch": ..., "model_args": {...}, "card": {...}, "tensors": {name: shape}}``. ``arch`` is a registry name, or
+"custom" for a network built from blocks (``model_args`` is its NetworkConfig; its card's name is its dataset's).
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ import json
 import math
 import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
-from cnnviz.engine.models import REGISTRY, ModelCard, build_model, model_args_of
+from cnnviz.engine.models import ARCHITECTURES, CUSTOM, REGISTRY, ModelCard, arch_of, build_model, model_args_of
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 MAX_HEADER_BYTES = 10_000_000
 MAX_PARAMETERS = 50_000_000  # a card asking for a bigger model is refused before anything is allocated
+MAX_UPLOAD_WEIGHTS_BYTES = 20 * 1024 * 1024  # an uploaded .safetensors (the shipped CIFAR-10 one: 4.7 MB)
+MAX_UPLOAD_CARD_BYTES = 2 * 1024 * 1024  # an uploaded .json card
 
 
 class CheckpointError(Exception):
@@ -33,28 +38,41 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("CNNVIZ_CHECKPOINT_DIR", CHECKPOINT_DIR))
 
 
+def to_bytes(model: nn.Module, card: ModelCard) -> tuple[bytes, bytes]:
+    """The checkpoint as two files' contents, (.safetensors bytes, .json card bytes), e.g. for a download.
+
+    Args:
+        model: a registry model or a network built from blocks.
+        card: its card; for a registry model ``card.name`` is the registry name used to rebuild it.
+    """
+    arch = arch_of(model, card)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    weights = save_bytes(tensors, metadata={"format": "pt", "arch": arch})
+    meta = {
+        "arch": arch,
+        "model_args": model_args_of(model),
+        "card": card.to_json(),
+        "tensors": {k: list(v.shape) for k, v in tensors.items()},
+    }
+    return weights, (json.dumps(meta, indent=2) + "\n").encode()
+
+
 def save(model: nn.Module, card: ModelCard, path: str | Path) -> tuple[Path, Path]:
     """Write ``path`` (.safetensors) and the JSON card beside it.
 
     Args:
-        model: the model to save (any registry model).
-        card: its card; ``card.name`` is the registry name used to rebuild it.
+        model: the model to save (any registry model, or a network built from blocks).
+        card: its card; ``card.name`` is the registry name used to rebuild it (the dataset's for a custom network).
         path: target file; the suffix is forced to .safetensors.
     Returns:
         (weights path, card path).
     """
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "arch": card.name})
-    meta = {
-        "arch": card.name,
-        "model_args": model_args_of(model),
-        "card": card.to_json(),
-        "tensors": {k: list(v.shape) for k, v in tensors.items()},
-    }
+    weights, card_json = to_bytes(model, card)
+    path.write_bytes(weights)
     card_path = path.with_suffix(".json")
-    card_path.write_text(json.dumps(meta, indent=2) + "\n")
+    card_path.write_bytes(card_json)
     return path, card_path
 
 
@@ -76,9 +94,9 @@ def read_card(path: str | Path) -> dict[str, Any]:
            if not isinstance(v, list) or not all(isinstance(d, int) and d >= 0 for d in v)]
     if bad:
         raise CheckpointError(f"{card_path}: tensor shapes must be lists of sizes, not {bad[:3]}")
-    if not isinstance(meta["arch"], str) or meta["arch"] not in REGISTRY:
+    if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
         raise CheckpointError(
-            f"{card_path}: names an unknown model {meta['arch']!r} (known: {', '.join(REGISTRY)})"
+            f"{card_path}: names an unknown model {meta['arch']!r:.60} (known: {', '.join(ARCHITECTURES)})"
         )
     return meta
 
@@ -121,21 +139,35 @@ def load_path(path: str | Path) -> tuple[nn.Module, ModelCard]:
     card_path = path.with_suffix(".json")
     meta = read_card(path)
     arch = meta["arch"]
-    spec = REGISTRY[arch]
     try:
         card = ModelCard.from_json(meta["card"])
         with torch.device("meta"):  # shapes only: a card asking for a huge model costs nothing
             skeleton = build_model(arch, meta.get("model_args"))
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{card_path}: card cannot rebuild the model ({exc})") from None
-    if card.name != arch:
-        raise CheckpointError(f"{card_path}: its card is for model {card.name!r} but it names model {arch!r}")
+    if arch == CUSTOM:  # a network built from blocks: its card names the dataset it was built for
+        if card.name not in REGISTRY:
+            raise CheckpointError(f"{card_path}: its card is for dataset {card.name!r:.40}; a custom network must "
+                                  f"name one of {', '.join(REGISTRY)}")
+        spec = REGISTRY[card.name]
+        cfg = skeleton.cfg
+        if (tuple(cfg.input_shape), cfg.num_classes) != (spec.input_shape, len(spec.classes)):
+            raise CheckpointError(f"{card_path}: its network takes {tuple(cfg.input_shape)} inputs and gives "
+                                  f"{cfg.num_classes} classes, which does not fit {card.name!r} "
+                                  f"(input {spec.input_shape}, {len(spec.classes)} classes)")
+    elif card.name != arch:
+        raise CheckpointError(f"{card_path}: its card is for model {card.name!r:.60} but it names model {arch!r}")
+    else:
+        spec = REGISTRY[arch]
     if (tuple(card.input_shape), len(card.classes), len(card.mean), len(card.std)) != (
             spec.input_shape, len(spec.classes), spec.input_shape[0], spec.input_shape[0]):
         raise CheckpointError(
             f"{card_path}: card's input shape {tuple(card.input_shape)}, {len(card.classes)} classes and "
             f"mean/std of length {len(card.mean)}/{len(card.std)} do not fit model {arch!r} "
             f"(input {spec.input_shape}, {len(spec.classes)} classes)")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (*card.mean, *card.std)) \
+            or min(card.std) <= 0:
+        raise CheckpointError(f"{card_path}: card's mean/std must be finite numbers, std above 0")
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     n_params = sum(math.prod(shape) for shape in expected.values())
     if n_params > MAX_PARAMETERS:
@@ -161,6 +193,8 @@ def load_path(path: str | Path) -> tuple[nn.Module, ModelCard]:
         model = build_model(arch, meta.get("model_args"))
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{card_path}: card cannot rebuild the model ({exc})") from None
+    if any(not torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise CheckpointError(f"{path}: holds inf or nan weights (a training that diverged?)")
     model.load_state_dict(state)
     model.eval()
     for p in model.parameters():
@@ -194,3 +228,37 @@ def available_stages(name: str, directory: str | Path | None = None) -> list[str
     if (base / f"{name}.safetensors").is_file():
         stages.append("final")
     return stages
+
+
+def load_uploaded_pair(weights: bytes, card: bytes, weights_name: str = "upload.safetensors",
+                       card_name: str = "upload.json") -> tuple[nn.Module, ModelCard]:
+    """Load an uploaded checkpoint (its .safetensors bytes and .json card bytes), validated like the shipped ones.
+
+    Nothing is unpickled; sizes are limited; the card must rebuild a known architecture whose tensors match
+    the file. Errors name the uploaded files.
+
+    Args:
+        weights: the .safetensors file's bytes.
+        card: the .json card's bytes.
+        weights_name, card_name: the uploaded files' names, used in messages.
+    Returns:
+        (model in eval mode, its card).
+    Raises:
+        CheckpointError: with a message for the learner saying what is wrong.
+    """
+    if len(weights) > MAX_UPLOAD_WEIGHTS_BYTES:
+        raise CheckpointError(f"{weights_name}: {len(weights):,} bytes, more than the "
+                              f"{MAX_UPLOAD_WEIGHTS_BYTES // (1024 * 1024)} MB an uploaded model may have")
+    if len(card) > MAX_UPLOAD_CARD_BYTES:
+        raise CheckpointError(f"{card_name}: {len(card):,} bytes, more than the "
+                              f"{MAX_UPLOAD_CARD_BYTES // (1024 * 1024)} MB a card may have")
+    with tempfile.TemporaryDirectory(prefix="cnnviz-upload-") as folder:
+        path = Path(folder) / "upload.safetensors"
+        path.write_bytes(weights)
+        path.with_suffix(".json").write_bytes(card)
+        try:
+            return load_path(path)
+        except CheckpointError as exc:
+            message = str(exc).replace(str(path.with_suffix(".json")), card_name).replace(str(path), weights_name)
+            message = message.replace("upload.json", card_name)
+            raise CheckpointError(message) from None

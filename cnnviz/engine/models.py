@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnviz.engine.builder import CustomNet, NetworkConfig
+
 MNIST_CLASSES = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -26,7 +28,7 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 class ModelCard:
     """What a learner (and the loader) needs to know about a trained model."""
 
-    name: str  # registry name: "mnist" or "cifar10"
+    name: str  # registry name: "mnist" or "cifar10"; for a custom network, the dataset it was built for
     classes: tuple[str, ...]
     input_shape: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
@@ -167,8 +169,14 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+CUSTOM = "custom"  # a network built from blocks (cnnviz.engine.builder); its card's name is its dataset's
+ARCHITECTURES = (*REGISTRY, CUSTOM)
+
+
 def config_from_args(name: str, model_args: dict[str, Any] | None) -> Any:
     """Rebuild a model's config dataclass from the JSON ``model_args`` a checkpoint carries."""
+    if name == CUSTOM:
+        return NetworkConfig.from_args(model_args or {})
     spec = REGISTRY[name]
     args = dict(model_args or {})
     fields = {f.name: f for f in dataclasses.fields(spec.config)}
@@ -185,14 +193,21 @@ def build_model(name: str, model_args: dict[str, Any] | None = None) -> nn.Modul
     """Build a fresh model by registry name.
 
     Args:
-        name: "mnist" or "cifar10".
+        name: "mnist", "cifar10", or "custom" (a NetworkConfig's fields in ``model_args``).
         model_args: fields of the model's config dataclass; defaults where missing.
     Returns:
         The nn.Module, in train mode, randomly initialised.
     """
+    if name == CUSTOM:
+        return CustomNet(config_from_args(name, model_args))
     if name not in REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}")
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(ARCHITECTURES)}")
     return REGISTRY[name].builder(config_from_args(name, model_args))
+
+
+def arch_of(model: nn.Module, card: ModelCard) -> str:
+    """The architecture name a checkpoint records: "custom" for a network built from blocks, else the card's."""
+    return CUSTOM if isinstance(model, CustomNet) else card.name
 
 
 def model_args_of(model: nn.Module) -> dict[str, Any]:
@@ -200,6 +215,7 @@ def model_args_of(model: nn.Module) -> dict[str, Any]:
 
 
 def new_card(name: str, model: nn.Module) -> ModelCard:
+    """A fresh card for ``model`` trained on dataset ``name`` ("mnist" or "cifar10"), custom networks included."""
     spec = REGISTRY[name]
     return ModelCard(
         name=name, classes=spec.classes, input_shape=spec.input_shape, mean=spec.mean, std=spec.std,

@@ -28,6 +28,9 @@ SECTIONS: dict[str, tuple[PageSpec, ...]] = {
                  "gradient back from the loss to the pixels with one slider."),
         PageSpec("app_pages/digit_sum.py", "Digit-sum challenge", ":material/functions:", "digit_sum",
                  "Classify ten test digits and compare the sum of the predictions with the true sum."),
+        PageSpec("app_pages/train.py", "Train a CNN", ":material/model_training:", "train",
+                 "Build a CNN from blocks, watch it learn live (loss, accuracy, filters, gradients), then explore "
+                 "it or take it home."),
     ),
     "Backprop by hand": (
         PageSpec("app_pages/graph.py", "Computational graph", ":material/account_tree:", "graph",

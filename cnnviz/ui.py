@@ -160,14 +160,18 @@ def digest(x: torch.Tensor) -> str:
 
 
 def session_cached(kind: str, key: tuple, compute, size: int = 6):
-    """Keep the last few results of ``compute()`` in this browser session, keyed by ``(kind, key)``."""
-    cache = st.session_state.setdefault("_cnnviz_cache", {})
-    full_key = (kind, *key)
-    if full_key in cache:
-        cache[full_key] = cache.pop(full_key)  # most recently used last
-        return cache[full_key]
+    """Keep the last ``size`` results of ``compute()`` of each kind in this browser session, keyed by ``key``.
+
+    Each kind has its own bounded store (traces, rendered overviews, attributions ...), freed with the session;
+    the key must hold everything the result depends on (model, weights, input, target, objective, ...).
+    """
+    stores = st.session_state.setdefault("_cnnviz_cache", {})
+    cache = stores.setdefault(kind, {})
+    if key in cache:
+        cache[key] = cache.pop(key)  # most recently used last
+        return cache[key]
     value = compute()
-    cache[full_key] = value
+    cache[key] = value
     while len(cache) > size:
         cache.pop(next(iter(cache)))
     return value
@@ -325,3 +329,75 @@ def projector_toggle() -> None:
                       help="Larger text in figures, diagrams and tables, for a classroom projector.")
     if projector():
         st.html(PROJECTOR_CSS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training: this session's training job and "Your model" (the explorer's API for a network trained here)
+
+_JOB_KEY, _YOUR_MODEL_KEY = "_cnnviz_training_job", "_cnnviz_your_model"
+
+
+def session_id() -> str:
+    """This browser session's id (a fixed name outside a Streamlit run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def session_alive(grace_s: float = 10.0) -> Callable[[], bool] | None:
+    """A check, callable from any thread, that is false once this session has been gone for ``grace_s`` seconds.
+
+    None where there is no Streamlit server (AppTest, scripts): the training then runs until stopped.
+    """
+    import time
+
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return None
+    runtime, sid = Runtime.instance(), session_id()
+    gone_since: list[float] = []
+
+    def alive() -> bool:
+        if runtime.is_active_session(sid):
+            gone_since.clear()
+            return True
+        if not gone_since:
+            gone_since.append(time.monotonic())
+        return time.monotonic() - gone_since[0] < grace_s
+
+    return alive
+
+
+def training_job():
+    """This session's latest training job (``cnnviz.engine.training_jobs.TrainingJob``), or None."""
+    return st.session_state.get(_JOB_KEY)
+
+
+def start_training(cfg, settings, dataset: str = "mnist"):
+    """Queue a training for this session on the server's registry; raises training_jobs.JobError with a message.
+
+    The previous job's model stays "Your model" until the new one has a result.
+    """
+    from cnnviz.engine.training_jobs import JOBS
+
+    job = JOBS.submit(session_id(), cfg, settings, dataset=dataset, alive=session_alive())
+    previous = training_job()
+    if previous is not None and previous.result() is not None:
+        st.session_state[_YOUR_MODEL_KEY] = previous.result()
+    st.session_state[_JOB_KEY] = job
+    return job
+
+
+def session_model() -> tuple[nn.Module, ModelCard] | None:
+    """ "Your model": the network this session trained on the "Train a CNN" page, as (model, card), or None.
+
+    The model is in eval mode and never changes again (the next training builds a new one); treat it like a shared
+    model (capture, predict, sgd_step all work on it). Its card's ``name`` is the dataset it was trained on
+    ("mnist" or "cifar10"), so ``pictures.preprocess`` and the dataset pickers work with it unchanged.
+    """
+    job = training_job()
+    if job is not None and job.result() is not None:
+        return job.result()
+    return st.session_state.get(_YOUR_MODEL_KEY)

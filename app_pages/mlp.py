@@ -1,17 +1,29 @@
-"""Step-by-step MLP: the worked examples' tiny networks, every value, gradient and weight update, step by step."""
+"""Step-by-step MLP: the worked examples' tiny networks, every value, gradient and weight update, step by step.
+
+The URL is the state: ``net`` (relu | sigmoid), every input, target and weight by its name, ``lr``, ``steps`` and
+``step`` are read from a link on load and written back as they change.
+"""
 
 import streamlit as st
 
+from cnnviz import ui
 from cnnviz.handwork import mlp
+from cnnviz.numbers import fmt
 from cnnviz.render import dot
 from cnnviz.render import handwork as render_handwork
 
 PRESET = "mlp_preset"
 LABELS = {"relu": "1-input ReLU network (worked example 1)", "sigmoid": "2-2-2 sigmoid network (worked example 2)"}
+DEFAULT_STEPS = 100
+ALL_NAMES = sorted({n for p in mlp.PRESETS.values() for n, _ in (*p.inputs, *p.targets, *p.weights)})
 
 
 def _key(preset: str, name: str) -> str:
     return f"mlp_{preset}_{name}"
+
+
+def _step_key(preset: str) -> str:
+    return f"mlp_step_{preset}"
 
 
 def _reset(preset: str) -> None:
@@ -20,7 +32,31 @@ def _reset(preset: str) -> None:
         for name, value in group.items():
             st.session_state[_key(preset, name)] = value
     st.session_state[_key(preset, "lr")] = default.learning_rate
-    st.session_state[_key(preset, "steps")] = 100
+    st.session_state[_key(preset, "steps")] = DEFAULT_STEPS
+    st.session_state[_step_key(preset)] = 0
+
+
+def _net(text: str) -> str:
+    if text not in mlp.PRESETS:
+        raise mlp.MLPError(f"choose {' or '.join(mlp.PRESETS)}")
+    return text
+
+
+def _rate(text: str) -> float:
+    value = mlp.parse_link_number(text)
+    if value < 0:
+        raise mlp.MLPError("a learning rate is >= 0")
+    return value
+
+
+def _count(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise mlp.MLPError("it is not a whole number") from None
+    if not low <= value <= high:
+        raise mlp.MLPError(f"use {low} to {high}")
+    return value
 
 
 def _number_fields(preset: str, title: str, names: dict[str, float], columns: int) -> dict[str, float]:
@@ -42,10 +78,14 @@ st.markdown(
     "one is checked against PyTorch autograd. Change anything; *Reset* brings the worked example back."
 )
 
+ui.seed_from_url("net", PRESET, _net, "network")
 preset = st.segmented_control("Network", list(LABELS), format_func=LABELS.get, key=PRESET, default="relu",
                               required=True)
-spec = mlp.PRESETS[preset]
 default = mlp.default_config(preset)
+for name in (*default.inputs, *default.targets, *default.weights):
+    ui.seed_from_url(name, _key(preset, name), mlp.parse_link_number)
+ui.seed_from_url("lr", _key(preset, "lr"), _rate, "learning rate")
+ui.seed_from_url("steps", _key(preset, "steps"), lambda t: _count(t, 1, mlp.MAX_STEPS), "training steps")
 
 with st.container(border=True):
     st.button("Reset to the worked example", on_click=_reset, args=(preset,), icon=":material/restart_alt:",
@@ -60,11 +100,15 @@ with st.container(border=True):
     with cols[3]:
         st.markdown("**Training**")
         st.session_state.setdefault(_key(preset, "lr"), default.learning_rate)
-        st.session_state.setdefault(_key(preset, "steps"), 100)
+        st.session_state.setdefault(_key(preset, "steps"), DEFAULT_STEPS)
         learning_rate = st.number_input("learning rate", key=_key(preset, "lr"), min_value=0.0, step=0.05,
                                         format="%g")
         n_steps = st.number_input("training steps", key=_key(preset, "steps"), min_value=1,
                                   max_value=mlp.MAX_STEPS, step=10)
+
+numbers = {**inputs, **targets, **weights}
+ui.write_url(net=preset, **{n: mlp.link_text(numbers[n]) if n in numbers else None for n in ALL_NAMES},
+             lr=mlp.link_text(learning_rate), steps=str(int(n_steps)))
 
 try:
     config = mlp.make_config(preset, inputs, targets, weights, learning_rate)
@@ -73,28 +117,26 @@ except mlp.MLPError as exc:
     st.error(f"{exc}", icon=":material/error:")
     st.stop()
 
-if history.diverged_at is not None:
-    st.error(
-        f"Training diverged at step {history.diverged_at}: a value became inf or nan (the learning rate "
-        f"{mlp.fmt(learning_rate)} is too large for these numbers). The steps up to there are shown; lower the "
-        "learning rate to train further.",
-        icon=":material/trending_up:",
-    )
+diverged = mlp.divergence_note(history)
+if diverged:
+    st.error(f"{diverged} The steps up to there are shown.", icon=":material/trending_up:")
 stuck = mlp.first_stuck_step(history)
 if stuck is not None:
     st.info(f"From step {stuck} on, training is stuck: {mlp.stuck_note(history.steps[stuck])}", icon=":material/block:")
 
+STEP_KEY = _step_key(preset)
+last = len(history.steps) - 1
+ui.seed_from_url("step", STEP_KEY, lambda t: _count(t, 0, last), "training step")
 
-@st.fragment
+
+@st.fragment(run_every=ui.play_interval(STEP_KEY))
 def step_view(history: mlp.MLPHistory) -> None:
-    """Everything the step slider changes; only this part reruns when it moves."""
+    """Everything the step control changes; only this part reruns when it moves (or plays)."""
     p = mlp.PRESETS[history.config.preset]
-    last = len(history.steps) - 1
-    if last > 0:
-        k = st.slider("Training step", 0, last, value=0, key=f"mlp_step::{p.key}::{last}",
-                      help="Step 0 is the worked example. Each step: forward, backward, update.")
-    else:
-        k = 0
+    k = ui.stepper(STEP_KEY, len(history.steps), "Training step", format_func=lambda i: f"step {i}",
+                   help="Step 0 is the worked example. Each step: forward, backward, update.")
+    ui.write_url(step=k)
+    ui.link_button()
     step = history.steps[k]
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
@@ -102,36 +144,39 @@ def step_view(history: mlp.MLPHistory) -> None:
     with summary:
         top, bottom = st.columns(2), st.columns(2)
         top[0].metric("step", k)
-        top[1].metric(p.loss_name, mlp.fmt(step.loss, s))
-        bottom[0].metric(f"{p.loss_name} at step {last}", mlp.fmt(history.steps[-1].loss, s))
+        top[1].metric(p.loss_name, fmt(step.loss, style=s))
+        bottom[0].metric(f"{p.loss_name} at step {last}", fmt(history.steps[-1].loss, style=s))
         bottom[1].metric("status", "diverged" if not step.finite else "finite")
         note = mlp.stuck_note(step)
         if note:
             st.info(note, icon=":material/block:")
     with curve:
         st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
-                                                          height=280), width="stretch", key=f"mlp_loss_curve::{p.key}")
+                                                          height=280, font_px=ui.text_px()),
+                        width="stretch", key=f"mlp_loss_curve::{p.key}")
 
-    st.graphviz_chart(dot.network_dot(step), width="stretch")
-    st.caption(f"Green: values of the forward pass. Red: gradients {d}/d(node) of the backward pass. Edges carry "
-               f"the weight and {d}/d(weight)" + (" (for the shared w1: this path's share of it)." if p.key == "relu"
-                                                  else ". Hover a node or edge for its numbers."))
+    st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="stretch")
+    if p.key == "relu":
+        st.caption("Green: values of the forward pass. Red: gradients dL/d(node) of the backward pass. Edges carry "
+                   "the weight and dL/d(weight); for the shared w1, each edge shows its path's share of it.")
+    else:
+        st.caption("Green: values of the forward pass. Red: gradients dE/d(node) of the backward pass. Each weight "
+                   "is a box on its own edge, named with the units it joins (w5: h1 → o1), with dE/d(weight).")
     equations = mlp.explain_step(step)
 
-    def block(phase: str, title: str, width: int) -> None:
+    def block(phase: str, title: str) -> None:
         st.markdown(f"**{title}**")
-        st.code("\n".join(e.display(width) for e in equations if e.phase == phase), language=None, wrap_lines=True)
+        st.code("\n".join(e.display(100) for e in equations if e.phase == phase), language=None, wrap_lines=True)
 
-    block("forward", f"Forward pass at step {k}", 100)
-    block("backward", "Backward pass (the chain rule, numbers in)", 100)
-    block("update", f"Update (learning rate {mlp.fmt(step.learning_rate)})", 100)
+    block("forward", f"Forward pass at step {k}")
+    block("backward", f"Backward pass (the chain rule, numbers in; {d} for d{p.loss_name})")
+    block("update", f"Update (learning rate {fmt(step.learning_rate)})")
 
 
 step_view(history)
 
 st.subheader("History, one row per step")
-rows = mlp.history_rows(history)
-st.dataframe(rows, hide_index=True, width="stretch", height=260)
+st.dataframe(mlp.history_rows(history), hide_index=True, width="stretch", height=260)
 st.download_button("Download the history as CSV", mlp.history_csv(history), file_name=f"mlp_{preset}_history.csv",
                    mime="text/csv", icon=":material/download:")
 
@@ -139,11 +184,12 @@ st.download_button("Download the history as CSV", mlp.history_csv(history), file
 @st.fragment
 def lr_comparison(config: mlp.MLPConfig, n_steps: int) -> None:
     """Loss curves for several learning rates; only this part reruns when its inputs change."""
+    p = mlp.PRESETS[config.preset]
     st.subheader("Learning-rate comparison")
     st.caption("The same network, data and starting weights, trained with each learning rate. A run whose numbers "
-               "become inf or nan is marked diverged and stops there.")
+               "become inf or nan is marked diverged and stops there; a run whose gradients all become 0 is stuck.")
     cols = st.columns([3, 1], vertical_alignment="bottom")
-    text = cols[0].text_input("Learning rates (comma separated)", value=", ".join(f"{r:g}" for r in mlp.DEFAULT_RATES),
+    text = cols[0].text_input("Learning rates (comma separated)", value=", ".join(f"{r:g}" for r in p.rates),
                               key=f"mlp_rates_{config.preset}", help="Add e.g. 10 to see what too large does.")
     log_y = cols[1].toggle("log scale", key=f"mlp_rates_log_{config.preset}")
     try:
@@ -152,15 +198,9 @@ def lr_comparison(config: mlp.MLPConfig, n_steps: int) -> None:
         st.error(f"{exc}", icon=":material/error:")
         return
     runs = mlp.compare_learning_rates(config, rates, n_steps)
-    p = mlp.PRESETS[config.preset]
-    st.plotly_chart(render_handwork.lr_comparison_figure(runs, p.loss_name, log_y=log_y), width="stretch",
-                    key=f"mlp_lr_chart::{config.preset}")
-    st.dataframe(
-        [{"learning rate": f"{r.learning_rate:g}",
-          f"final {p.loss_name}": mlp.fmt(r.losses[-1], p.style) if r.diverged_at is None else "",
-          "status": "finite" if r.diverged_at is None else f"diverged at step {r.diverged_at}"} for r in runs],
-        hide_index=True, width="stretch",
-    )
+    st.plotly_chart(render_handwork.lr_comparison_figure(runs, p.loss_name, log_y=log_y, font_px=ui.text_px()),
+                    width="stretch", key=f"mlp_lr_chart::{config.preset}")
+    st.dataframe([mlp.lr_run_row(r, p) for r in runs], hide_index=True, width="stretch")
     for r in runs:
         if r.diverged_at is not None:
             st.warning(f"lr = {r.learning_rate:g}: diverged at step {r.diverged_at} (inf or nan); its curve stops "

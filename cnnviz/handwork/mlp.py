@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnviz.numbers import factor, fmt
+
 MAX_STEPS = 500
 MAX_RATES = 12
-DEFAULT_RATES: tuple[float, ...] = (0.1, 0.2, 0.5, 0.8, 1.0, 2.0)
+WRITTEN_RTOL = 1e-4  # a written line, evaluated with its printed numbers, gives its printed result to 4 digits
 
 
 class MLPError(ValueError):
@@ -39,6 +41,7 @@ class Preset:
     value_names: tuple[str, ...]  # forward values, in computation order
     grad_names: tuple[str, ...]  # nodes whose gradient is recorded (besides the weights)
     style: str  # number style for fmt(): "g" (integers, short decimals) or "f" (6 decimals)
+    rates: tuple[float, ...]  # the learning-rate comparison's default rates: too small, good, too large
 
 
 PRESETS: dict[str, Preset] = {
@@ -48,6 +51,7 @@ PRESETS: dict[str, Preset] = {
         weights=(("w1", 2.0), ("w2", 1.0), ("w3", 2.0), ("w4", 4.0), ("w5", 1.0)),
         learning_rate=0.1, loss_name="L", value_names=("a", "b", "c", "e", "o"),
         grad_names=("o", "c", "e", "a", "b"), style="g",
+        rates=(0.0001, 0.0005, 0.001, 0.003, 0.01),  # slow, good, fast; 0.01 kills both ReLUs at step 1
     ),
     "sigmoid": Preset(
         key="sigmoid", title="2-2-2 sigmoid network",
@@ -57,6 +61,7 @@ PRESETS: dict[str, Preset] = {
         learning_rate=0.5, loss_name="E_total",
         value_names=("h1", "a_h1", "h2", "a_h2", "o1", "a_o1", "o2", "a_o2"),
         grad_names=("a_o1", "a_o2", "o1", "o2", "a_h1", "a_h2", "h1", "h2"), style="f",
+        rates=(0.1, 0.2, 0.5, 0.8, 1.0, 2.0),
     ),
 }
 
@@ -97,7 +102,6 @@ class MLPStep:
 class MLPHistory:
     config: MLPConfig
     steps: tuple[MLPStep, ...]
-    requested_steps: int
     diverged_at: int | None  # the first step with an inf/nan anywhere; training stopped there
 
     @property
@@ -111,8 +115,7 @@ class Equation:
 
     phase: str  # "forward" | "backward" | "update"
     symbol: str
-    formula: str
-    substituted: str
+    substituted: str  # the formula with numbers in: evaluated as written, it gives ``value`` (see WRITTEN_RTOL)
     value: float
     text: str  # the whole line, with the note (if any) at the end
 
@@ -136,33 +139,7 @@ class LRRun:
     learning_rate: float
     losses: tuple[float, ...]
     diverged_at: int | None
-
-
-# --------------------------------------------------------------------------------------------------------- numbers
-def fmt(value: float, style: str = "g") -> str:
-    """A number for the page.
-
-    Style "g": 24, 220.5, -23.2, 0.123457. Style "f": six decimals for computed numbers (0.242520, 0.506875), short
-    decimals as typed (0.15, 0.05), six significant digits below 0.001 (0.000438568).
-    """
-    v = float(value)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if style == "f" and 1e-3 <= abs(v) < 1e4:
-        text = f"{v:.6f}"
-        return text.rstrip("0").rstrip(".") if float(text) == v else text  # 0.15 stays short; 0.242520 does not
-    if style == "g" and v == round(v) and abs(v) < 1e15:
-        return str(round(v))
-    return f"{v:.6g}"
-
-
-def _n(value: float, style: str, first: bool = False) -> str:
-    s = fmt(value, style)
-    return s if first or not s.startswith("-") else f"({s})"
+    stuck_at: int | None = None  # the first step from which every gradient is 0 (e.g. a dead ReLU)
 
 
 # ------------------------------------------------------------------------------------------------------- configs
@@ -316,7 +293,7 @@ def train(config: MLPConfig, steps: int) -> MLPHistory:
             diverged_at = k
             break
         weights = dict(record.new_weights)
-    return MLPHistory(config=config, steps=tuple(records), requested_steps=int(steps), diverged_at=diverged_at)
+    return MLPHistory(config=config, steps=tuple(records), diverged_at=diverged_at)
 
 
 def stuck_note(step: MLPStep) -> str | None:
@@ -332,6 +309,56 @@ def stuck_note(step: MLPStep) -> str | None:
 def first_stuck_step(history: MLPHistory) -> int | None:
     """The first step from which training cannot move (see :func:`stuck_note`), or None."""
     return next((s.step for s in history.steps if stuck_note(s)), None)
+
+
+def divergence_note(history: MLPHistory) -> str | None:
+    """What overflowed first, where, and why (None when training stayed finite).
+
+    An overflow in the forward or backward pass of step 0 happens before any update, so it is the typed numbers,
+    not the learning rate; an overflowing update, or an overflow after updates, is the learning rate's.
+    """
+    k = history.diverged_at
+    if k is None:
+        return None
+    step = history.steps[k]
+    d = "dL" if step.preset == "relu" else "dE"
+    loss_name = preset_of(step.preset).loss_name
+    forward = [*step.values.items(), (loss_name, step.loss)]
+    backward = [(f"{d}/d{name}", v) for name, v in step.grads.items()]
+    update = [(f"new {name}", v) for name, v in step.new_weights.items()]
+    lr = fmt(step.learning_rate)
+    for where, numbers in (("forward pass", forward), ("backward pass", backward), ("update", update)):
+        bad = next(((name, v) for name, v in numbers if not math.isfinite(v)), None)
+        if bad is None:
+            continue
+        what = f"the {where} of step {k} gives {bad[0]} = {fmt(bad[1])}"
+        if where == "update":
+            return (f"Training diverged at step {k}: {what} (the gradients are finite, the step lr * gradient is "
+                    f"not). The learning rate {lr} is too large for these numbers; lower it to train further.")
+        if k == 0:
+            return (f"The numbers overflow before any training: {what}, computed from the numbers as typed, before "
+                    f"any update, so the learning rate plays no part. float64 holds numbers up to about 1.8e308; "
+                    f"use smaller weights or inputs.")
+        return (f"Training diverged at step {k}: {what}. The {k} update{'s' if k > 1 else ''} before it made the "
+                f"weights grow: the learning rate {lr} is too large for these numbers; lower it to train further.")
+    return None
+
+
+def parse_link_number(text: str) -> float:
+    """A number from a link's query string: finite, else MLPError saying why."""
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        raise MLPError("it is not a number") from None
+    if not math.isfinite(v):
+        raise MLPError("it is not a finite number")
+    return v
+
+
+def link_text(value: float) -> str:
+    """A number for a link: the shortest text that reads back as exactly this float (2, 0.15, 1e-300)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 # ------------------------------------------------------------------------------------------------ learning rates
@@ -366,7 +393,7 @@ def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int
         bad = np.flatnonzero(~np.isfinite(losses))
         finite = losses if len(bad) == 0 else losses[: bad[0]]  # the curve up to the last finite loss
         runs.append(LRRun(learning_rate=float(rate), losses=tuple(float(v) for v in finite),
-                          diverged_at=history.diverged_at))
+                          diverged_at=history.diverged_at, stuck_at=first_stuck_step(history)))
     return tuple(runs)
 
 
@@ -379,13 +406,13 @@ def explain_step(step: MLPStep) -> tuple[Equation, ...]:
     out: list[Equation] = []
 
     def line(phase: str, symbol: str, formula: str, template: str, value: float, note: str = "") -> None:
-        substituted = _substitute(template, num, s)
+        substituted = _written(template, num, s, float(value))
         parts = [symbol, formula]
         if substituted != formula:
             parts.append(substituted)
-        parts.append(fmt(value, s))
+        parts.append(fmt(value, style=s))
         text = " = ".join(parts) + (f"   ({note})" if note else "")
-        out.append(Equation(phase, symbol, formula, substituted, float(value), text))
+        out.append(Equation(phase, symbol, substituted, float(value), text))
 
     v, g = step.values, step.grads
     if p.key == "relu":
@@ -447,14 +474,49 @@ def explain_step(step: MLPStep) -> tuple[Equation, ...]:
     return tuple(out)
 
 
-def _substitute(template: str, numbers: Mapping[str, float], style: str) -> str:
+def _substitute(template: str, numbers: Mapping[str, float], style: str, digits: int = 6) -> str:
     """Replace each ``{name}`` by its number; a negative one gets parentheses unless it opens the text or a bracket."""
 
     def repl(m: re.Match) -> str:
         opens = m.start() == 0 or template[m.start() - 1] == "("
-        return _n(numbers[m.group(1)], style, first=opens)
+        return factor(numbers[m.group(1)], digits, style, first=opens)
 
     return re.sub(r"\{([^{}]+)\}", repl, template)
+
+
+_PRECISIONS = ((6, None), (9, "g"), (12, "g"), (17, "g"))  # (significant digits, style; None: the preset's)
+
+
+def _written(template: str, numbers: Mapping[str, float], style: str, value: float) -> str:
+    """The template with numbers in, with as few digits as make it evaluate to ``value`` (within WRITTEN_RTOL).
+
+    Six digits usually do; a saturated sigmoid needs more: a_o1 = 0.99999999794 written 1.000000 would make
+    "(1 - 1.000000)*40" read as 0 while the result is 8.2e-08.
+    """
+    used = [numbers[name] for name in re.findall(r"\{([^{}]+)\}", template)]
+    text = _substitute(template, numbers, style)
+    if not (math.isfinite(value) and all(math.isfinite(v) for v in used)):
+        return text
+    for digits, forced in _PRECISIONS:
+        text = _substitute(template, numbers, forced or style, digits)
+        written = evaluate_written(text)
+        if written is not None and abs(written - value) <= WRITTEN_RTOL * abs(value):
+            return text
+    return text
+
+
+_WRITTEN_FUNCTIONS = {"ReLU": lambda z: max(z, 0.0), "sigmoid": lambda z: 1.0 / (1.0 + math.exp(-z))}
+
+
+def evaluate_written(text: str) -> float | None:
+    """The value of a written line such as ``1/2 (24 - 3)^2`` or ``ReLU(2*(-1.5))`` (None if it overflows)."""
+    code = text.replace("^", "**").replace("1/2 (", "0.5*(")
+    if not re.fullmatch(r"[\d.e+\-*/() ]*", re.sub(r"ReLU|sigmoid", "", code)):
+        raise MLPError(f"not a written line: {text!r}")
+    try:  # the text is checked above: digits, operators, brackets, ReLU and sigmoid only
+        return float(eval(code, {"__builtins__": {}}, _WRITTEN_FUNCTIONS))
+    except (OverflowError, ZeroDivisionError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------------ tables
@@ -473,6 +535,18 @@ def history_rows(history: MLPHistory) -> list[dict[str, float]]:
         row["learning rate"] = s.learning_rate
         rows.append(row)
     return rows
+
+
+def lr_run_row(run: LRRun, preset: Preset) -> dict[str, str]:
+    """One row of the learning-rate table: the rate, its final loss, and whether it diverged or got stuck."""
+    if run.diverged_at is not None:
+        status = f"diverged at step {run.diverged_at}"
+    elif run.stuck_at is not None:
+        status = f"stuck from step {run.stuck_at} (every gradient 0)"
+    else:
+        status = "finite"
+    final = fmt(run.losses[-1], style=preset.style) if run.diverged_at is None and run.losses else ""
+    return {"learning rate": f"{run.learning_rate:g}", f"final {preset.loss_name}": final, "status": status}
 
 
 def history_csv(history: MLPHistory) -> str:

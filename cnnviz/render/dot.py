@@ -86,12 +86,24 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ MLP networks
-def network_dot(step: MLPStep) -> str:
-    """The network of ``step`` as DOT: values and d loss/d value on the nodes, weights and d loss/d weight on edges."""
+def network_dot(step: MLPStep, font_px: int = 14) -> str:
+    """The network of ``step`` as DOT: values and d loss/d value on the nodes, each weight with d loss/d weight.
+
+    The ReLU network's edges do not cross, so its weights label the edges. The sigmoid network's edges cross, so
+    each weight is a small box on its own edge, named with the two units it joins ("w5: h1 → o1").
+
+    Args:
+        step: from :func:`cnnviz.handwork.mlp.train`.
+        font_px: text size (ui.text_px() on a page; graphviz points map to SVG pixels one to one).
+    """
     p = mlp.preset_of(step.preset)
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
     v, g, w = step.values, step.grads, step.weights
+    small = max(font_px - 2, 12)
+
+    def num(value: float) -> str:
+        return _fmt(value, style=s)
 
     def node(node_id: str, title: str, rows: list[str], fill: str = "#ffffff", shape: str = "box") -> str:
         label = f"<b>{html.escape(title)}</b>" + "".join(f"<br/>{r}" for r in rows)
@@ -100,33 +112,37 @@ def network_dot(step: MLPStep) -> str:
                 f'tooltip="{html.unescape(tip)}"];')
 
     def val(name: str) -> str:
-        return f'<font color="#1a7f37">{html.escape(name)} = {fmt(v[name], s)}</font>'
+        return f'<font color="#1a7f37">{html.escape(name)} = {num(v[name])}</font>'
 
     def grad(name: str) -> str:
-        return f'<font color="#c62828" point-size="13">{d}/d{html.escape(name)} = {fmt(g[name], s)}</font>'
+        return f'<font color="#c62828" point-size="{small}">{d}/d{html.escape(name)} = {num(g[name])}</font>'
 
     def edge(src: str, dst: str, weight: str, share: float | None = None) -> str:
-        text = f"{weight} = {fmt(w[weight], s)}\\n{d}/d{weight} = {fmt(g[weight], s)}"
-        if share is not None:
-            text = f"{weight} = {fmt(w[weight], s)}\\nthis path: {fmt(share, s)}"
-        tip = f"{weight} = {fmt(w[weight], s)}; {d}/d{weight} = {fmt(g[weight], s)}"
-        return f'  {src} -> {dst} [label="{text}" tooltip="{tip}" fontcolor="#333333"];'
+        second = f"{d}/d{weight} = {num(g[weight])}" if share is None else f"this path: {num(share)}"
+        tip = f"{weight} = {num(w[weight])}; {d}/d{weight} = {num(g[weight])}"
+        return f'  {src} -> {dst} [label="{weight} = {num(w[weight])}\\n{second}" tooltip="{tip}" fontcolor="#333333"];'
 
-    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.7;',
-             '  node [fontname="Helvetica", fontsize=15, color="#555555", margin="0.12,0.06"];',
-             '  edge [fontname="Helvetica", fontsize=13, color="#777777", arrowsize=0.7];']
+    def weight_box(src: str, dst: str, weight: str) -> str:
+        rows = [f"{weight} = {num(w[weight])}", f'<font color="#c62828" point-size="{small}">{d}/d{weight} = '
+                f"{num(g[weight])}</font>"]
+        box = node(f"wt_{weight}", f"{weight}: {src} → {dst}", rows, "#f3f6fb")
+        return f"{box}\n  {src} -> wt_{weight} [arrowhead=none];\n  wt_{weight} -> {dst};"
+
+    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.2; ranksep=0.45;',
+             f'  node [fontname="Helvetica", fontsize={font_px}, color="#555555", margin="0.10,0.05"];',
+             f'  edge [fontname="Helvetica", fontsize={small}, color="#777777", arrowsize=0.7];']
     if p.key == "relu":
         x, y = step.inputs["x"], step.targets["y"]
         loss_fill = "#fde2e2" if not math.isfinite(step.loss) else "#fff3c4"
         lines += [
-            node("x", "x (input)", [f'<font color="#1a7f37">{fmt(x, s)}</font>'], "#e8f0fe"),
+            node("x", "x (input)", [f'<font color="#1a7f37">{num(x)}</font>'], "#e8f0fe"),
             node("a", "a = ReLU(w1 x)", [val("a"), grad("a")]),
             node("b", "b = ReLU(w1 x)", [val("b"), grad("b")]),
             node("c", "c = ReLU(w2 a)", [val("c"), grad("c")]),
             node("e", "e = ReLU(w3 b)", [val("e"), grad("e")]),
             node("o", "o = w4 c + w5 e", [val("o"), grad("o")]),
-            node("y", "y (target)", [f'<font color="#1a7f37">{fmt(y, s)}</font>'], "#e8f0fe"),
-            node("L", "L = 1/2 (o - y)^2", [f'<font color="#1a7f37">L = {fmt(step.loss, s)}</font>'], loss_fill),
+            node("y", "y (target)", [f'<font color="#1a7f37">{num(y)}</font>'], "#e8f0fe"),
+            node("L", "L = 1/2 (o - y)^2", [f'<font color="#1a7f37">L = {num(step.loss)}</font>'], loss_fill),
             edge("x", "a", "w1", x * mlp.relu_grad(v["a"]) * g["a"]),
             edge("x", "b", "w1", x * mlp.relu_grad(v["b"]) * g["b"]),
             edge("a", "c", "w2"), edge("b", "e", "w3"), edge("c", "o", "w4"), edge("e", "o", "w5"),
@@ -134,17 +150,18 @@ def network_dot(step: MLPStep) -> str:
         ]
     else:
         lines += [
-            node("i1", "i1 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i1"], s)}</font>'], "#e8f0fe"),
-            node("i2", "i2 (input)", [f'<font color="#1a7f37">{fmt(step.inputs["i2"], s)}</font>'], "#e8f0fe"),
-            node("h1", "hidden 1", [val("h1"), val("a_h1"), grad("a_h1")]),
-            node("h2", "hidden 2", [val("h2"), val("a_h2"), grad("a_h2")]),
-            node("o1", "output 1", [val("o1"), val("a_o1"), grad("a_o1")]),
-            node("o2", "output 2", [val("o2"), val("a_o2"), grad("a_o2")]),
-            node("E", "E_total", [f'<font color="#1a7f37">{fmt(step.loss, s)}</font>',
-                                  f't1 = {fmt(step.targets["t1"], s)}, t2 = {fmt(step.targets["t2"], s)}'],
-                 "#fff3c4"),
-            edge("i1", "h1", "w1"), edge("i2", "h1", "w2"), edge("i1", "h2", "w3"), edge("i2", "h2", "w4"),
-            edge("h1", "o1", "w5"), edge("h2", "o1", "w6"), edge("h1", "o2", "w7"), edge("h2", "o2", "w8"),
+            node("i1", "i1 (input)", [f'<font color="#1a7f37">{num(step.inputs["i1"])}</font>'], "#e8f0fe"),
+            node("i2", "i2 (input)", [f'<font color="#1a7f37">{num(step.inputs["i2"])}</font>'], "#e8f0fe"),
+            node("h1", "h1", [val("h1"), val("a_h1"), grad("a_h1")]),
+            node("h2", "h2", [val("h2"), val("a_h2"), grad("a_h2")]),
+            node("o1", "o1", [val("o1"), val("a_o1"), grad("a_o1")]),
+            node("o2", "o2", [val("o2"), val("a_o2"), grad("a_o2")]),
+            node("E", "E_total", [f'<font color="#1a7f37">{num(step.loss)}</font>',
+                                  f't1 = {num(step.targets["t1"])}, t2 = {num(step.targets["t2"])}'], "#fff3c4"),
+            weight_box("i1", "h1", "w1"), weight_box("i2", "h1", "w2"),
+            weight_box("i1", "h2", "w3"), weight_box("i2", "h2", "w4"),
+            weight_box("h1", "o1", "w5"), weight_box("h2", "o1", "w6"),
+            weight_box("h1", "o2", "w7"), weight_box("h2", "o2", "w8"),
             "  o1 -> E; o2 -> E;",
         ]
     lines.append("}")

@@ -16,9 +16,10 @@ _PALETTE = ("#3b6fb6", "#e08a00", "#2e9e5b", "#8e44ad", "#d94f3d", "#17a2b8", "#
             "#00897b", "#5d4037", "#283593")
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool, height: int, legend: dict) -> go.Figure:
+def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool, height: int, legend: dict,
+            font_px: int) -> go.Figure:
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": font_px + 2}}, font={"size": font_px},
         height=height, margin={"l": 60, "r": 20, "t": 60, "b": 50}, template="plotly_white",
         xaxis_title="training step", yaxis_title=y_title, hovermode="closest", legend=legend,
     )
@@ -28,7 +29,8 @@ def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool, height: int, 
 
 
 def loss_curve_figure(losses: Sequence[float], current_step: int, loss_name: str = "loss",
-                      diverged_at: int | None = None, log_y: bool = False, height: int = 320) -> go.Figure:
+                      diverged_at: int | None = None, log_y: bool = False, height: int = 320,
+                      font_px: int = 14) -> go.Figure:
     """The loss at every step, with ``current_step`` marked; a diverged run ends with an x at its last finite step.
 
     Args:
@@ -37,6 +39,7 @@ def loss_curve_figure(losses: Sequence[float], current_step: int, loss_name: str
         loss_name: y-axis title, e.g. "L" or "E_total".
         diverged_at: first step with inf/nan, or None.
         log_y: logarithmic y axis.
+        font_px: text size (ui.text_px() on a page).
     """
     y = np.asarray(losses, dtype=np.float64)  # (n_steps,)
     steps = np.arange(len(y))
@@ -57,11 +60,11 @@ def loss_curve_figure(losses: Sequence[float], current_step: int, loss_name: str
                                  text=[f"diverged at step {diverged_at}"], textposition="top left",
                                  hoverinfo="skip"))
     legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0}
-    return _layout(fig, f"{loss_name} over training", loss_name, log_y, height, legend)
+    return _layout(fig, f"{loss_name} over training", loss_name, log_y, height, legend, font_px)
 
 
 def lr_comparison_figure(runs: Sequence[LRRun], loss_name: str = "loss", log_y: bool = False,
-                         height: int = 380) -> go.Figure:
+                         height: int = 380, font_px: int = 14) -> go.Figure:
     """One loss curve per learning rate. A diverged run is drawn up to its last finite loss and ends with an x;
     its legend entry says "diverged at step k"."""
     fig = go.Figure()
@@ -71,6 +74,8 @@ def lr_comparison_figure(runs: Sequence[LRRun], loss_name: str = "loss", log_y: 
         label = f"lr = {run.learning_rate:g}"
         if run.diverged_at is not None:
             label += f" (diverged at step {run.diverged_at})"
+        elif run.stuck_at is not None:
+            label += f" (stuck from step {run.stuck_at})"
         fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=label, line={"color": color, "width": 2},
                                  hovertemplate=f"{label}<br>step %{{x}}: %{{y:.6g}}<extra></extra>"))
         if run.diverged_at is not None:
@@ -80,4 +85,4 @@ def lr_comparison_figure(runs: Sequence[LRRun], loss_name: str = "loss", log_y: 
                                      marker={"symbol": "x", "size": 12, "color": color},
                                      hovertemplate=f"{label}<extra></extra>"))
     legend = {"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02}
-    return _layout(fig, "Loss curves for several learning rates", loss_name, log_y, height, legend)
+    return _layout(fig, "Loss curves for several learning rates", loss_name, log_y, height, legend, font_px)

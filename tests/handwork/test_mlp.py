@@ -12,6 +12,7 @@ import torch
 from torch.testing import assert_close
 
 from cnnviz.handwork import mlp
+from cnnviz.numbers import fmt
 from cnnviz.render import dot
 
 F64 = torch.float64
@@ -105,7 +106,7 @@ def test_relu_worked_example_numbers_from_the_issue():
 def test_sigmoid_worked_example_loss_at_step_0():
     step = mlp.train(mlp.default_config("sigmoid"), 1).steps[0]
     assert f"{step.loss:.6f}" == "0.242520"
-    assert mlp.fmt(step.loss, "f") == "0.242520"
+    assert fmt(step.loss, style="f") == "0.242520"
     text = {e.symbol: e.text for e in mlp.explain_step(step)}
     assert text["E_total"].endswith("= 0.242520")
     assert text["dE/dw5"].startswith("dE/dw5 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1 = (0.606478 - 0.01)*0.606478*")
@@ -164,7 +165,7 @@ def test_every_equation_shown_states_the_torch_value(preset):
             assert_close(torch.tensor(e.value, dtype=F64), torch.tensor(expected[e.symbol], dtype=F64),
                          msg=f"step {k}: {e.text}")
             assert e.text.startswith(f"{e.symbol} = ")
-            assert f"= {mlp.fmt(e.value, mlp.PRESETS[preset].style)}" in e.text
+            assert f"= {fmt(e.value, style=mlp.PRESETS[preset].style)}" in e.text
 
 
 # ------------------------------------------------------------------------------------------------- divergence

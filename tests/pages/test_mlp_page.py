@@ -10,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import mlp
+from cnnviz.numbers import fmt
 from tests.conftest import ROOT, open_page, wait_for_idle
 from tests.handwork.test_mlp import torch_step, torch_train
 
@@ -109,26 +110,26 @@ def test_mlp_page_numbers_follow_edited_weights_like_torch():
     weights = {"w1": 0.5, "w2": 1.0, "w3": 2.0, "w4": -2.0, "w5": 1.0}
     values, loss, grads = torch_step("relu", {"x": 1.5}, {"y": 3.0}, weights)
     text = page_text(at)
-    assert f"L: {mlp.fmt(loss)}" in text
-    assert f"o = w4 * c + w5 * e = -2*{mlp.fmt(values['c'])} + 1*{mlp.fmt(values['e'])} = {mlp.fmt(values['o'])}" \
+    assert f"L: {fmt(loss)}" in text
+    assert f"o = w4 * c + w5 * e = -2*{fmt(values['c'])} + 1*{fmt(values['e'])} = {fmt(values['o'])}" \
         in text
     for name in ("w1", "w2", "w3", "w4", "w5"):
         new = weights[name] - 0.1 * grads[name]
         assert f"new {name} = {name} - lr * dL/d{name} = " in text
-        assert f"= {mlp.fmt(new)}" in text, name
+        assert f"= {fmt(new)}" in text, name
 
 
 def test_mlp_page_step_slider_shows_what_torch_computes_at_that_step():
     at = run(MLP_PAGE)
     at.segmented_control[0].set_value("sigmoid").run()
-    at.slider[0].set_value(7).run()
+    at.select_slider(key="mlp_step_sigmoid").set_value(7).run()
     assert not at.exception
     reference = torch_train(mlp.default_config("sigmoid"), 8)
     _weights, values, loss, grads, new = reference[7]
     text = page_text(at)
-    assert "step: 7" in text and f"E_total: {mlp.fmt(loss, 'f')}" in text
-    assert f"= {mlp.fmt(values['a_o1'], 'f')}" in text
-    assert f"= {mlp.fmt(grads['w5'], 'f')}" in text and f"= {mlp.fmt(new['w8'], 'f')}" in text
+    assert "step: 7" in text and f"E_total: {fmt(loss, style='f')}" in text
+    assert f"= {fmt(values['a_o1'], style='f')}" in text
+    assert f"= {fmt(grads['w5'], style='f')}" in text and f"= {fmt(new['w8'], style='f')}" in text
     assert "Forward pass at step 7" in text
 
 

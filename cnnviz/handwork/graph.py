@@ -1,20 +1,24 @@
 """Expression -> computational graph: values forward, gradients backward, one node per step.
 
 An expression such as ``(x + y) * z`` or ``sigmoid(w*x + b)`` is parsed with Python's ``ast`` against a whitelist
-(never ``eval``), turned into value nodes (inputs, constants, one node per operation), evaluated in float64 and
-differentiated with each operation's local rule, the way micrograd's ``Value`` does it. The result is a frozen
-:class:`ComputationalGraph` whose :class:`GraphStep` records walk the forward pass and then the backward pass node by
-node, each with the equation a student would write, numbers substituted. :func:`graph_dot` draws it as a DOT string.
+(never ``eval``) into value nodes (inputs, constants, one node per operation). :func:`build_graph` then runs three
+plain passes: :func:`evaluate` (values, float64), :func:`backpropagate` (gradients, each operation's local rule from
+:mod:`cnnviz.handwork.graph_ops`, exactly as torch autograd computes them) and :func:`walk` (the steps a student
+follows, each an equation with the numbers put in, written with enough digits to be true). :func:`torch_code` writes
+the PyTorch program that recomputes every number. ``cnnviz.render.dot.graph_dot`` draws the result.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import keyword
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
+from cnnviz.handwork.graph_ops import FUNCTIONS, OPERATORS
+from cnnviz.handwork.graph_text import backward_step, exact_text, fill, formula, forward_step, paren
 
 MAX_CHARS = 200
 MAX_NODES = 60
@@ -22,7 +26,6 @@ MAX_CONSTANT_EXPONENT = 100.0
 DEFAULT_EXPRESSION = "(x + y) * z"
 DEFAULT_VALUES: dict[str, float] = {"x": -2.0, "y": 5.0, "z": -4.0}
 EXAMPLES: tuple[str, ...] = ("(x + y) * z", "sigmoid(w*x + b)", "(a*b + c)**2", "x*y + x", "log(exp(x) + exp(y))")
-FUNCTIONS: dict[str, int] = {"exp": 1, "log": 1, "sigmoid": 1, "tanh": 1, "relu": 1, "max": 2, "min": 2}
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _INTERMEDIATE_NAMES = ("q", "r", "s", "t", "u", "v", "g", "h", "k", "m", "n", "p")
 _OUTPUT_NAMES = ("f", "F", "out", "result")
@@ -38,8 +41,8 @@ class GraphNode:
 
     id: str
     name: str  # "x", "2", "q", "f"
-    kind: str  # "input" | "const" | "op"
-    op: str = ""  # "+", "-", "*", "/", "**", "neg", "exp", "log", "sigmoid", "tanh", "relu", "max", "min"
+    kind: str  # "input" | "const" (a number written in the formula) | "op"
+    op: str = ""  # a key of graph_ops.OPERATORS
     inputs: tuple[str, ...] = ()  # operand node ids, in order
     formula: str = ""  # the operation written with its operands' names, e.g. "x + y"
     value: float = math.nan
@@ -56,7 +59,8 @@ class GraphEdge:
     slot: int
     local_formula: str  # d target / d source, in names: "1", "z", "q * (1 - q)"
     local_grad: float | None  # its value; None when the source is a constant
-    contribution: float | None  # d output / d target * local gradient: this path's share of the source's gradient
+    contribution: float | None  # this path's share of the source's gradient, as torch computes it
+    gated: bool = False  # torch writes an exact 0 for this path (relu off, max/min loser, zero exponent)
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,10 @@ class ComputationalGraph:
     warnings: tuple[str, ...]  # inf/nan values or gradients, in words
 
     def node(self, node_id: str) -> GraphNode:
-        for n in self.nodes:
-            if n.id == node_id:
-                return n
-        raise KeyError(node_id)
+        return self._by_id()[node_id]
+
+    def _by_id(self) -> dict[str, GraphNode]:
+        return {n.id: n for n in self.nodes}
 
     def by_name(self, name: str) -> GraphNode:
         for n in self.nodes:
@@ -121,33 +125,6 @@ class ParsedExpression:
     output: str
 
 
-# --------------------------------------------------------------------------------------------------------- numbers
-def fmt(value: float | None) -> str:
-    """A number as a student would write it: 3, -4, 0.5, 0.731059, 1.5e+10, inf, nan."""
-    if value is None:
-        return ""
-    v = float(value)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if v == round(v) and abs(v) < 1e15:
-        return str(round(v))
-    return f"{v:.6g}"
-
-
-def _num(value: float | None, first: bool = True) -> str:
-    """A number inside a longer expression: negative ones after the first get parentheses."""
-    s = fmt(value)
-    return s if first or not s.startswith("-") else f"({s})"
-
-
-def _paren(name: str) -> str:
-    return f"({name})" if name.startswith("-") or " " in name else name
-
-
 # --------------------------------------------------------------------------------------------------------- parsing
 def _rejected(node: ast.AST) -> GraphError:
     what = {
@@ -162,70 +139,63 @@ def _rejected(node: ast.AST) -> GraphError:
     )
 
 
+def _number(node: ast.AST) -> float | None:
+    """The value of a number literal, else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        try:
+            return float(node.value)
+        except OverflowError:
+            raise GraphError("That number is too large; use numbers below 1e300.") from None
+    return None
+
+
 class _Builder:
     """Walks a whitelisted AST and records nodes in topological (post-)order."""
 
     def __init__(self) -> None:
-        self.nodes: list[dict] = []
+        self.nodes: list[GraphNode] = []
         self.var_ids: dict[str, str] = {}
 
     def _add(self, **fields) -> str:
         if len(self.nodes) >= MAX_NODES:
             raise GraphError(f"This expression needs more than {MAX_NODES} nodes; shorten it.")
         node_id = f"n{len(self.nodes)}"
-        self.nodes.append({"id": node_id, **fields})
+        self.nodes.append(GraphNode(id=node_id, **fields))
         return node_id
-
-    def const_value(self, node_id: str) -> float | None:
-        node = self.nodes[int(node_id[1:])]
-        return None if node["requires_grad"] else node["value"]
 
     def _constant(self, value: float) -> str:
         if not math.isfinite(value):
             raise GraphError(f"The constant {value} is too large; use numbers below 1e300.")
-        return self._add(kind="const", name=fmt(value), op="", inputs=(), value=float(value), requires_grad=False)
+        return self._add(kind="const", name=exact_text(value), value=value)
+
+    def _variable(self, name: str) -> str:
+        if name.startswith("_"):
+            raise GraphError(f"Variable names cannot start with an underscore: {name[:20]!r}.")
+        if name in FUNCTIONS:
+            raise GraphError(f"{name} is a function: write {name}(...).")
+        if len(name) > 20:
+            raise GraphError("Variable names can have at most 20 characters.")
+        if name not in self.var_ids:
+            self.var_ids[name] = self._add(kind="input", name=name, requires_grad=True)
+        return self.var_ids[name]
 
     def visit(self, node: ast.AST) -> str:
         if isinstance(node, ast.Expression):
             return self.visit(node.body)
         if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            value = _number(node)
+            if value is None:
                 raise _rejected(node)
-            try:
-                return self._constant(float(node.value))
-            except OverflowError:
-                raise GraphError("That number is too large; use numbers below 1e300.") from None
+            return self._constant(value)
         if isinstance(node, ast.Name):
-            name = node.id
-            if name.startswith("_"):
-                raise GraphError(f"Variable names cannot start with an underscore: {name[:20]!r}.")
-            if name in FUNCTIONS:
-                raise GraphError(f"{name} is a function: write {name}(...).")
-            if len(name) > 20:
-                raise GraphError("Variable names can have at most 20 characters.")
-            if name not in self.var_ids:
-                self.var_ids[name] = self._add(kind="input", name=name, op="", inputs=(), value=math.nan,
-                                               requires_grad=True)
-            return self.var_ids[name]
+            return self._variable(node.id)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             if isinstance(node.op, ast.UAdd):
                 return self.visit(node.operand)
-            if isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)) \
-                    and not isinstance(node.operand.value, bool):
-                return self._constant(-float(node.operand.value))
-            return self._op("neg", [self.visit(node.operand)])
+            value = _number(node.operand)
+            return self._constant(-value) if value is not None else self._op("neg", [self.visit(node.operand)])
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            op = _BINARY[type(node.op)]
-            left = self.visit(node.left)
-            right = self.visit(node.right)
-            if op == "**":
-                exponent = self.const_value(right)
-                if exponent is not None and not (abs(exponent) <= MAX_CONSTANT_EXPONENT):
-                    raise GraphError(
-                        f"The exponent {fmt(exponent)} is too large: constant exponents must lie between "
-                        f"-{fmt(MAX_CONSTANT_EXPONENT)} and {fmt(MAX_CONSTANT_EXPONENT)}."
-                    )
-            return self._op(op, [left, right])
+            return self._op(_BINARY[type(node.op)], [self.visit(node.left), self.visit(node.right)])
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 called = node.func.id if isinstance(node.func, ast.Name) else "that"
@@ -240,11 +210,20 @@ class _Builder:
 
     def _op(self, op: str, inputs: list[str]) -> str:
         operands = [self.nodes[int(i[1:])] for i in inputs]
-        requires_grad = any(o["requires_grad"] for o in operands)
-        value = math.nan
-        if not requires_grad:  # constant subexpression: known now (used to reject huge exponents early)
-            value = _apply(op, [o["value"] for o in operands])
-        return self._add(kind="op", name="", op=op, inputs=tuple(inputs), value=value, requires_grad=requires_grad)
+        requires_grad = any(o.requires_grad for o in operands)
+        if op == "**" and not operands[1].requires_grad:  # a constant exponent: known now
+            exponent = self._constant_value(operands[1])
+            if not abs(exponent) <= MAX_CONSTANT_EXPONENT:
+                raise GraphError(f"The exponent {exact_text(exponent)} is too large: constant exponents must lie "
+                                 f"between -{MAX_CONSTANT_EXPONENT:g} and {MAX_CONSTANT_EXPONENT:g}.")
+        return self._add(kind="op", name="", op=op, inputs=tuple(inputs), requires_grad=requires_grad)
+
+    def _constant_value(self, node: GraphNode) -> float:
+        """The value of a node that depends on no variable (a constant sub-expression)."""
+        if node.kind == "const":
+            return node.value
+        operands = [self.nodes[int(i[1:])] for i in node.inputs]
+        return _apply(node, operands, [self._constant_value(o) for o in operands])
 
 
 def parse_expression(text: str) -> ParsedExpression:
@@ -275,184 +254,49 @@ def parse_expression(text: str) -> ParsedExpression:
         output = builder.visit(tree)
     except RecursionError:
         raise GraphError("The expression is nested too deeply; simplify it.") from None
-    raw = builder.nodes
     variables = tuple(builder.var_ids)
     if not variables:
         raise GraphError("Use at least one variable (a name such as x), so there is something to differentiate.")
-    if raw[int(output[1:])]["kind"] != "op":
+    if builder.nodes[int(output[1:])].kind != "op":
         raise GraphError("Write at least one operation, for example x * y.")
     taken = set(variables)
     output_name = next(n for n in _OUTPUT_NAMES if n not in taken)
-    taken.add(output_name)
-    pool = [n for n in _INTERMEDIATE_NAMES if n not in taken]
-    pool += [f"q{i}" for i in range(1, MAX_NODES + 1) if f"q{i}" not in taken]
-    names = iter(pool)
-    for node in raw:
-        if node["kind"] == "op":
-            node["name"] = output_name if node["id"] == output else next(names)
-    by_id = {n["id"]: n for n in raw}
-    nodes = tuple(
-        GraphNode(
-            id=n["id"], name=n["name"], kind=n["kind"], op=n["op"], inputs=n["inputs"],
-            formula=_formula(n["op"], [by_id[i]["name"] for i in n["inputs"]]) if n["kind"] == "op" else "",
-            value=n["value"] if n["kind"] == "const" else math.nan, requires_grad=n["requires_grad"],
-        )
-        for n in raw
-    )
-    return ParsedExpression(text=text, variables=variables, nodes=nodes, output=output)
+    pool = iter([n for n in _INTERMEDIATE_NAMES if n not in taken | {output_name}]
+                + [f"q{i}" for i in range(1, MAX_NODES + 1) if f"q{i}" not in taken])
+    named: dict[str, GraphNode] = {}
+    for n in builder.nodes:
+        if n.kind == "op":
+            name = output_name if n.id == output else next(pool)
+            n = replace(n, name=name, formula=formula(OPERATORS[n.op], [named[i].name for i in n.inputs]))
+        named[n.id] = n
+    return ParsedExpression(text=text, variables=variables, nodes=tuple(named.values()), output=output)
 
 
-# ------------------------------------------------------------------------------------------- operations and rules
-def _apply(op: str, args: list[float]) -> float:
-    """One operation in float64, with inf/nan (not exceptions) for division by zero, log(-1), overflow."""
-    a = np.float64(args[0])
-    b = np.float64(args[1]) if len(args) > 1 else np.float64(0.0)
-    with np.errstate(all="ignore"):
-        result = {
-            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: np.divide(a, b),
-            "**": lambda: np.power(a, b), "neg": lambda: -a, "exp": lambda: np.exp(a), "log": lambda: np.log(a),
-            "sigmoid": lambda: 1.0 / (1.0 + np.exp(-a)), "tanh": lambda: np.tanh(a),
-            "relu": lambda: np.maximum(a, 0.0), "max": lambda: np.maximum(a, b), "min": lambda: np.minimum(a, b),
-        }[op]()
-    return float(result)
+# ---------------------------------------------------------------------------------------------- the three passes
+def _apply(node: GraphNode, operands: list[GraphNode], args: list[float]) -> float:
+    scalar = node.op == "**" and operands[1].kind == "const"  # torch: tensor ** number takes its fast paths
+    return OPERATORS[node.op].value(args[0], args[1] if len(args) > 1 else 0.0, scalar)
 
 
-def _formula(op: str, names: list[str]) -> str:
-    a = _paren(names[0])
-    b = _paren(names[1]) if len(names) > 1 else ""
-    if op in ("+", "-", "*", "/"):
-        return f"{a} {op} {b}"
-    if op == "**":
-        return f"{a}**{b}"
-    if op == "neg":
-        return f"-{a}"
-    if op in ("max", "min"):
-        return f"{op}({names[0]}, {names[1]})"
-    return f"{op}({names[0]})"
-
-
-def _substituted(op: str, values: list[float]) -> str:
-    if op in ("+", "-", "*", "/"):
-        return f"{_num(values[0])} {op} {_num(values[1], first=False)}"
-    if op == "**":
-        return f"{_num(values[0], first=False)}**{_num(values[1], first=False)}"
-    if op == "neg":
-        return f"-{_num(values[0], first=False)}"
-    return f"{op}({', '.join(fmt(v) for v in values)})"
-
-
-def _local_rules(op: str, names: list[str], out: str) -> list[str]:
-    """d out / d operand for each operand, written with names."""
-    a = _paren(names[0])
-    b = _paren(names[1]) if len(names) > 1 else ""
-    rules = {
-        "+": ["1", "1"], "-": ["1", "-1"], "*": [b, a], "/": [f"1/{b}", f"-{a}/{b}**2"],
-        "**": [f"{b} * {a}**({b} - 1)", f"{out} * log({a})"], "neg": ["-1"], "exp": [f"exp({a})"],
-        "log": [f"1/{a}"], "sigmoid": [f"{out} * (1 - {out})"], "tanh": [f"1 - {out}**2"],
-        "relu": [f"(1 if {a} > 0 else 0)"],
-        "max": [f"(1 if {a} > {b} else 0)", f"(1 if {b} > {a} else 0)"],
-        "min": [f"(1 if {a} < {b} else 0)", f"(1 if {b} < {a} else 0)"],
-    }[op]
-    return rules
-
-
-def _local_substituted(op: str, args: list[float], out: float) -> list[str]:
-    """The local rules of :func:`_local_rules` with the numbers put in."""
-    a = _num(args[0], first=False)
-    b = _num(args[1], first=False) if len(args) > 1 else ""
-    y = _num(out, first=False)
-    return {
-        "+": ["1", "1"], "-": ["1", "-1"], "*": [b, a], "/": [f"1/{b}", f"-{a}/{b}**2"],
-        "**": [f"{b} * {a}**({b} - 1)", f"{y} * log({a})"], "neg": ["-1"], "exp": [f"exp({a})"],
-        "log": [f"1/{a}"], "sigmoid": [f"{y} * (1 - {y})"], "tanh": [f"1 - {y}**2"], "relu": [""],
-        "max": ["", ""], "min": ["", ""],
-    }[op]
-
-
-def _chain(*parts: str) -> str:
-    """Join ``a = b = c``, dropping empty parts and any part that repeats the previous one."""
-    kept: list[str] = []
-    for part in parts:
-        if not part:
-            continue
-        if kept and _bare(part) == _bare(kept[-1]):
-            kept[-1] = part  # the later spelling wins: "z = (-4)" then "-4" gives "z = -4"
-        else:
-            kept.append(part)
-    return " = ".join(kept)
-
-
-def _bare(text: str) -> str:
-    return text[1:-1] if text.startswith("(") and text.endswith(")") and text.count("(") == 1 else text
-
-
-def _local_grads(op: str, args: list[float], out: float) -> list[float]:
-    """d out / d operand for each operand, following torch's backward formulas (ties and zeros included)."""
-    a = np.float64(args[0])
-    b = np.float64(args[1]) if len(args) > 1 else np.float64(0.0)
-    y = np.float64(out)
-    with np.errstate(all="ignore"):
-        if op == "+":
-            grads = [1.0, 1.0]
-        elif op == "-":
-            grads = [1.0, -1.0]
-        elif op == "*":
-            grads = [b, a]
-        elif op == "/":
-            grads = [np.divide(1.0, b), -np.divide(np.divide(a, b), b)]
-        elif op == "**":
-            d_base = 0.0 if b == 0 else b * np.power(a, b - 1.0)
-            d_exp = 0.0 if (a == 0 and b >= 0) else y * np.log(a)
-            grads = [d_base, d_exp]
-        elif op == "neg":
-            grads = [-1.0]
-        elif op == "exp":
-            grads = [y]
-        elif op == "log":
-            grads = [np.divide(1.0, a)]
-        elif op == "sigmoid":
-            grads = [(1.0 - y) * y]
-        elif op == "tanh":
-            grads = [1.0 - y * y]
-        elif op == "relu":
-            grads = [1.0 if y > 0 else 0.0]
-        elif op in ("max", "min"):
-            first_wins = a > b if op == "max" else a < b
-            second_wins = b > a if op == "max" else b < a
-            grads = [0.5, 0.5] if a == b else [float(first_wins), float(second_wins)]
-        else:  # pragma: no cover - the parser only creates the ops above
-            raise GraphError(f"unknown operation {op}")
-    return [float(g) for g in grads]
-
-
-def _contribution(op: str, upstream: float, local: float) -> float:
-    """upstream * local, except where torch masks (relu, max, min, zero exponent): a masked path adds exactly 0."""
-    if local == 0.0 and op in ("relu", "max", "min", "**"):
-        return 0.0
-    with np.errstate(all="ignore"):
-        return float(np.float64(upstream) * np.float64(local))
-
-
-# --------------------------------------------------------------------------------------------------------- graph
-def build_graph(text: str, values: Mapping[str, float]) -> ComputationalGraph:
-    """Parse ``text``, evaluate it at ``values`` and backpropagate, recording one step per node and pass.
+def evaluate(parsed: ParsedExpression, values: Mapping[str, float]) -> dict[str, float]:
+    """Forward pass: every node's value in float64, inf/nan as torch gives them.
 
     Args:
-        text: the expression, e.g. ``"(x + y) * z"``.
-        values: a number for every variable; missing ones default to 1.
+        parsed: from :func:`parse_expression`.
+        values: a finite number for every variable (missing ones take :func:`default_values`).
     Returns:
-        the graph with values, gradients, edges (local gradients) and the forward-then-backward steps.
+        node id -> value.
     Raises:
-        GraphError: for an expression outside the whitelist or limits, or a value that is not a number.
+        GraphError: a value that is not a finite number, with the variable named.
     """
-    parsed = parse_expression(text)
+    defaults = default_values(parsed.variables)
     value: dict[str, float] = {}
+    by_id = {n.id: n for n in parsed.nodes}
     for n in parsed.nodes:
         if n.kind == "input":
-            raw = values.get(n.name, 1.0)
             try:
-                v = float(raw)
-            except (TypeError, ValueError):
+                v = float(values.get(n.name, defaults[n.name]))
+            except (TypeError, ValueError, OverflowError):
                 raise GraphError(f"The value of {n.name} must be a number.") from None
             if not math.isfinite(v):
                 raise GraphError(f"The value of {n.name} must be a finite number.")
@@ -460,155 +304,229 @@ def build_graph(text: str, values: Mapping[str, float]) -> ComputationalGraph:
         elif n.kind == "const":
             value[n.id] = n.value
         else:
-            value[n.id] = _apply(n.op, [value[i] for i in n.inputs])
+            value[n.id] = _apply(n, [by_id[i] for i in n.inputs], [value[i] for i in n.inputs])
+    return value
 
+
+@dataclass(frozen=True)
+class Backward:
+    """What the backward pass found: gradients and, per (operation, slot), the local gradient and the path's share."""
+
+    grad: dict[str, float]
+    local: dict[tuple[str, int], float]
+    share: dict[tuple[str, int], float]
+    gated: dict[tuple[str, int], bool]
+
+
+def operand_values(node: GraphNode, value: Mapping[str, float]) -> tuple[float, float, float]:
+    """(a, b, y) of an operation node; b is 0 for a unary one."""
+    args = [value[i] for i in node.inputs]
+    return args[0], args[1] if len(args) > 1 else 0.0, value[node.id]
+
+
+def scalar_exponent(node: GraphNode, by_id: Mapping[str, GraphNode]) -> bool:
+    """A ``**`` whose exponent is a number written in the formula (torch: ``tensor ** number``)."""
+    return node.op == "**" and by_id[node.inputs[1]].kind == "const"
+
+
+def backpropagate(parsed: ParsedExpression, value: Mapping[str, float]) -> Backward:
+    """Backward pass in reverse topological order, each path's share computed with torch's backward formula."""
     by_id = {n.id: n for n in parsed.nodes}
-    out_id = parsed.output
-    out_name = by_id[out_id].name
-    consumers: dict[str, list[tuple[str, int]]] = {n.id: [] for n in parsed.nodes}
-    for n in parsed.nodes:
-        for slot, i in enumerate(n.inputs):
-            consumers[i].append((n.id, slot))
-
-    # backward: reverse topological order; every consumer of a node comes later in forward order
-    grad: dict[str, float] = {out_id: 1.0}
-    local: dict[tuple[str, int], tuple[str, str, float]] = {}  # (rule in names, rule in numbers, value)
-    contribution: dict[tuple[str, int], float] = {}
+    grad: dict[str, float] = {parsed.output: 1.0}
+    local: dict[tuple[str, int], float] = {}
+    share: dict[tuple[str, int], float] = {}
+    gated: dict[tuple[str, int], bool] = {}
     for n in reversed(parsed.nodes):
         if n.kind != "op":
             continue
-        names = [by_id[i].name for i in n.inputs]
-        rules = _local_rules(n.op, names, n.name)
-        args = [value[i] for i in n.inputs]
-        grads = _local_grads(n.op, args, value[n.id])
-        numbers = _local_substituted(n.op, args, value[n.id])
+        op, scalar = OPERATORS[n.op], scalar_exponent(n, by_id)
+        a, b, y = operand_values(n, value)
+        locals_, gates = op.local(a, b, y, scalar), op.gated(a, b, y, scalar)
+        shares = op.backward(grad[n.id], a, b, y, scalar) if n.requires_grad else ()
         for slot, i in enumerate(n.inputs):
-            local[(n.id, slot)] = (rules[slot], numbers[slot], grads[slot])
+            local[(n.id, slot)], gated[(n.id, slot)] = locals_[slot], gates[slot]
             if n.requires_grad and by_id[i].requires_grad:
-                share = _contribution(n.op, grad[n.id], grads[slot])
-                contribution[(n.id, slot)] = share
-                grad[i] = share if i not in grad else float(np.float64(grad[i]) + np.float64(share))
+                share[(n.id, slot)] = shares[slot]
+                grad[i] = shares[slot] if i not in grad else grad[i] + shares[slot]
+    return Backward(grad=grad, local=local, share=share, gated=gated)
 
-    nodes = tuple(
-        GraphNode(id=n.id, name=n.name, kind=n.kind, op=n.op, inputs=n.inputs, formula=n.formula,
-                  value=value[n.id], grad=grad.get(n.id) if n.requires_grad else None,
-                  requires_grad=n.requires_grad)
-        for n in parsed.nodes
-    )
+
+def build_graph(text: str, values: Mapping[str, float]) -> ComputationalGraph:
+    """Parse ``text``, evaluate it at ``values`` and backpropagate, recording one step per node and pass.
+
+    Args:
+        text: the expression, e.g. ``"(x + y) * z"``.
+        values: a number for every variable; missing ones take :func:`default_values`.
+    Returns:
+        the graph with values, gradients, edges (local gradients) and the forward-then-backward steps.
+    Raises:
+        GraphError: for an expression outside the whitelist or limits, or a value that is not a number.
+    """
+    parsed = parse_expression(text)
+    value = evaluate(parsed, values)
+    back = backpropagate(parsed, value)
+    nodes = tuple(replace(n, value=value[n.id], grad=back.grad.get(n.id) if n.requires_grad else None)
+                  for n in parsed.nodes)
+    by_id = {n.id: n for n in nodes}
     edges = tuple(
-        GraphEdge(source=i, target=n.id, slot=slot, local_formula=local[(n.id, slot)][0],
-                  local_grad=local[(n.id, slot)][2] if by_id[i].requires_grad else None,
-                  contribution=contribution.get((n.id, slot)))
-        for n in parsed.nodes for slot, i in enumerate(n.inputs)
+        GraphEdge(source=i, target=n.id, slot=slot,
+                  local_formula=rule_text(n, slot, by_id), local_grad=back.local[(n.id, slot)]
+                  if by_id[i].requires_grad else None,
+                  contribution=back.share.get((n.id, slot)), gated=back.gated[(n.id, slot)])
+        for n in nodes for slot, i in enumerate(n.inputs)
     )
-    node_of = {n.id: n for n in nodes}
-
-    steps: list[GraphStep] = []
-    for n in nodes:  # forward
-        if n.kind == "input":
-            eq = f"{n.name} = {fmt(n.value)}   (input)"
-        elif n.kind == "const":
-            eq = f"{n.name}   (constant)"
-        else:
-            eq = f"{n.name} = {n.formula} = {_substituted(n.op, [node_of[i].value for i in n.inputs])} = {fmt(n.value)}"
-        steps.append(GraphStep(index=len(steps), phase="forward", node=n.id, involved=n.inputs, equation=eq))
-
-    shared = tuple(v for v in parsed.variables if len(consumers[_variable_id(parsed, v)]) > 1)
-    for n in reversed(nodes):  # backward
-        if not n.requires_grad:
-            continue
-        sym = f"d{out_name}/d{n.name}"
-        if n.id == out_id:
-            steps.append(GraphStep(
-                index=len(steps), phase="backward", node=n.id, involved=(), equation=f"{sym} = 1",
-                details=(f"The backward pass starts at the output: the gradient of {out_name} with respect to "
-                         "itself is 1.",),
-            ))
-            continue
-        sym_terms, num_terms, details = [], [], []
-        uses = consumers[n.id]
-        for target, slot in uses:
-            t = node_of[target]
-            rule, rule_numbers, lg = local[(target, slot)]
-            local_line = _chain(f"d{t.name}/d{n.name}", rule, rule_numbers, fmt(lg))
-            if target == out_id:  # d out/d out = 1, so this path's factor is the local gradient itself
-                sym_terms.append(_paren(rule) if len(uses) > 1 else rule)
-                num_terms.append(_num(lg, first=not num_terms))
-            else:
-                sym_terms.append(f"d{out_name}/d{t.name} * d{t.name}/d{n.name}")
-                num_terms.append(f"{_num(t.grad, first=not num_terms)} * {_num(lg, first=False)}")
-            details.append(f"{local_line}   (local gradient of {t.name} = {t.formula})")
-        if len(uses) > 1:
-            details.append(f"{n.name} is used {len(uses)} times, so its gradient is the sum of the gradients along "
-                           f"all {len(uses)} paths.")
-        if len(uses) == 1 and uses[0][0] == out_id:
-            equation = _chain(sym, sym_terms[0], local[(out_id, uses[0][1])][1], fmt(n.grad))
-        else:
-            equation = _chain(sym, " + ".join(sym_terms), " + ".join(num_terms), fmt(n.grad))
-        steps.append(GraphStep(index=len(steps), phase="backward", node=n.id,
-                               involved=tuple(dict.fromkeys(t for t, _ in uses)), equation=equation,
-                               details=tuple(details)))
-
+    steps = walk(nodes, edges, parsed.output)
+    uses = {n.name: sum(e.source == n.id for e in edges) for n in nodes if n.kind == "input"}
     warnings = []
     bad_values = [n.name for n in nodes if not math.isfinite(n.value)]
     if bad_values:
         warnings.append(f"Not a finite number: {', '.join(bad_values)} (division by zero, log of a negative or "
-                        "zero number, or overflow). The result shows inf or nan; change the inputs.")
+                        "zero number, or overflow). The page shows inf or nan where torch does; change the inputs.")
     bad_grads = [n.name for n in nodes if n.grad is not None and not math.isfinite(n.grad)]
     if bad_grads:
-        warnings.append(f"The gradient is not a finite number at: {', '.join(bad_grads)}.")
+        warnings.append(f"The gradient is not a finite number at: {', '.join(bad_grads)} (torch gives the same).")
     return ComputationalGraph(
-        expression=parsed.text, variables=parsed.variables, nodes=nodes, edges=edges, steps=tuple(steps),
-        output=out_id, shared=shared, warnings=tuple(warnings),
+        expression=parsed.text, variables=parsed.variables, nodes=nodes, edges=edges, steps=steps,
+        output=parsed.output, shared=tuple(v for v in parsed.variables if uses[v] > 1), warnings=tuple(warnings),
     )
 
 
-def _variable_id(parsed: ParsedExpression, name: str) -> str:
-    """The node id of variable ``name``."""
-    return next(n.id for n in parsed.nodes if n.kind == "input" and n.name == name)
+def rule_text(node: GraphNode, slot: int, by_id: Mapping[str, GraphNode]) -> str:
+    """d node / d operand ``slot`` as a rule in names, e.g. ``"z"`` or ``"f * (1 - f)"``."""
+    op = OPERATORS[node.op]
+    exponent = by_id[node.inputs[1]].value if node.op == "**" else 0.0
+    names = [by_id[i].name for i in node.inputs]
+    return fill(op.rules(scalar_exponent(node, by_id), exponent)[slot], names, node.name)
 
 
-# ------------------------------------------------------------------------------------------------------- helpers
+def walk(nodes: tuple[GraphNode, ...], edges: tuple[GraphEdge, ...], output: str) -> tuple[GraphStep, ...]:
+    """The steps: forward over every node in order, then backward over every node that needs a gradient."""
+    by_id = {n.id: n for n in nodes}
+    steps = [GraphStep(index=i, phase="forward", node=n.id, involved=n.inputs, equation=eq, details=details)
+             for i, n in enumerate(nodes) for eq, details in [forward_step(n, by_id)]]
+    for n in reversed(nodes):
+        if n.requires_grad:
+            uses = tuple(e for e in edges if e.source == n.id)
+            equation, details = backward_step(n, uses, by_id, output)
+            steps.append(GraphStep(index=len(steps), phase="backward", node=n.id,
+                                   involved=tuple(dict.fromkeys(e.target for e in uses)), equation=equation,
+                                   details=details))
+    return tuple(steps)
+
+
+# ------------------------------------------------------------------------------------------------ starting values
 _VARIABLE_DEFAULTS: dict[str, float] = {**DEFAULT_VALUES, "w": 0.5, "b": 0.1, "a": 2.0, "c": -1.0}
+_SPARE_VALUES = (1.5, -0.5, 2.5, -1.5, 0.75, 3.0, -2.5, 1.25, -0.75, 2.0, 0.5, -3.0)
+
+
+def default_values(variables: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Distinct starting values: the worked example's x, y, z, a few familiar names, then 1.5, -0.5, 2.5, ...
+
+    Distinct values keep gradients apart: with every input at 1, sigmoid(w1*x1 + w2*x2 + b) has equal gradients.
+    """
+    chosen: dict[str, float] = {}
+    for name in variables:
+        if name in _VARIABLE_DEFAULTS and _VARIABLE_DEFAULTS[name] not in chosen.values():
+            chosen[name] = _VARIABLE_DEFAULTS[name]
+    spare = (v for v in _SPARE_VALUES + tuple(4.0 + i for i in range(len(variables))) if v not in chosen.values())
+    return {name: chosen[name] if name in chosen else next(spare) for name in variables}
 
 
 def default_value(name: str) -> float:
-    """The starting value of a variable field: the worked example's x, y, z; a few familiar names; else 1."""
-    return _VARIABLE_DEFAULTS.get(name, 1.0)
+    """The starting value of one variable on its own (see :func:`default_values` for several)."""
+    return default_values([name])[name]
 
 
-_TORCH_FUNCTIONS = {"exp": "torch.exp", "log": "torch.log", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh",
-                    "relu": "torch.relu", "max": "torch.maximum", "min": "torch.minimum"}
+# ------------------------------------------------------------------------------------------------------ links
+LINK_PARAMS = ("expr", "step")  # the page's own query parameters; a variable of that name uses "v.<name>"
+
+
+def variable_param(name: str) -> str:
+    """The query parameter that holds variable ``name`` in a link: its name (``v.step`` for a variable "step")."""
+    return f"v.{name}" if name in LINK_PARAMS else name
+
+
+def parse_link_expression(text: str) -> str:
+    """A link's formula, if the page accepts it. Raises GraphError (a ValueError) saying what is wrong."""
+    parse_expression(text)
+    return text
+
+
+def parse_link_value(text: str) -> float:
+    """A link's variable value: any finite float64. Raises ValueError for text, nan, inf or a number beyond 1.8e308."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError("it is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("it is not a finite number (float64 reaches about 1.8e308)")
+    return value
+
+
+def parse_link_step(text: str, count: int) -> int:
+    """A link's step: a whole number from 0 to count - 1. Raises ValueError saying the range."""
+    try:
+        step = int(text)
+    except (TypeError, ValueError):
+        raise ValueError("it is not a whole number") from None
+    if not 0 <= step < count:
+        raise ValueError(f"this formula has steps 0 to {count - 1}")
+    return step
+
+
+# ------------------------------------------------------------------------------------------------ the torch check
+_RESERVED = set(dir(builtins)) | set(keyword.kwlist) | {"torch"}
 
 
 def torch_code(graph: ComputationalGraph) -> str:
-    """PyTorch code that recomputes this graph's values and gradients with autograd (what the tests check)."""
-    node_of = {n.id: n for n in graph.nodes}
+    """PyTorch code that recomputes this graph's values and gradients with autograd, as printed on the page.
+
+    Numbers are written with ``repr`` (every digit); a number that must be a tensor (inside a function, as a
+    numerator or a base, or when no operand is one yet) is written as a float64 tensor, so the code runs as printed
+    and takes the same kernels as the page: ``2 / x`` as a division, ``x ** 2`` as torch's ``tensor ** number``.
+    """
+    by_id = {n.id: n for n in graph.nodes}
+    py: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.kind != "const":
+            name = n.name
+            while name in _RESERVED or name in py.values():
+                name += "_"  # a variable called "sum" or "torch" must not hide Python's or torch's
+            py[n.id] = name
     lines = ["import torch", ""]
     for v in graph.variables:
-        lines.append(f"{v} = torch.tensor({graph.by_name(v).value!r}, dtype=torch.float64, requires_grad=True)")
-
-    def operand(node_id: str, in_function: bool) -> str:
-        n = node_of[node_id]
-        if n.kind != "const":
-            return n.name
-        return f"torch.tensor({n.value!r}, dtype=torch.float64)" if in_function else _paren(n.name)
-
+        node = graph.by_name(v)
+        lines.append(f"{py[node.id]} = torch.tensor({node.value!r}, dtype=torch.float64, requires_grad=True)")
     for n in graph.nodes:
-        if n.kind != "op":
-            continue
-        if n.op in _TORCH_FUNCTIONS:
-            expr = f"{_TORCH_FUNCTIONS[n.op]}({', '.join(operand(i, True) for i in n.inputs)})"
-        elif n.op == "neg":
-            expr = f"-{operand(n.inputs[0], False)}"
-        else:
-            expr = (" ** " if n.op == "**" else f" {n.op} ").join(operand(i, False) for i in n.inputs)
-        lines.append(f"{n.name} = {expr}")
-    intermediates = [n.name for n in graph.nodes if n.kind == "op" and n.requires_grad and n.id != graph.output]
+        if n.kind == "op":
+            lines.append(f"{py[n.id]} = {_torch_expression(n, by_id, py)}")
+    intermediates = [n for n in graph.nodes if n.kind == "op" and n.requires_grad and n.id != graph.output]
     if intermediates:
-        lines.append(f"for _t in ({', '.join(intermediates)},):")
+        lines.append(f"for _t in ({', '.join(py[n.id] for n in intermediates)},):")
         lines.append("    _t.retain_grad()  # keep d(output)/d(intermediate) too")
-    out = graph.output_name
-    lines += [f"{out}.backward()", "", f"print('{out} =', {out}.item())"]
-    lines += [f"print('d{out}/d{name} =', {name}.grad.item())" for name in [*graph.variables, *intermediates]]
+    out = py[graph.output]
+    lines += [f"{out}.backward()", "", f"print('{graph.output_name} =', {out}.item())"]
+    for n in [graph.by_name(v) for v in graph.variables] + intermediates:
+        lines.append(f"print('d{graph.output_name}/d{n.name} =', {py[n.id]}.grad.item())")
     return "\n".join(lines)
+
+
+def _torch_expression(n: GraphNode, by_id: Mapping[str, GraphNode], py: Mapping[str, str]) -> str:
+    op = OPERATORS[n.op]
+    operands = [by_id[i] for i in n.inputs]
+    any_tensor = any(o.kind != "const" for o in operands)
+
+    def text(slot: int) -> str:
+        o = operands[slot]
+        if o.kind != "const":
+            return py[o.id]
+        as_tensor = op.is_function or (slot == 0 and (n.op in ("/", "**", "neg") or not any_tensor))
+        if as_tensor:
+            return f"torch.tensor({o.value!r}, dtype=torch.float64)"
+        return paren(repr(o.value))
+
+    if op.is_function:
+        return f"{op.torch}({', '.join(text(s) for s in range(op.arity))})"
+    if op.arity == 1:
+        return f"{op.torch}{text(0)}"
+    return op.torch.join(text(s) for s in range(2))

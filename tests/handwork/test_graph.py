@@ -11,6 +11,7 @@ import torch
 from torch.testing import assert_close
 
 from cnnviz.handwork import graph
+from cnnviz.numbers import fmt
 from cnnviz.render import dot
 
 F64 = torch.float64
@@ -256,7 +257,7 @@ def test_every_backward_equation_ends_in_the_nodes_gradient():
     for s in g.backward_steps:
         node = g.node(s.node)
         assert s.equation.startswith(f"df/d{node.name} = ")
-        assert s.equation.endswith(f"= {graph.fmt(node.grad)}") or s.equation == "df/df = 1"
+        assert s.equation.endswith(f"= {fmt(node.grad)}") or s.equation == "df/df = 1"
 
 
 def test_dot_reveals_values_and_gradients_only_when_the_walk_reaches_them():

@@ -8,6 +8,7 @@ import re
 
 from cnnviz.handwork import mlp
 from cnnviz.handwork.graph import ComputationalGraph
+from cnnviz.handwork.graph_ops import OPERATORS
 from cnnviz.handwork.mlp import MLPStep
 from cnnviz.numbers import fmt as _fmt
 
@@ -25,13 +26,14 @@ _CURRENT, _INVOLVED, _PLAIN = "#ffd54f", "#fff3c4", "#ffffff"
 _VALUE_COLOR, _GRAD_COLOR = "#1a7f37", "#c62828"
 
 
-def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
+def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int = 15) -> str:
     """The graph as a DOT string: value boxes (name, value, gradient) and operation circles, left to right.
 
     Args:
         graph: from :func:`build_graph`.
         step: index into ``graph.steps``; values appear once the forward pass reaches them, gradients once the
             backward pass does, and the step's node and the nodes it reads are highlighted. None shows everything.
+        font_px: label size (``ui.text_px()``: 15 normally, 18 in projector mode); gradients 2 px smaller, >= 12.
     Returns:
         DOT source for ``st.graphviz_chart``.
     """
@@ -46,7 +48,7 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
     lines = [
         "digraph G {",
         '  rankdir=LR; bgcolor="transparent"; nodesep=0.3; ranksep=0.45;',
-        '  node [fontname="Helvetica", fontsize=15, style="filled", fillcolor="#ffffff", color="#555555"];',
+        f'  node [fontname="Helvetica", fontsize={font_px}, style="filled", fillcolor="#ffffff", color="#555555"];',
         '  edge [color="#777777", arrowsize=0.7];',
     ]
     for n in graph.nodes:
@@ -57,7 +59,7 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
             rows.append(f'<font color="{_VALUE_COLOR}">{html.escape(value)}</font>')
         if n.requires_grad:
             g = fmt(n.grad) if n.id in reached_grad else "?"
-            rows.append(f'<font color="{_GRAD_COLOR}" point-size="13">d{html.escape(out_name)}/d'
+            rows.append(f'<font color="{_GRAD_COLOR}" point-size="{max(12, font_px - 2)}">d{html.escape(out_name)}/d'
                         f'{html.escape(n.name)} = {html.escape(g)}</font>')
         tip = f"{n.name} = {n.formula} = {value}" if n.kind == "op" else f"{n.name} = {value}"
         if n.requires_grad and n.id in reached_grad:
@@ -71,8 +73,9 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None) -> str:
             op_fill = _INVOLVED if current and (
                 (current.phase == "forward" and current.node == n.id) or
                 (current.phase == "backward" and n.id in involved)) else "#eef2f7"
-            symbol = {"neg": "−", "*": "×", "/": "÷", "-": "−"}.get(n.op, n.op)
-            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width=0.6 fontsize=15 fillcolor="{op_fill}" '
+            symbol = OPERATORS[n.op].symbol
+            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width={0.04 * font_px + 0.05:.2f} '
+                         f'fontsize={font_px} fillcolor="{op_fill}" '
                          f'label="{dot_escape(symbol)}" tooltip="{dot_escape(n.formula)}"];')
             lines.append(f"  op_{n.id} -> {n.id};")
     for e in graph.edges:

@@ -6,14 +6,34 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from cnnviz import ui
 from cnnviz.engine import digit_sum as ds
-from cnnviz.engine.checkpoints import available_stages, checkpoint_dir
-from cnnviz.engine.datasets import DataUnavailable, dataset_available, default_data_dir, load_arrays
+from cnnviz.engine.checkpoints import available_stages
 from cnnviz.render import digit_sum as render_ds
 from cnnviz.render import network as render_network
-from cnnviz.ui import canvas_input, get_model
 
 CANVAS_PX = 140
+DIGIT_PX = 84  # a 28x28 digit shown 3x, never stretched to the column
+MAX_SEED = 1_000_000
+MODE_IN_LINK = {"one of each": "one-of-each", "random": "random"}
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("it is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"use 0 to {MAX_SEED:,}")
+    return value
+
+
+def _mode(text: str) -> str:
+    modes = {v: k for k, v in MODE_IN_LINK.items()}
+    if text not in modes:
+        raise ValueError(f"choose {' or '.join(modes)}")
+    return modes[text]
+
 
 st.title("Digit-sum challenge")
 st.markdown(
@@ -38,7 +58,7 @@ if len(stages) > 1 or (stages and "final" not in stages):
     stage = st.radio("Model snapshot", stages[::-1], key="ds_stage", horizontal=True,
                      format_func=lambda s: labels.get(s, s),
                      help="Snapshots taken while the model learned: try the untrained one to see a sum by chance.")
-loaded = get_model("mnist", stage)
+loaded = ui.get_model("mnist", stage)
 if loaded is None:
     st.info("This page needs the trained MNIST model. Train it with `python -m cnnviz.train mnist`, or set "
             "CNNVIZ_CHECKPOINT_DIR to a folder holding `mnist.safetensors` and its `mnist.json` card.")
@@ -63,16 +83,15 @@ if history is not None:
 
 
 def digit_row(draw: ds.DigitDraw) -> None:
-    """The digits with their true and predicted labels, five or ten to a row."""
-    per_row = 10 if len(draw.true_labels) > 5 else max(len(draw.true_labels), 1)
-    cols = st.columns(per_row)
-    for k, (img, true, pred, conf) in enumerate(zip(draw.images, draw.true_labels, draw.predicted, draw.confidence,
-                                                    strict=True)):
-        with cols[k % per_row]:
-            st.image(render_ds.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width="stretch")
+    """The digits with their true and predicted labels, ten columns wide, each digit at a fixed 84 px."""
+    cols = st.columns(ds.DIGITS)
+    for k, (index, img, true, pred, conf) in enumerate(zip(draw.indices, draw.images, draw.true_labels,
+                                                           draw.predicted, draw.confidence, strict=True)):
+        with cols[k % ds.DIGITS]:
+            st.image(render_ds.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width=DIGIT_PX)
             mark = "✓" if pred == true else "✗"
             st.markdown(f"true **{true}** → **{pred}** {mark}")
-            st.caption(f"{conf:.0%} sure")
+            st.caption(f"{conf:.0%} sure" + (f" · test #{index}" if index >= 0 else ""))
 
 
 def sums(draw: ds.DigitDraw) -> None:
@@ -93,27 +112,16 @@ def sums(draw: ds.DigitDraw) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading the MNIST test set...")
-def _test_arrays(data_dir: str):
-    return load_arrays("mnist", "test", data_dir)
-
-
-@st.cache_resource(show_spinner="Classifying every test digit once (shared by every visitor)...",
-                   max_entries=4)
-def _test_predictions(_model, _card, stage: str, checkpoints: str, data_dir: str, card_date: str
-                      ) -> ds.TestPredictions:
-    images, labels = _test_arrays(data_dir)
-    return ds.predict_test_set(_model, _card, images, labels)
-
-
 @st.fragment
 def ten_digits_section(images, labels) -> None:
     st.markdown("Draw ten digits from the test set, one of each class (true sum 45) or ten at random.")
     c1, c2, c3 = st.columns([2, 1, 1])
     mode = c1.radio("Which ten", ds.MODES, key="ds_mode", horizontal=True)
-    seed = c2.number_input("Set number (seed)", 0, 1_000_000, key="ds_seed", step=1)
-    c3.button("Draw a new set", key="ds_new", on_click=lambda: st.session_state.update(ds_seed=int(seed) + 1),
-              icon=":material/casino:")
+    seed = c2.number_input("Set number (seed)", 0, MAX_SEED, key="ds_seed", step=1)
+    c3.button("Draw a new set", key="ds_new", icon=":material/casino:",
+              on_click=lambda: st.session_state.update(ds_seed=(int(seed) + 1) % (MAX_SEED + 1)))
+    ui.write_url(seed=int(seed), mode=MODE_IN_LINK[mode])
+    ui.link_button("Anyone who opens this link sees these ten test digits. Drawings are not put in links.")
     try:
         draw = ds.draw_and_classify(model, card, images, labels, mode, int(seed))
     except ValueError as exc:
@@ -124,7 +132,7 @@ def ten_digits_section(images, labels) -> None:
 
 
 @st.fragment
-def trials_section(data_dir: str) -> None:
+def trials_section() -> None:
     st.markdown("Repeat the challenge many times with new digits each time, and count how the difference "
                 "between the sums is spread.")
     c1, c2, c3 = st.columns([2, 2, 1])
@@ -136,14 +144,17 @@ def trials_section(data_dir: str) -> None:
                   on_click=st.session_state.update, kwargs={"ds_trials_on": True})
         st.caption("The first run classifies every test digit once; after that, trials are instant.")
         return
-    preds = _test_predictions(model, card, stage, str(checkpoint_dir()), data_dir, card.date)
+    preds = ui.digit_sum_predictions(model, card, stage)
     try:
         stats = ds.run_trials(preds, trials, mode, int(seed))
     except ValueError as exc:
         st.error(f"Cannot run the trials: {exc}.")
         return
     values, counts = stats.histogram
-    st.plotly_chart(render_ds.difference_histogram(values, counts), config={"displayModeBar": False}, key="ds_hist")
+    st.plotly_chart(render_ds.difference_histogram(values, counts, font_px=ui.text_px()),
+                    config={"displayModeBar": False}, key="ds_hist")
+    st.caption("The count axis is logarithmic, so the few trials far from 0 stay visible beside the tall bar at 0; "
+               "each bar is labelled with its count.")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Sums agree", f"{stats.sums_agree_rate:.1%}")
     c2.metric("All ten right", f"{stats.all_correct_rate:.1%}",
@@ -171,7 +182,7 @@ def draw_your_own_section() -> None:
             digit = row * 5 + k
             with col:
                 st.markdown(f"Draw a **{digit}**")
-                picked = canvas_input(key=f"ds_canvas_{digit}", size=CANVAS_PX)
+                picked = ui.canvas_input(key=f"ds_canvas_{digit}", size=CANVAS_PX)
                 pictures.append(None if picked is None else picked.image)
     draw = ds.classify_pictures(model, card, pictures)
     if len(draw.true_labels) == 0:
@@ -185,25 +196,18 @@ def draw_your_own_section() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-data_ok, data_message = dataset_available("mnist")
-data_dir = str(default_data_dir())
-arrays = None
-if data_ok:
-    try:
-        arrays = _test_arrays(data_dir)
-    except DataUnavailable as exc:
-        data_ok, data_message = False, str(exc)
+arrays, data_message = ui.digit_sum_test_set()
 if arrays is not None:
+    ui.seed_from_url("seed", "ds_seed", _seed, "set number (seed)")
+    ui.seed_from_url("mode", "ds_mode", _mode, "which ten")
     tab_ten, tab_trials, tab_draw = st.tabs(["Ten test digits", "Many trials", "Draw your own ten"])
     with tab_ten:
         ten_digits_section(*arrays)
     with tab_trials:
-        trials_section(data_dir)
+        trials_section()
     with tab_draw:
         draw_your_own_section()
 else:
-    st.info(f"{data_message} To use the MNIST test set here, set CNNVIZ_DATA_DIR to a folder holding "
-            "`MNIST/raw/t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte` (see the README) and reload. "
-            "Meanwhile, draw your own ten digits.", icon=":material/dataset:")
+    st.info(f"{data_message} Meanwhile, draw your own ten digits below.", icon=":material/dataset:")
     st.subheader("Draw your own ten digits")
     draw_your_own_section()

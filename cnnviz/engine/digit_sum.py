@@ -149,27 +149,35 @@ def predict_digits(model: nn.Module, card: ModelCard, images: torch.Tensor) -> t
     return torch.cat(preds).numpy().astype(np.int64), torch.cat(confs).double().numpy()
 
 
-def draw_indices(labels: np.ndarray | torch.Tensor, mode: str, seed: int, count: int = DIGITS) -> np.ndarray:
-    """Pick test images: one of each class (in order 0..9) or ``count`` at random without repeats.
+def sample_indices(labels: np.ndarray | torch.Tensor, mode: str, rng: np.random.Generator, trials: int = 1,
+                   count: int = DIGITS) -> np.ndarray:
+    """The one digit sampler: ``trials`` draws of test images, one of each class (in order 0..9) or ``count`` at
+    random without repeats within a draw.
 
+    Returns:
+        (trials, count) test-set indices.
     Raises:
         ValueError: unknown mode, a class with no image, or fewer than ``count`` images.
     """
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
     if mode == "one of each":
-        picks = []
+        columns = []
         for digit in range(DIGITS):
             where = np.flatnonzero(labels == digit)
             if len(where) == 0:
                 raise ValueError(f"the test set has no image of a {digit}")
-            picks.append(int(where[rng.integers(len(where))]))
-        return np.array(picks, dtype=np.int64)
+            columns.append(where[rng.integers(len(where), size=trials)])
+        return np.stack(columns, axis=1).astype(np.int64)  # (trials, 10)
     if mode == "random":
         if len(labels) < count:
             raise ValueError(f"the test set has only {len(labels)} images; {count} are needed")
-        return rng.choice(len(labels), size=count, replace=False).astype(np.int64)
+        return np.stack([rng.choice(len(labels), size=count, replace=False) for _ in range(trials)]).astype(np.int64)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def draw_indices(labels: np.ndarray | torch.Tensor, mode: str, seed: int, count: int = DIGITS) -> np.ndarray:
+    """One draw of ``count`` test images by ``seed`` (see :func:`sample_indices`): (count,) indices."""
+    return sample_indices(labels, mode, np.random.default_rng(seed), 1, count)[0]
 
 
 def draw_and_classify(model: nn.Module, card: ModelCard, images: torch.Tensor, labels: torch.Tensor | np.ndarray,
@@ -241,21 +249,7 @@ def run_trials(preds: TestPredictions, trials: int = 1000, mode: str = "one of e
     if not 1 <= trials <= MAX_TRIALS:
         raise ValueError(f"trials must be between 1 and {MAX_TRIALS:,}")
     labels, predicted = preds.labels, preds.predicted
-    rng = np.random.default_rng(seed)
-    if mode == "one of each":
-        columns = []
-        for digit in range(DIGITS):
-            where = np.flatnonzero(labels == digit)
-            if len(where) == 0:
-                raise ValueError(f"the test set has no image of a {digit}")
-            columns.append(where[rng.integers(len(where), size=trials)])
-        idx = np.stack(columns, axis=1)  # (trials, 10)
-    elif mode == "random":
-        if len(labels) < DIGITS:
-            raise ValueError(f"the test set has only {len(labels)} images; {DIGITS} are needed")
-        idx = np.stack([rng.choice(len(labels), size=DIGITS, replace=False) for _ in range(trials)])
-    else:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    idx = sample_indices(labels, mode, np.random.default_rng(seed), trials)  # (trials, 10)
     differences = predicted[idx].sum(axis=1) - labels[idx].sum(axis=1)
     wrong = (predicted[idx] != labels[idx]).sum(axis=1)
     return TrialStats(trials, mode, seed, differences.astype(np.int64), wrong.astype(np.int64), preds.accuracy)

@@ -339,8 +339,9 @@ def divergence_note(history: MLPHistory) -> str | None:
             return (f"The numbers overflow before any training: {what}, computed from the numbers as typed, before "
                     f"any update, so the learning rate plays no part. float64 holds numbers up to about 1.8e308; "
                     f"use smaller weights or inputs.")
-        return (f"Training diverged at step {k}: {what}. The {k} update{'s' if k > 1 else ''} before it made the "
-                f"weights grow: the learning rate {lr} is too large for these numbers; lower it to train further.")
+        updates = "The update" if k == 1 else f"The {k} updates"
+        return (f"Training diverged at step {k}: {what}. {updates} before it made the weights grow: the learning "
+                f"rate {lr} is too large for these numbers; lower it to train further.")
     return None
 
 

@@ -6,13 +6,28 @@ import numpy as np
 import plotly.graph_objects as go
 
 
-def difference_histogram(differences: np.ndarray, counts: np.ndarray) -> go.Figure:
-    """Bars of how many trials had each predicted-sum minus true-sum; the bar at 0 in another colour."""
-    colours = ["#2e7d32" if d == 0 else "#78909c" for d in differences]
-    fig = go.Figure(go.Bar(x=differences, y=counts, marker_color=colours,
+def difference_histogram(differences: np.ndarray, counts: np.ndarray, font_px: int = 14) -> go.Figure:
+    """Bars of how many trials had each predicted-sum minus true-sum; the bar at 0 in another colour.
+
+    The count axis is logarithmic and every bar carries its count, so a difference that happened in 3 of 1,000
+    trials stays visible beside the bar at 0 (on a linear axis it is a line one pixel high). Differences that never
+    happened get no bar.
+
+    Args:
+        differences: (k,) every difference from the smallest to the largest seen.
+        counts: (k,) how many trials had each.
+        font_px: text size (ui.text_px() on a page).
+    """
+    differences, counts = np.asarray(differences), np.asarray(counts)
+    seen = counts > 0
+    colours = ["#2e7d32" if d == 0 else "#5c7c8a" for d in differences[seen]]
+    fig = go.Figure(go.Bar(x=differences[seen], y=counts[seen], marker_color=colours, text=counts[seen],
+                           textposition="outside", cliponaxis=False,
                            hovertemplate="difference %{x}: %{y} trials<extra></extra>"))
-    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 20, "b": 40},
-                      xaxis_title="predicted sum − true sum", yaxis_title="trials", bargap=0.1)
+    top = float(counts.max()) if len(counts) else 1.0
+    fig.update_layout(height=340, margin={"l": 60, "r": 10, "t": 30, "b": 50}, font={"size": font_px},
+                      xaxis_title="predicted sum − true sum", yaxis_title="trials (log scale)", bargap=0.15)
+    fig.update_yaxes(type="log", range=[-0.1, np.log10(max(top, 1.0)) + 0.35])  # from just under 1 to above the top
     fig.update_xaxes(dtick=1 if len(differences) and np.ptp(differences) <= 30 else None)
     return fig
 

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -276,3 +277,204 @@ def test_relu_gates_block_the_gradient_like_torch(weights):
     config = mlp.make_config("relu", base.inputs, base.targets, weights, 0.01)
     for step, ref in zip(mlp.train(config, 5).steps, torch_train(config, 5), strict=True):
         assert_step_equals_torch(step, ref)
+
+
+# ------------------------------------------------------------------------- every shown number, random networks
+NUMBER = r"-?(?:\d+(?:\.\d*)?(?:e[+-]?\d+)?|inf)|nan"
+
+
+def printed_tolerance(text: str) -> float:
+    """Half a unit in the last digit a printed number shows: "0.242520" -> 5e-7, "2.04054e-09" -> 5e-15."""
+    mantissa, _, exponent = text.lstrip("-").partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    return 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0)) * (1 + 1e-9)
+
+
+def assert_printed(text: str, expected: float, what: str) -> None:
+    """A printed number is the float64 torch value rounded to the digits it shows (inf and nan as torch has them)."""
+    shown = float(text)
+    if not math.isfinite(expected) or not math.isfinite(shown):
+        assert (math.isnan(shown) and math.isnan(expected)) or shown == expected, f"{what}: {text} vs {expected}"
+        return
+    tol = printed_tolerance(text) + 1e-12 * abs(expected)  # 1e-12: torch and numpy may differ in the last bit
+    assert abs(shown - expected) <= tol, f"{what}: printed {text}, torch {expected!r}"
+
+
+def evaluate_in_torch(written: str) -> float:
+    """Evaluate a written line ("(0.606478 - 0.01)*0.606478*(1 - 0.606478)") with float64 torch, independently."""
+    code = written.replace("^", "**").replace("1/2 (", "0.5*(")
+    code = re.sub(r"(?<![\w.])(\d+(?:\.\d*)?(?:e[+-]?\d+)?)", r"T(\1)", code)
+    assert re.fullmatch(r"[T\d.e+\-*/() ]*", code.replace("ReLU", "").replace("sigmoid", "")), code
+    env = {"T": lambda v: torch.tensor(v, dtype=F64), "ReLU": torch.relu, "sigmoid": torch.sigmoid}
+    return float(eval(code, {"__builtins__": {}}, env))
+
+
+def expected_numbers(preset: str, config: mlp.MLPConfig, reference) -> dict[str, float]:
+    """Every symbol the page writes at one step, from the torch reference: values, loss, gradients, updates."""
+    _weights, values, loss, grads, new = reference
+    d = "dL" if preset == "relu" else "dE"
+    x = config.inputs.get("x", 0.0)
+    return {**values, mlp.PRESETS[preset].loss_name: loss, **{f"{d}/d{n}": g for n, g in grads.items()},
+            **{f"new {n}": v for n, v in new.items()},
+            "da/dw1": float(values.get("a", 0.0) > 0) * x, "db/dw1": float(values.get("b", 0.0) > 0) * x}
+
+
+def assert_equation_lines(lines: list[str], expected: dict[str, float], where: str) -> int:
+    """Each written line ends with the torch value as printed; the numbers written into it give that value."""
+    checked = 0
+    for line in lines:
+        line = line.split("   (")[0]  # the note at the end
+        symbol, *middle, result = line.split(" = ")
+        assert_printed(result, expected[symbol], f"{where}: {line}")
+        written = middle[-1]
+        if all(math.isfinite(float(v)) for v in re.findall(NUMBER, written)) and math.isfinite(expected[symbol]):
+            value = evaluate_in_torch(written)
+            assert_close(torch.tensor(value, dtype=F64), torch.tensor(expected[symbol], dtype=F64), rtol=1e-4,
+                         atol=0, msg=f"{where}: the written line {line!r} gives {value!r}")
+        checked += 1
+    return checked
+
+
+def assert_drawing_numbers(text: str, step_ref, preset: str, config: mlp.MLPConfig, where: str) -> int:
+    """Every "name = number" in the DOT drawing equals torch's number for that name, as printed."""
+    weights, values, loss, grads, _new = step_ref
+    d = "dL" if preset == "relu" else "dE"
+    known = {**values, **weights, **config.inputs, **config.targets, mlp.PRESETS[preset].loss_name: loss,
+             **{f"{d}/d{n}": g for n, g in grads.items()}}
+    text = text.replace("\\n", "\n")  # DOT's line breaks in edge labels
+    found = re.findall(rf"([A-Za-z_][\w/]*) = ({NUMBER})(?![\d./])", text)  # not the title's "L = 1/2 (o - y)^2"
+    for name, printed in found:
+        assert_printed(printed, known[name], f"{where}: {name} in the drawing")
+    if preset == "relu":
+        x = config.inputs["x"]
+        shares = re.findall(rf"this path: ({NUMBER})", text)
+        for printed, node in zip(shares, ("a", "b"), strict=True):  # w1's two edges, x -> a and x -> b
+            assert_printed(printed, x * float(values[node] > 0) * grads[node], f"{where}: w1's share via {node}")
+    assert len({n for n, _ in found}) >= len(values) + len(weights)
+    return len(found)
+
+
+def random_config(preset: str, rng: random.Random) -> mlp.MLPConfig:
+    """Numbers of every size a learner might type: ordinary, tiny, large, exact zeros, saturating sigmoids."""
+
+    def number() -> float:
+        kind = rng.random()
+        if kind < 0.45:
+            return rng.uniform(-2, 2)
+        if kind < 0.55:
+            return 0.0
+        if kind < 0.8:
+            return rng.choice([-1, 1]) * 10 ** rng.uniform(-4, 1.5)
+        return rng.choice([-1, 1]) * rng.uniform(8, 60)  # saturates a sigmoid: a = 0.99999999...
+
+    p = mlp.PRESETS[preset]
+    return mlp.make_config(preset, {k: number() for k, _ in p.inputs}, {k: number() for k, _ in p.targets},
+                           {k: number() for k, _ in p.weights}, rng.choice([0.0, 0.001, 0.1, 0.5, 2.0]))
+
+
+@pytest.mark.parametrize("preset", ["relu", "sigmoid"])
+def test_property_every_number_written_or_drawn_equals_torch(preset):
+    """Hundreds of random networks: every step equals autograd, and at a random step every line of math (its
+    printed result, and the value of the numbers written into it) and every number of the drawing."""
+    rng = random.Random(1234 if preset == "relu" else 4321)
+    lines = drawn = 0
+    for trial in range(250):
+        config = random_config(preset, rng)
+        steps = rng.randint(1, 6)
+        history = mlp.train(config, steps)
+        reference = torch_train(config, steps)
+        assert len(history.steps) == len(reference)
+        for step, ref in zip(history.steps, reference, strict=True):
+            assert_step_equals_torch(step, ref, equal_nan=True)
+        k = rng.randrange(len(history.steps))
+        where = f"trial {trial}, step {k}, {config}"
+        text = [e.text for e in mlp.explain_step(history.steps[k])]
+        lines += assert_equation_lines(text, expected_numbers(preset, config, reference[k]), where)
+        drawn += assert_drawing_numbers(dot.network_dot(history.steps[k]), reference[k], preset, config, where)
+    assert lines > 250 * 20 and drawn > 250 * 10
+
+
+def test_saturated_sigmoid_lines_show_enough_digits():
+    """Issue 12: a_o1 = sigmoid(20) = 0.99999999794 was written 1.000000, so "(1 - 1.000000)*..." read as 0."""
+    config = mlp.make_config("sigmoid", {"i1": 1, "i2": 1}, {"t1": 0.01, "t2": 0.99},
+                             {f"w{i}": 10.0 for i in range(1, 9)}, 0.5)
+    step = mlp.train(config, 1).steps[0]
+    text = {e.symbol: e.text for e in mlp.explain_step(step)}
+    assert "(1 - 1.000000)" not in text["dE/dw5"]
+    assert "(1 - 0.999999997939)" in text["dE/dw5"] and text["dE/dw5"].endswith("= 2.04054e-09")
+    assert_equation_lines(list(text.values()), expected_numbers("sigmoid", config, torch_train(config, 1)[0]),
+                          "saturated")
+
+
+def test_cancelling_subtraction_shows_enough_digits():
+    """o and y equal to six digits: "1.33918 - 1.34299" would not give the printed dL/do."""
+    config = mlp.make_config("relu", {"x": 1.0}, {"y": 1.0000001}, {"w1": 1, "w2": 1, "w3": 1, "w4": 0.5,
+                                                                     "w5": 0.5}, 0.1)
+    text = {e.symbol: e.text for e in mlp.explain_step(mlp.train(config, 1).steps[0])}
+    assert text["dL/do"] == "dL/do = o - y = 1 - 1.0000001 = -1e-07"
+
+
+@pytest.mark.parametrize("weights,lr,where,learning_rate_blamed", [
+    ({"w1": 1e308}, 0.1, "forward pass of step 0 gives a = inf", False),  # issue 12: 2 * 1e308 overflows
+    ({"w4": 1e300, "w5": 1e300}, 0.1, "forward pass of step 0 gives L = inf", False),  # o = 1.2e301, o^2 = inf
+    ({}, 1e308, "update of step 0 gives new w1 = -inf", True),  # 1e308 * 252
+])
+def test_divergence_note_says_where_the_overflow_is(weights, lr, where, learning_rate_blamed):
+    base = mlp.default_config("relu")
+    config = mlp.make_config("relu", base.inputs, base.targets, {**base.weights, **weights}, lr)
+    history = mlp.train(config, 50)
+    assert history.diverged_at == len(torch_train(config, 50)) - 1
+    note = mlp.divergence_note(history)
+    assert where in note, note
+    assert ("too large" in note) == learning_rate_blamed, note
+    if not learning_rate_blamed:
+        assert "before any update" in note and "learning rate plays no part" in note
+    assert mlp.divergence_note(mlp.train(base, 5)) is None
+
+
+def test_divergence_after_updates_blames_the_learning_rate():
+    """Finite at step 0; the update made w1 so large that step 1's forward pass overflows."""
+    base = mlp.default_config("relu")
+    config = mlp.make_config("relu", base.inputs, base.targets, base.weights, 0.1)
+    first = mlp.training_step(config, base.weights, 0)
+    second = mlp.training_step(config, {**base.weights, "w1": 1e308}, 1)
+    note = mlp.divergence_note(mlp.MLPHistory(config, (first, second), diverged_at=1))
+    assert "step 1" in note and "forward pass" in note and "a = inf" in note
+    assert "The update before it made the weights grow" in note and "learning rate 0.1 is too large" in note
+
+
+def test_relu_learning_rates_show_the_lesson():
+    """Issue 15: the ReLU comparison's default rates were six identical flat curves at 4.5; now they differ and
+    include the 0.001 the page recommends, with the too-large one marked stuck (dead ReLU)."""
+    p = mlp.PRESETS["relu"]
+    assert 0.001 in p.rates
+    runs = mlp.compare_learning_rates(mlp.default_config("relu"), p.rates, 100)
+    finals = [round(r.losses[-1], 6) for r in runs]
+    assert len(set(finals)) >= 3, finals
+    curves = {tuple(round(v, 9) for v in r.losses[:20]) for r in runs}
+    assert len(curves) == len(runs)  # no two curves alike
+    good = runs[p.rates.index(0.001)]
+    assert good.losses[-1] < 1e-3 and good.stuck_at is None
+    assert any(r.stuck_at is not None for r in runs)
+    assert mlp.lr_run_row(runs[-1], p)["status"].startswith("stuck from step 1")
+    ref = torch_train(mlp.make_config("relu", dict(p.inputs), dict(p.targets), dict(p.weights), 0.001),
+                      100)
+    assert_close(torch.tensor(good.losses, dtype=F64), torch.tensor([r[2] for r in ref], dtype=F64))
+
+
+@pytest.mark.parametrize("text,ok", [("0.5", 0.5), ("-2", -2.0), ("1e-300", 1e-300), (" 3 ", 3.0), ("abc", None),
+                                     ("inf", None), ("nan", None), ("1e999", None), ("", None)])
+def test_link_numbers(text, ok):
+    if ok is None:
+        with pytest.raises(mlp.MLPError):
+            mlp.parse_link_number(text)
+    else:
+        assert mlp.parse_link_number(text) == ok
+        assert float(mlp.link_text(ok)) == ok
+
+
+def test_link_text_round_trips_every_float():
+    rng = random.Random(0)
+    for v in [0.15, 2.0, -23.2, 1e-300, 1.7976931348623157e308, 5e-324] + [rng.uniform(-1, 1) for _ in range(200)]:
+        assert float(mlp.link_text(v)) == v
+    assert mlp.link_text(2.0) == "2" and mlp.link_text(0.15) == "0.15"

@@ -401,3 +401,42 @@ def session_model() -> tuple[nn.Module, ModelCard] | None:
     if job is not None and job.result() is not None:
         return job.result()
     return st.session_state.get(_YOUR_MODEL_KEY)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Digit-sum
+# (imports inside the functions: this section is appended by the digit-sum page's owner, the import block is shared)
+
+
+@st.cache_resource(show_spinner="Loading the MNIST test set...")
+def _digit_sum_arrays(data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from cnnviz.engine.datasets import load_arrays
+
+    return load_arrays("mnist", "test", data_dir)
+
+
+def digit_sum_test_set() -> tuple[tuple[torch.Tensor, torch.Tensor] | None, str]:
+    """The MNIST test set as (uint8 images (N, 1, 28, 28), labels (N,)), cached for every visitor, and "";
+    or None and the sentence saying how to get it."""
+    ok, message = dataset_available("mnist")
+    if not ok:
+        return None, message
+    try:
+        return _digit_sum_arrays(str(default_data_dir())), ""
+    except DataUnavailable as exc:
+        return None, str(exc)
+
+
+@st.cache_resource(show_spinner="Classifying every test digit once (shared by every visitor)...", max_entries=4)
+def _digit_sum_predictions(_model: nn.Module, _card: ModelCard, stage: str, checkpoints: str, data_dir: str,
+                           card_date: str):
+    from cnnviz.engine import digit_sum
+
+    images, labels = _digit_sum_arrays(data_dir)
+    return digit_sum.predict_test_set(_model, _card, images, labels)
+
+
+def digit_sum_predictions(model: nn.Module, card: ModelCard, stage: str):
+    """Every MNIST test image's predicted class (``digit_sum.TestPredictions``), computed once per model snapshot
+    and shared by every visitor; keyed on the snapshot, the checkpoint folder, the data folder and the card's date."""
+    return _digit_sum_predictions(model, card, stage, str(checkpoint_dir()), str(default_data_dir()), card.date)

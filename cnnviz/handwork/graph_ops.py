@@ -30,9 +30,14 @@ def div(a: float, b: float) -> float:
 
 
 def power(a: float, b: float) -> float:
-    """std::pow, what torch uses for a tensor exponent: (-2.5)**2.5 is nan, overflow is inf."""
-    with np.errstate(all="ignore"):
-        return float(np.power(np.float64(a), np.float64(b)))
+    """C's pow, what torch uses for a tensor exponent: (-2.5)**2.5 is nan, overflow is +-inf, 0**-1 is inf."""
+    odd = b.is_integer() and b % 2 == 1
+    try:
+        return math.pow(a, b)
+    except OverflowError:
+        return -INF if a < 0 and odd else INF
+    except ValueError:  # 0 to a negative power, or a negative number to a fractional one
+        return (-INF if odd and math.copysign(1.0, a) < 0 else INF) if a == 0 else NAN
 
 
 def power_scalar(a: float, e: float) -> float:

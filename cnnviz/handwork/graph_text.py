@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cnnviz.handwork.graph_ops import OPERATORS, Operator, div
-from cnnviz.numbers import factor, fmt
+from cnnviz.numbers import fmt
 
 if TYPE_CHECKING:
     from cnnviz.handwork.graph import ComputationalGraph, GraphEdge, GraphNode
@@ -45,6 +45,8 @@ def formula(op: Operator, names: Sequence[str]) -> str:
 def _rounded(value: float, digits: int) -> tuple[str, float]:
     """``value`` printed with ``digits`` significant digits (every digit, shortest form, from 17 on), read back."""
     text = fmt(value, digits) if digits < 17 else exact_text(value)
+    if value == 0 and math.copysign(1.0, value) < 0:
+        text = "-0"  # 1 / -0 is -inf: the sign of a zero can matter, so an equation shows it
     return text, float(text)
 
 
@@ -122,16 +124,18 @@ def _term(edge: GraphEdge, by_id: Mapping[str, GraphNode], output: str, digits: 
     target = by_id[edge.target]
     if edge.gated:
         return "0", 0.0
-    _, upstream = _rounded(target.grad if target.grad is not None else math.nan, digits)
+    g_text, upstream = _rounded(target.grad if target.grad is not None else math.nan, digits)
+    g_text = g_text if first else paren(g_text)
     if OPERATORS[target.op].divides[edge.slot]:  # torch divides the gradient by the operand: g / b
         divisor = by_id[target.inputs[-1]]
         d_text, d = (divisor.name, divisor.value) if divisor.kind == "const" else _rounded(divisor.value, digits)
-        g_text = "1" if target.id == output else factor(upstream, digits, first=first)
-        return f"{g_text}/{paren(d_text)}" if target.id == output else f"{g_text} / {paren(d_text)}", div(upstream, d)
+        if target.id == output:
+            return f"1/{paren(d_text)}", div(1.0, d)
+        return f"{g_text} / {paren(d_text)}", div(upstream, d)
     local_text, local = _rounded(edge.local_grad if edge.local_grad is not None else math.nan, digits)
     if target.id == output:
         return (local_text if first else paren(local_text)), local
-    return f"{factor(upstream, digits, first=first)} * {paren(local_text)}", upstream * local
+    return f"{g_text} * {paren(local_text)}", upstream * local
 
 
 def backward_step(node: GraphNode, uses: Sequence[GraphEdge], by_id: Mapping[str, GraphNode],

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
+import itertools
 import math
+import operator
 import random
 import time
 
@@ -10,7 +15,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cnnviz.handwork import graph
+from cnnviz.handwork import graph, graph_ops
 from cnnviz.numbers import fmt
 from cnnviz.render import dot
 
@@ -366,3 +371,275 @@ def test_values_that_are_not_finite_numbers_are_rejected_with_the_variable_named
         graph.build_graph("x + y", {"x": math.inf, "y": 1})
     with pytest.raises(graph.GraphError, match="y"):
         graph.build_graph("x + y", {"x": 1, "y": "abc"})
+
+
+# ------------------------------------------------------------------------------ each operator, defined once, vs torch
+SPECIAL = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 1e-300, 710.0, -710.0, math.inf, -math.inf, math.nan]
+TORCH_OPS = {
+    "+": torch.add, "-": torch.sub, "*": torch.mul, "/": torch.div, "**": torch.pow, "neg": torch.neg,
+    "exp": torch.exp, "log": torch.log, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+    "max": torch.maximum, "min": torch.minimum,
+}
+
+
+def close(got, want, msg: str = "") -> None:
+    """float64 values equal to torch's (nan where torch has nan, inf where it has inf, the sign of an inf too).
+
+    Not bit for bit: torch's exp/log/tanh (SLEEF) and libm's differ in the last bit now and then, and 1 - tanh**2
+    near saturation turns that ulp into about 1e-11 relative: 1e-9 is still far below the 6 digits a page prints.
+    """
+    assert_close(torch.as_tensor(got, dtype=F64), torch.as_tensor(want, dtype=F64), equal_nan=True,
+                 rtol=1e-9, atol=0, msg=msg)
+
+
+@pytest.mark.parametrize("key", list(graph_ops.OPERATORS))
+def test_each_operator_value_and_backward_equal_torch_at_special_values(key):
+    op = graph_ops.OPERATORS[key]
+    pairs = [(a, b) for a in SPECIAL for b in (SPECIAL if op.arity == 2 else [0.0])]
+    for (a, b), g in itertools.product(pairs, [1.0, -2.5, math.inf, math.nan]):
+        scalars = [False, True] if key == "**" and math.isfinite(b) else [False]
+        for scalar in scalars:
+            ta = t(a)
+            tb = b if scalar else t(b)
+            y = TORCH_OPS[key](ta, tb) if op.arity == 2 else TORCH_OPS[key](ta)
+            if y.requires_grad:
+                y.backward(torch.tensor(g, dtype=F64))
+            where = f"{key}({a}, {b}) scalar={scalar} g={g}"
+            close(op.value(a, b, scalar), y.detach(), where)
+            got = op.backward(g, a, b, y.item(), scalar)
+            close(got[0], ta.grad if ta.grad is not None else 0.0, where + " d/da")
+            if op.arity == 2 and not scalar:
+                close(got[1], tb.grad if tb.grad is not None else 0.0, where + " d/db")
+
+
+# ------------------------------------------------------------------------------------- issue 12: the reproducers
+def run_torch_code(g: graph.ComputationalGraph) -> dict[str, float]:
+    """Run the code the page prints, as printed; returns what it prints, name -> number."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(graph.torch_code(g), "<torch_code>", "exec"), {})
+    printed = {}
+    for line in out.getvalue().splitlines():
+        name, value = line.rsplit(" = ", 1)
+        printed[name] = float(value)  # a complex number here would raise
+    return printed
+
+
+def assert_code_reproduces_page(g: graph.ComputationalGraph) -> None:
+    printed = run_torch_code(g)
+    out = g.output_name
+    page = {out: g.node(g.output).value}
+    page.update({f"d{out}/d{n.name}": n.grad for n in g.nodes if n.requires_grad and n.id != g.output})
+    assert set(printed) == set(page)
+    for name, value in page.items():
+        assert fmt(printed[name]) == fmt(value), (g.expression, name, printed[name], value)
+        close(value, printed[name], f"{g.expression}: {name}")
+
+
+@pytest.mark.parametrize("text,values", [
+    ("log(2*3) * x", {"x": 1.5}),
+    ("max(x, 0*(-1))", {"x": 0.25}),
+    ("min(0.001*3, -q1)", {"q1": 0.5}),
+    ("max(-2.5, y) + (-2.5)**2.5", {"y": 1.0}),
+    ("x * 3.14159265", {"x": 1.0}),
+    ("x * 1234567.5", {"x": 1.0}),
+    ("2 / x + 2**x - sum + torch", {"x": 0.75, "sum": 1.0, "torch": 2.0}),
+    ("-(+2) * x + exp(2*0.5)", {"x": 3.0}),
+])
+def test_torch_code_runs_as_printed_and_reproduces_the_page_exactly(text, values):
+    g = graph.build_graph(text, values)
+    assert_code_reproduces_page(g)
+    code = graph.torch_code(g)
+    assert "3.14159265" in code or "3.14159265" not in text  # constants with every digit
+    if text == "x * 1234567.5":
+        assert run_torch_code(g)["f"] == 1234567.5 == g.node(g.output).value
+
+
+@pytest.mark.parametrize("text,values,expected", [
+    ("relu(log(x))", {"x": -1.0}, {"x": -1.0}),  # torch's relu passes the gradient through a nan input
+    ("max(log(x), y)", {"x": -1.0, "y": 2.0}, {"x": -1.0, "y": 1.0}),
+    ("min(log(x), y)", {"x": -1.0, "y": 2.0}, {"x": -1.0, "y": 1.0}),
+    ("log(x**2)", {"x": 0.0}, {"x": math.nan}),  # inf * 0, not 0
+    ("1/x**2", {"x": 0.0}, {"x": math.nan}),
+    ("tanh(c/(relu(c)*d))", {"c": 1e-300, "d": -0.7488}, None),  # a division, not a product with a reciprocal
+])
+def test_inf_and_nan_follow_torch(text, values, expected):
+    g = graph.build_graph(text, values)
+    env = {k: t(v) for k, v in values.items()}
+    f = torch_eval(text, env)[0]
+    f.backward()
+    for name in g.variables:
+        close(g.by_name(name).grad, env[name].grad, f"{text}: d/d{name}")
+        if expected is not None:
+            close(g.by_name(name).grad, expected[name])
+    for step in g.steps:  # no finite number written where torch has nan
+        value = g.node(step.node).value if step.phase == "forward" else g.node(step.node).grad
+        assert step.equation.endswith(f"= {fmt(value)}") or step.equation.endswith("(input)") \
+            or step.equation.endswith("(constant)") or step.equation == "df/df = 1", step.equation
+    assert_code_reproduces_page(g)
+
+
+@pytest.mark.parametrize("text", ["max(x, y)", "min(x, y)"])
+def test_ties_write_the_rule_the_half_comes_from(text):
+    g = graph.build_graph(text, {"x": 1.5, "y": 1.5})
+    x_step = next(s for s in g.backward_steps if s.node == g.by_name("x").id)
+    assert "1/2 if x == y" in x_step.equation and x_step.equation.endswith("= 0.5")
+    assert "(1 if x > y else 0)" not in x_step.equation and "(1 if x < y else 0)" not in x_step.equation
+    assert evaluate_written(x_step.equation.split(" = ")[-2]) == 0.5
+
+
+def test_saturated_sigmoid_is_written_with_enough_digits_to_be_true():
+    g = graph.build_graph("sigmoid(x) * 1", {"x": 20.0})
+    line = next(d for s in g.backward_steps for d in s.details if d.startswith("dq/dx"))
+    numbers, result = line.split("   (")[0].split(" = ")[-2:]
+    assert numbers != "1 * (1 - 1)"
+    assert fmt(evaluate_written(numbers)) == result == fmt(g.by_name("x").grad)
+
+
+# --------------------------------------------------------------------- property test: hostile random formulas
+FUNCS = {"exp": torch.exp, "log": torch.log, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+         "max": torch.maximum, "min": torch.minimum}
+BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+          ast.Pow: operator.pow}
+
+
+def torch_eval(text: str, env: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The formula computed with torch from Python's own ast (not cnnviz's parser), as a learner writes it in torch:
+    numbers become float64 tensors, except a number exponent (``x ** 2.0``). Returns the output and every operation's
+    result in post-order (operands first)."""
+    ops: list[torch.Tensor] = []
+
+    def number(node):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return -float(node.operand.value)
+        return float(node.value) if isinstance(node, ast.Constant) else None
+
+    def visit(node):
+        if number(node) is not None:
+            return torch.tensor(number(node), dtype=F64)
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.UAdd):
+                return visit(node.operand)
+            result = -visit(node.operand)
+        elif isinstance(node, ast.BinOp):
+            left = visit(node.left)
+            right = number(node.right) if isinstance(node.op, ast.Pow) and number(node.right) is not None \
+                else visit(node.right)
+            result = BINOPS[type(node.op)](left, right)
+        else:
+            result = FUNCS[node.func.id](*[visit(a) for a in node.args])
+        ops.append(result)
+        return result
+
+    return visit(ast.parse(text, mode="eval").body), ops
+
+
+def evaluate_written(text: str) -> float:
+    """The arithmetic an equation writes out (numbers, + - * / **, functions, ``a if c else b``), done in torch."""
+    def visit(node):
+        if isinstance(node, ast.Constant):
+            return torch.tensor(float(node.value), dtype=F64)
+        if isinstance(node, ast.Name):
+            return torch.tensor(float(node.id), dtype=F64)  # nan, inf
+        if isinstance(node, ast.UnaryOp):
+            return -visit(node.operand) if isinstance(node.op, ast.USub) else visit(node.operand)
+        if isinstance(node, ast.BinOp):
+            return BINOPS[type(node.op)](visit(node.left), visit(node.right))
+        if isinstance(node, ast.IfExp):
+            return visit(node.body) if bool(visit(node.test)) else visit(node.orelse)
+        if isinstance(node, ast.Compare):
+            left, right = visit(node.left), visit(node.comparators[0])
+            return {ast.Lt: left < right, ast.LtE: left <= right, ast.Gt: left > right, ast.GtE: left >= right,
+                    ast.Eq: left == right}[type(node.ops[0])]
+        if isinstance(node, ast.BoolOp):
+            return all(bool(visit(v)) for v in node.values)
+        return FUNCS[node.func.id](*[visit(a) for a in node.args])
+
+    return float(visit(ast.parse(text, mode="eval").body))
+
+
+NAMES = ("a", "b", "x", "y")
+CONSTANTS = ("0", "1", "2", "0.5", "3", "2.5", "1e-300", "1e300", "0.1")
+EXPONENTS = ("2", "3", "0.5", "-1", "-2", "0", "2.5", "-0.5", "1")
+VALUES = (0.0, 1.0, -1.0, 2.0, 0.5, -2.0, 1e-300, 1e300, 800.0, -800.0, 3.0)
+
+
+def hostile_formula(rng: random.Random, depth: int) -> str:
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice(NAMES) if rng.random() < 0.75 else rng.choice(CONSTANTS)
+    kind = rng.choice(["+", "-", "*", "/", "**", "neg", "f", "f", "max", "min"])
+    a = hostile_formula(rng, depth - 1)
+    if kind == "neg":
+        return f"-({a})"
+    if kind == "f":
+        return f"{rng.choice(['exp', 'log', 'sigmoid', 'tanh', 'relu'])}({a})"
+    if kind == "**" and rng.random() < 0.7:
+        return f"({a})**{rng.choice(EXPONENTS)}"
+    b = hostile_formula(rng, depth - 1)
+    return f"{kind}({a}, {b})" if kind in ("max", "min") else f"({a}) {kind} ({b})"
+
+
+def hostile_cases(n: int, seed: int = 2026) -> list[tuple[str, dict[str, float]]]:
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < n:
+        text = hostile_formula(rng, rng.choice([2, 3, 4]))
+        try:
+            parsed = graph.parse_expression(text)
+        except graph.GraphError:
+            continue
+        values = {v: rng.choice(VALUES) if rng.random() < 0.6 else round(rng.uniform(-3, 3), 3)
+                  for v in parsed.variables}
+        if len(values) > 1 and rng.random() < 0.3:  # a tie between two variables
+            first, second = rng.sample(sorted(values), 2)
+            values[second] = values[first]
+        cases.append((text, values))
+    return cases
+
+
+HOSTILE_CASES = hostile_cases(300)
+
+
+def test_hostile_cases_reach_nan_inf_ties_and_zeros():
+    reached = {"nan": 0, "inf": 0, "tie": 0, "zero grad": 0}
+    for text, values in HOSTILE_CASES:
+        g = graph.build_graph(text, values)
+        numbers = [n.value for n in g.nodes] + [n.grad for n in g.nodes if n.grad is not None]
+        reached["nan"] += any(math.isnan(v) for v in numbers)
+        reached["inf"] += any(math.isinf(v) for v in numbers)
+        reached["tie"] += any(e.local_grad == 0.5 for e in g.edges if g.node(e.target).op in ("max", "min"))
+        reached["zero grad"] += any(v == 0 for v in g.gradients().values())
+    assert all(count >= 10 for count in reached.values()), reached
+
+
+@pytest.mark.parametrize("text,values", HOSTILE_CASES, ids=[c[0] for c in HOSTILE_CASES])
+def test_random_hostile_formulas_every_number_equals_torch(text, values):
+    g = graph.build_graph(text, values)
+    env = {name: t(v) for name, v in values.items()}
+    out, ops = torch_eval(text, env)
+    for o in ops:
+        if o.requires_grad:
+            o.retain_grad()
+    out.backward()
+    op_nodes = [n for n in g.nodes if n.kind == "op"]
+    assert len(op_nodes) == len(ops), text
+    for node, o in zip(op_nodes, ops, strict=True):
+        close(node.value, o.detach(), f"{text}: {node.name}")
+        if node.requires_grad:
+            close(node.grad, o.grad, f"{text}: d/d{node.name}")
+    for name in g.variables:
+        close(g.by_name(name).grad, env[name].grad, f"{text}: d/d{name}")
+    assert_code_reproduces_page(g)
+    for step in g.steps:  # every equation is true as written: its arithmetic gives the number it ends with
+        for line in (step.equation, *[d.split("   (")[0] for d in step.details if d.startswith("d")]):
+            parts = line.split(" = ")
+            if len(parts) >= 3 and only_numbers(parts[-2]):
+                assert fmt(evaluate_written(parts[-2])) == parts[-1], (text, line)
+
+
+def only_numbers(written: str) -> bool:
+    """Whether ``written`` is arithmetic on numbers (not a rule in names such as ``-q``, which equals the next part)."""
+    names = {n.id for n in ast.walk(ast.parse(written, mode="eval")) if isinstance(n, ast.Name)}
+    return names <= {"nan", "inf"}

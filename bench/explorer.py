@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import math
 import statistics
 import sys
@@ -45,16 +43,14 @@ def stroke_image(points) -> Image.Image:
 def server_side(n: int) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
+    from bench.canvas import canvas_value
+
     rng = np.random.default_rng(0)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("app_pages/explorer.py").run()
     times = []
     for i in range(n + 2):
-        buf = io.BytesIO()
-        stroke_image(random_strokes(rng)).save(buf, format="PNG")
-        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        at.session_state["canvas"] = {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url},
-                                      "backgroundFit": None}
+        at.session_state["canvas"] = canvas_value(stroke_image(random_strokes(rng)))
         start = time.perf_counter()
         at.run()
         if i >= 2:  # the first runs warm caches
@@ -75,7 +71,8 @@ FRESH_PREDICTION = """() => {
 def browser(n: int) -> tuple[list[float], list[float]]:
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import CHROMIUM, CHROMIUM_ARGS, IDLE, start_server, stop_server
+    from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
+    from bench.server import start_server, stop_server
 
     server = start_server()
     rng = np.random.default_rng(1)

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-gpu", "--no-sandbox", "--disable-quic", "--disable-dev-shm-usage",
-]
-REQUIRE_BROWSER = os.environ.get("CNNVIZ_REQUIRE_BROWSER") == "1"
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE  # noqa: E402 - tests import these from here too
+from bench.server import StreamlitServer, start_server, stop_server  # noqa: E402 - and these
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REQUIRE_BROWSER = os.environ.get("CNNVIZ_REQUIRE_BROWSER") == "1"
 
 
 def _browser_missing_reason() -> str | None:
@@ -53,50 +39,6 @@ def require_browser() -> None:
     if REQUIRE_BROWSER:
         pytest.fail(f"browser test cannot run and CNNVIZ_REQUIRE_BROWSER=1: {reason}")
     pytest.skip(reason)
-
-
-class StreamlitServer:
-    def __init__(self, url: str, process: subprocess.Popen, log_path: Path) -> None:
-        self.url, self.process, self.log_path = url, process, log_path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-
-def start_server(app: str = "app.py", env: dict[str, str] | None = None, timeout: float = 60.0) -> StreamlitServer:
-    port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="cnnviz-server-")) / "server.log"
-    log = log_path.open("w")
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true",
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    server = StreamlitServer(url, process, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.read().decode().strip() == "ok":
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.25)
-    stop_server(server)
-    raise RuntimeError(f"streamlit did not answer /_stcore/health within {timeout:.0f} s:\n{server.log()}")
-
-
-def stop_server(server: StreamlitServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES
+from bench.canvas import canvas_value
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
 from cnnviz.engine.datasets import dataset_available
 from cnnviz.engine.models import REGISTRY, ModelCard, build_model, new_card
@@ -636,12 +637,6 @@ def test_page_explains_a_flat_one_pixel_upload(monkeypatch, model_dir):
     assert len(predictions(at)) == 1, "the photo model still classifies a plain colour"
 
 
-def canvas_value(img: Image.Image | None, data_url: str | None = None) -> dict:
-    if data_url is None:
-        data_url = "data:image/png;base64," + base64.b64encode(encode(img)).decode()
-    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": data_url}, "backgroundFit": None}
-
-
 @pytest.mark.parametrize("kind", ["empty", "dot", "full", "garbage", "bomb"])
 def test_page_canvas_cases(monkeypatch, model_dir, kind):
     at = explorer(monkeypatch, model_dir, source="Draw")
@@ -701,7 +696,7 @@ def server_url(model_dir):
 
 def after_run(page, action) -> None:
     """Do ``action`` and wait until the Streamlit run it starts has finished (however quick or late it is)."""
-    from bench.load import RUN_FINISHED, WATCH_RUNS
+    from bench.browser import RUN_FINISHED, WATCH_RUNS
 
     page.evaluate(WATCH_RUNS)
     mark = page.evaluate("window.__cnnvizChanges || 0")

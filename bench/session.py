@@ -1,0 +1,177 @@
+"""One learner on the explorer, spoken in Streamlit's protocol (bench/protocol.py), and what it records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+
+from bench.canvas import STROKES, canvas_value, stroke_png
+from bench.oracle import Oracle
+from bench.protocol import ProtocolError, StreamlitClient
+
+OTHER_PAGES = ("home", "graph", "mlp", "conv_lab", "digit_sum")
+MODEL_PREFIX = {"mnist": "MNIST", "cifar10": "CIFAR-10"}  # the explorer's model radio labels begin so
+
+
+@dataclass
+class Problem:
+    session: int
+    kind: str  # "exception", "mismatch" (a wrong number), "missing", "timeout", "protocol", "driver"
+    detail: str
+
+
+@dataclass
+class Tally:
+    """What the sessions of a run add to."""
+
+    updates: list[tuple[str, float]] = field(default_factory=list)  # (kind of interaction, latency s)
+    problems: list[Problem] = field(default_factory=list)
+    checks: int = 0  # numbers compared with the input run alone
+    reconnects: int = 0  # websockets reopened after their server went away
+
+
+class ProtocolSession:
+    """A learner: draws digits (sometimes clears the canvas), picks test samples, switches models, moves the
+    backprop slider, visits other pages, pausing ``think`` seconds (a range) between interactions. Every prediction
+    and loss the page shows is compared with ``oracle``'s run of the same input alone."""
+
+    def __init__(self, index: int, url: str, tally: Tally, oracle: Oracle, model: str, timeout_s: float,
+                 seed: int, think: tuple[float, float] = (1.0, 4.0)) -> None:
+        self.index, self.tally, self.oracle, self.model, self.think = index, tally, oracle, model, think
+        self.client = StreamlitClient(url, timeout_s=timeout_s)
+        self.can_sample = model in oracle.sampled
+        self.rng = random.Random(seed)
+        self.expected: tuple[str, str] | None = None  # (prediction line, loss fragment) of the input shown
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.tally.problems.append(Problem(self.index, kind, detail[:400]))
+
+    async def open(self, path: str = "explorer") -> None:
+        await self.act("visit", lambda: self.client.open(path), record=False)
+
+    async def act(self, kind: str, run, record: bool = True) -> None:
+        reconnects = self.client.reconnects
+        try:
+            latency = await run()
+        except ProtocolError as exc:
+            self.problem("protocol", f"{kind}: {exc}")
+            raise
+        self.tally.reconnects += self.client.reconnects - reconnects
+        if record:
+            self.tally.updates.append((kind, latency))
+        for text in self.client.exceptions():
+            self.problem("exception", f"{kind}: {text[:300]}")
+
+    async def run_until(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            r = self.rng.random()
+            if self.expected is None and 0.65 <= r < 0.9:  # nothing shown yet (after a visit): no slider to move
+                r = self.rng.random() * 0.65
+            try:
+                if self.model == "mnist" and r < 0.35:
+                    await self.draw(None if self.expected and r < 0.03 else self.rng.choice(list(STROKES)))
+                else:
+                    await (self.new_sample() if r < 0.65 else self.slide() if r < 0.9 else self.visit())
+            except TimeoutError as exc:
+                return self.problem("timeout", f"{exc}")
+            except ProtocolError:
+                return  # reported by act
+            except Exception as exc:  # noqa: BLE001 - report, do not hide, anything the driver hits
+                return self.problem("driver", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.rng.uniform(*self.think))
+
+    def shown(self, part: str) -> list[str]:
+        return [t for t in self.client.texts() if part in t]
+
+    def check(self, what: str, with_loss: bool = False) -> None:
+        """The prediction (and, with the slider on 'loss', the loss) against the same input run alone."""
+        lines = [t.removeprefix("### ").strip() for t in self.shown("Prediction:")]
+        if self.expected is None:
+            if lines:
+                self.problem("mismatch", f"{what}: a prediction {lines[0]!r} for an empty canvas")
+            return
+        line, loss = self.expected
+        self.tally.checks += 1
+        if lines != [line]:
+            self.problem("mismatch", f"{what}: page {lines}, alone {line!r}")
+        if with_loss and self.current("backprop") == "loss":
+            texts = self.shown("L = -log p[target]")
+            self.tally.checks += 1
+            if not texts or loss not in texts[0].replace("**", ""):
+                self.problem("mismatch", f"{what}: loss {texts[:1]}, alone {loss!r}")
+
+    def current(self, key: str) -> str | None:
+        """The value of widget ``key`` (a slider, radio or button group): the one sent last, else its default."""
+        try:
+            _, el, sent = self.client.widget(key)
+        except ProtocolError:
+            return None
+        kind = el.WhichOneof("type")
+        if sent is not None:
+            return sent.string_value if kind == "radio" else sent.string_array_value.data[0]
+        if kind == "radio":
+            return el.radio.options[el.radio.default]
+        if kind == "slider":
+            return el.slider.options[int(el.slider.default[0])]
+        return el.button_group.options[el.button_group.default[0]].content if el.button_group.default else None
+
+    async def expect_sample(self, what: str) -> None:
+        """The test sample the page names in its caption: its numbers become ``expected`` and are checked."""
+        self.expected = None
+        if self.current(f"source_{self.model}") != "Test sample":
+            return
+        found = re.search(r"test image #(\d+)", " ".join(self.shown("test image #")))
+        if not found:
+            return self.problem("missing", f"{what}: no sample caption")
+        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
+        self.check(f"{what} #{found.group(1)}")
+
+    async def ensure_source(self, source: str) -> None:
+        label = next(o for o in self.client.widget("model_name")[1].radio.options
+                     if o.startswith(MODEL_PREFIX[self.model]))
+        if self.current("model_name") != label:
+            await self.act("model", lambda: self.client.interact("model_name", string_value=label))
+            await self.expect_sample("model")
+        if self.current(f"source_{self.model}") != source:
+            await self.act("source", lambda: self.client.interact(f"source_{self.model}",
+                                                                  string_array_value={"data": [source]}))
+            await self.expect_sample("source")
+            if source == "Draw":
+                self.check("source draw")  # a fresh canvas: no prediction
+
+    async def draw(self, name: str | None) -> None:
+        """One stroke on a fresh canvas (``name`` None: the canvas cleared)."""
+        await self.ensure_source("Draw")
+        png = stroke_png(STROKES[name] if name else None)
+        value = json.dumps(canvas_value(png))
+        await self.act("draw" if name else "clear", lambda: self.client.interact("canvas", json_value=value))
+        self.expected = await asyncio.to_thread(self.oracle.drawing, png)
+        self.check(f"draw {name or 'nothing'}")
+
+    async def new_sample(self) -> None:
+        if not self.can_sample:
+            return await self.draw(self.rng.choice(list(STROKES)))
+        await self.ensure_source("Test sample")
+        await self.act("sample", lambda: self.client.interact(f"sample_{self.model}_new", trigger=True))
+        await self.expect_sample("new sample")
+
+    async def slide(self) -> None:
+        options = list(self.client.widget("backprop")[1].slider.options)
+        at, last = options.index(self.current("backprop")), len(options) - 1
+        to = options[self.rng.choice(sorted({0, last, max(0, at - 1), min(last, at + 1)} - {at}))]
+        await self.act("slider", lambda: self.client.interact("backprop", string_array_value={"data": [to]}))
+        self.check(f"slider to {to}", with_loss=True)
+
+    async def visit(self) -> None:
+        target = self.rng.choice(OTHER_PAGES)
+        await self.act("visit", lambda: self.client.navigate(target))
+        if not [t for t in self.client.texts() if t.strip()]:
+            self.problem("missing", f"visit {target}: an empty page")
+        await self.act("visit", lambda: self.client.navigate("explorer"))
+        self.expected = None  # widgets start afresh on the page
+        if self.current("model_name") is None:
+            self.problem("missing", "visit explorer: no model picker")

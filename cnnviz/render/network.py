@@ -220,3 +220,43 @@ def small_matrix(arr: np.ndarray, title: str, signed: bool | None = None, height
     """A small matrix with every number printed in its cell (kernels, patches, products)."""
     return heatmap(arr, title, signed=signed, height=height, text=True, showscale=False, text_format="%{z:.3g}",
                    text_size=13)
+
+
+def overlay(picture: np.ndarray, heat: np.ndarray, opacity: float = 0.5, signed: bool | None = None,
+            vmax: float | None = None, size: int | None = None, by_strength: bool = True) -> np.ndarray:
+    """The input picture with a heat map (an attribution) blended over it.
+
+    Args:
+        picture: (C, H, W) or (H, W) pixels in [0, 1] (as ``pictures.unnormalize`` gives), C = 1 or 3.
+        heat: (h, w) map; resized bilinearly to (H, W) when its size differs (a Grad-CAM map, say).
+        opacity: 0 shows only the picture, 1 only the colours (where the heat is strongest, if ``by_strength``).
+        signed: diverging colours centred on 0 (blue negative, red positive); default: whether any value is < 0.
+        vmax: the value drawn at full colour (default: the largest |heat|), e.g. one scale for several maps.
+        size: scale the result (nearest neighbour) to this many pixels a side.
+        by_strength: blend each pixel in proportion to |heat| / vmax, so zero heat leaves the picture as it is.
+    Returns:
+        (S, S, 3) uint8 RGB, S = size or the picture's own size.
+    """
+    pic = np.clip(np.nan_to_num(np.asarray(picture, dtype=np.float64)), 0.0, 1.0)
+    if pic.ndim == 2:
+        pic = pic[None]
+    if pic.ndim != 3 or pic.shape[0] not in (1, 3):
+        raise ValueError(f"picture must be (H, W) or (C, H, W) with C = 1 or 3, got shape {np.shape(picture)}")
+    rgb = np.repeat(pic, 3, axis=0) if pic.shape[0] == 1 else pic  # (3, H, W)
+    h, w = rgb.shape[1:]
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float64))
+    if heat.ndim != 2:
+        raise ValueError(f"heat must be a (h, w) map, got shape {heat.shape}")
+    if heat.shape != (h, w):
+        heat = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR),
+                          dtype=np.float64)
+    signed = is_signed(heat) if signed is None else signed
+    top = float(vmax) if vmax else float(np.abs(heat).max())
+    scaled = heat / top if top > 0 else np.zeros_like(heat)  # in [-1, 1]
+    colours = _lut(0.5 + 0.5 * scaled, _DIVERGING) if signed else _lut(np.clip(scaled, 0, 1), _VIRIDIS)
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * (np.clip(np.abs(scaled), 0, 1) if by_strength else np.ones_like(scaled))
+    out = rgb.transpose(1, 2, 0) * 255.0 * (1 - alpha[..., None]) + colours.astype(np.float64) * alpha[..., None]
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if size is not None and size != h:
+        out = np.asarray(Image.fromarray(out).resize((int(size), int(size) * h // w), Image.NEAREST))
+    return out

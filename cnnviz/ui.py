@@ -382,7 +382,10 @@ def start_training(cfg, settings, dataset: str = "mnist"):
     """
     from cnnviz.engine.training_jobs import JOBS
 
-    job = JOBS.submit(session_id(), cfg, settings, dataset=dataset, alive=session_alive())
+    import uuid
+
+    owner = st.session_state.setdefault("_cnnviz_training_owner", uuid.uuid4().hex)  # one training per session
+    job = JOBS.submit(owner, cfg, settings, dataset=dataset, alive=session_alive())
     previous = training_job()
     if previous is not None and previous.result() is not None:
         st.session_state[_YOUR_MODEL_KEY] = previous.result()

@@ -143,14 +143,14 @@ class TrainingJob:
 
     # -- control (any thread) --------------------------------------------------------------------------------
     def pause(self) -> None:
+        """Ask the worker to pause: the state reads "paused" once the step in flight is done."""
         with self._lock:
             if self.state == "running":
-                self.state = "paused"
                 self._resume.clear()
 
     def resume(self) -> None:
         with self._lock:
-            if self.state == "paused":
+            if self.state in ("running", "paused"):
                 self.state = "running"
                 self._resume.set()
 
@@ -245,6 +245,9 @@ class TrainingJob:
                     break
             if not self._resume.is_set():
                 paused_at = time.perf_counter()
+                with self._lock:
+                    if not self._resume.is_set():
+                        self.state = "paused"
                 while not self._resume.wait(1.0):
                     if self._owner_gone() or time.perf_counter() - paused_at > MAX_PAUSE_S:
                         self._stop = True
@@ -270,7 +273,7 @@ class TrainingJob:
                 for name, norm in (stats.grad_norms or {}).items():
                     self._norms.setdefault(name, []).append((stats.step, norm))
             end_of_epoch = stats.step % trainer.steps_per_epoch == 0 or stats.step == s.steps
-            if stats.step % eval_every == 0 or stats.step == s.steps:
+            if stats.step % eval_every == 0 or stats.step in (10, 25, 50) or stats.step == s.steps:
                 accuracy = _accuracy(model, held_x, held_y, card)
                 with self._lock:
                     self._held_out.append((stats.step, accuracy))

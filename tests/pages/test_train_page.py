@@ -1,0 +1,190 @@
+"""The "Train a CNN" page (issue 16): AppTest for the builder, messages, live training, pause/resume/stop and the
+queue between two sessions (learnable stand-in data, so no download); one real browser on real MNIST."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cnnviz.engine import datasets
+from cnnviz.engine import training_jobs as tj
+from tests.conftest import open_page, start_server, stop_server, wait_for_idle
+from tests.engine.test_training import FakeData
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "train.py")
+TINY = "Tiny: two convolutions"
+STATUS = re.compile(r"\*\*(\w+)\*\* · step (\d+) of (\d+) · epoch \d+ · held-out accuracy (\d+\.\d)%")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """MNIST 'available', training on learnable stand-in data, and a fresh server registry with a limit of one."""
+    data = FakeData()
+    monkeypatch.setattr(datasets, "dataset_available", lambda name, data_dir=None: (name == "mnist", ""))
+    monkeypatch.setattr(tj, "_data", lambda name, data_dir: data)
+    registry = tj.JobRegistry(limit=1)
+    monkeypatch.setattr(tj, "JOBS", registry)
+    yield registry
+    registry.stop_all()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def status(at: AppTest) -> str:
+    texts = [m.value for m in at.markdown if "· step" in m.value]
+    return texts[0] if texts else ""
+
+
+def wait_status(at: AppTest, predicate, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        text = status(at)
+        if predicate(text):
+            return text
+        assert time.monotonic() < deadline, f"status never satisfied the wait: {text!r}"
+        time.sleep(0.3)
+
+
+def step_of(text: str) -> int:
+    m = re.search(r"step (\d+) of", text)
+    return int(m.group(1)) if m else -1
+
+
+def start(at: AppTest, steps: int) -> None:
+    at.selectbox(key="train_preset").set_value(TINY).run()
+    at.number_input(key="train_steps").set_value(steps).run()
+    at.number_input(key="train_lr").set_value(0.01).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+def test_without_data_the_page_says_how_and_trains_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNVIZ_DATA_DIR", str(tmp_path))
+    at = new_app()
+    assert any("MNIST" in i.value and "CNNVIZ_DATA_DIR" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "train_start"]
+
+
+def test_builder_table_follows_the_blocks_and_bad_builds_get_a_message(stand_in):
+    at = new_app()
+    assert any("18202 parameters" in m.value for m in at.markdown), "the shipped preset is the default"
+    at.selectbox(key="train_preset").set_value(TINY).run()
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "flatten",
+                                    "fc"]
+    assert list(table["output shape"])[-3:] == ["16 x 7 x 7", "784", "10"]
+    assert int(table["parameters"].sum()) == 9146 and list(table["receptive field (px)"])[:5] == [3, 3, 3, 4, 8]
+    at.text_area(key="train_blocks").set_value("conv 8\n" + "maxpool\n" * 6).run()
+    assert any("below 1x1" in e.value for e in at.error)
+    assert at.button(key="train_start").disabled
+    at.text_area(key="train_blocks").set_value("conv 8\nsoftmax 3").run()
+    assert any("unknown kind 'softmax'" in e.value for e in at.error)
+    at.text_area(key="train_blocks").set_value("conv 8\nmaxpool").run()
+    assert not at.error and not at.button(key="train_start").disabled
+
+
+@pytest.mark.slow
+def test_train_watch_pause_resume_and_take_it_home(stand_in):
+    at = new_app()
+    start(at, 3000)
+    text = wait_status(at, lambda t: "training" in t and step_of(t) > 15)
+    at.button(key="train_pause").click().run()
+    paused = wait_status(at, lambda t: "paused" in t)
+    time.sleep(1.0)
+    at.run()
+    assert step_of(status(at)) == step_of(paused), "no step while paused"
+    assert at.button(key="train_start").disabled, "one training per session"
+    at.button(key="train_resume").click().run()
+    wait_status(at, lambda t: "training" in t and step_of(t) > step_of(paused) + 5)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4, "loss, held-out accuracy, learning rate, gradient norms"
+    assert len(at.get("image")) >= 2, "first-layer filters and the fixed digit's feature maps"
+    at.button(key="train_stop").click().run()
+    text = wait_status(at, lambda t: "stopped" in t)
+    m = STATUS.search(text)
+    assert m, f"the status shows state, step and 'accuracy NN.N%': {text!r}"
+    assert float(m.group(4)) > 50, "the stand-in data is learnable"
+    at.run()
+    assert any("Your model scores" in s.value for s in at.success)
+    assert len(at.get("download_button")) == 2, "the weights and the card"
+    job = at.session_state["_cnnviz_training_job"]
+    model, card = job.result()
+    assert card.name == "mnist" and not model.training
+    assert not at.button(key="train_start").disabled, "a new training may start"
+
+
+@pytest.mark.slow
+def test_two_sessions_with_a_limit_of_one_queue(stand_in):
+    first, second = new_app(), new_app()
+    start(first, 3000)
+    wait_status(first, lambda t: "training" in t)
+    start(second, 30)
+    text = wait_status(second, lambda t: "waiting" in t)
+    assert step_of(text) == 0
+    assert any("number 1 in the queue" in i.value for i in second.info)
+    first.button(key="train_stop").click().run()
+    wait_status(second, lambda t: "finished" in t)
+    assert "stopped" in status(first.run())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A real browser on real MNIST: build, train a few hundred steps, see the status and curves, pause and resume
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_build_train_pause_resume(browser):
+    from tests.conftest import require_browser
+
+    require_browser()
+    if not datasets.dataset_available("mnist")[0]:
+        pytest.skip("needs MNIST in $CNNVIZ_DATA_DIR (CI sets it)")
+    server = start_server(env={"CNNVIZ_TRAINING_LIMIT": "1"})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        open_page(page, f"{server.url}/train")
+        page.get_by_text("Total:").first.wait_for()
+        preset = page.locator(".st-key-train_preset")
+        preset.click()
+        page.get_by_role("option", name=TINY).click()
+        wait_for_idle(page)
+        steps = page.locator(".st-key-train_steps input")
+        steps.fill("400")
+        steps.press("Enter")
+        wait_for_idle(page)
+        page.locator(".st-key-train_start button").click()
+        status_box = page.locator(".st-key-train_status")
+        status_box.get_by_text(re.compile(r"training")).wait_for()
+        page.wait_for_function("""() => {
+            const m = document.querySelector('.st-key-train_status')?.innerText.match(/step (\\d+)/);
+            return m && +m[1] >= 50; }""", timeout=120_000)
+        page.locator(".st-key-train_pause button").click()
+        status_box.get_by_text("paused").wait_for()
+        held = re.search(r"step (\d+)", status_box.inner_text()).group(1)
+        page.wait_for_timeout(2500)
+        assert re.search(r"step (\d+)", status_box.inner_text()).group(1) == held
+        assert page.locator("[data-testid='stPlotlyChart']").count() >= 4
+        page.locator(".st-key-train_resume button").click()
+        status_box.get_by_text("finished").wait_for(timeout=240_000)
+        text = status_box.inner_text()
+        m = re.search(r"step (\d+) of (\d+).*accuracy (\d+\.\d)%", text, re.S)
+        assert m and m.group(1) == m.group(2) == "400", text
+        assert float(m.group(3)) >= 90.0, text
+        page.get_by_text("Your model scores").wait_for()
+    finally:
+        context.close()
+        stop_server(server)
+

@@ -79,8 +79,8 @@ st.markdown(
 )
 
 ui.seed_from_url("net", PRESET, _net, "network")
-preset = st.segmented_control("Network", list(LABELS), format_func=LABELS.get, key=PRESET, default="relu",
-                              required=True)
+st.session_state.setdefault(PRESET, "relu")
+preset = st.segmented_control("Network", list(LABELS), format_func=LABELS.get, key=PRESET, required=True)
 default = mlp.default_config(preset)
 for name in (*default.inputs, *default.targets, *default.weights):
     ui.seed_from_url(name, _key(preset, name), mlp.parse_link_number)

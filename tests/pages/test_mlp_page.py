@@ -1,10 +1,14 @@
-"""The computational-graph and step-by-step MLP pages: the worked examples' numbers appear, inputs and sliders
-recompute what torch autograd says, bad input gives a message and never a traceback."""
+"""The step-by-step MLP page: the worked examples' numbers appear, inputs, links and the step control recompute
+what torch autograd says, bad input and bad links give a message and never a traceback."""
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import re
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -12,9 +16,16 @@ from streamlit.testing.v1 import AppTest
 from cnnviz.handwork import mlp
 from cnnviz.numbers import fmt
 from tests.conftest import ROOT, open_page, wait_for_idle
-from tests.handwork.test_mlp import torch_step, torch_train
+from tests.handwork.test_mlp import (
+    assert_drawing_numbers,
+    assert_equation_lines,
+    assert_printed,
+    expected_numbers,
+    random_config,
+    torch_step,
+    torch_train,
+)
 
-GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
 MLP_PAGE = str(ROOT / "app_pages" / "mlp.py")
 F64 = torch.float64
 
@@ -27,8 +38,9 @@ def page_text(at: AppTest) -> str:
     return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))  # equations broken over lines, joined again
 
 
-def run(path: str) -> AppTest:
+def run(path: str = MLP_PAGE, **query: str) -> AppTest:
     at = AppTest.from_file(path, default_timeout=60)
+    at.query_params.update(query)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -42,19 +54,17 @@ def graphviz_sources(at: AppTest) -> list[str]:
     return [e.proto.spec for e in at.get("graphviz_chart")]
 
 
-# ------------------------------------------------------------------------------------------ computational graph
+def plotly_values(data) -> list[float]:
+    """A plotly JSON array: a list, or {"dtype": "f8", "bdata": base64} for numpy data."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return [float(v) for v in data]
 
 
-
-
-
-
-
-
-
-
-
-
+def equation_lines(at: AppTest) -> list[str]:
+    """The written lines of the three code blocks (forward, backward, update), each joined back onto one line."""
+    text = "\n".join(str(c.value) for c in at.code)
+    return [line for line in re.sub(r"\n +([=+]) ", r" \1 ", text).split("\n") if " = " in line]
 
 
 # --------------------------------------------------------------------------------------------- step-by-step MLP
@@ -161,6 +171,139 @@ def test_mlp_page_reset_brings_the_worked_example_back():
     at.button(key="mlp_reset_relu").click().run()
     assert number_input(at, "w3").value == 2.0
     assert "L: 220.5" in page_text(at)
+
+
+def test_mlp_page_overflow_before_any_update_is_not_blamed_on_the_learning_rate():
+    """Issue 12: w1 = 1e308 said "the learning rate 0.1 is too large"; 2 * 1e308 overflows in the forward pass of
+    step 0, before the learning rate is used."""
+    at = run()
+    number_input(at, "w1").set_value(1e308)
+    at.run()
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "forward pass of step 0 gives a = inf" in message and "before any update" in message, message
+    assert "too large" not in message
+    assert "status: diverged" in page_text(at)
+
+
+def test_mlp_link_opens_that_view_with_torchs_numbers():
+    at = run(net="sigmoid", i1="0.3", w5="-1.5", w8="2", lr="0.25", steps="12", step="5")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.segmented_control[0].value == "sigmoid"
+    assert number_input(at, "i1").value == 0.3 and number_input(at, "w5").value == -1.5
+    assert number_input(at, "learning rate").value == 0.25 and number_input(at, "training steps").value == 12
+    assert at.select_slider(key="mlp_step_sigmoid").value == 5
+    base = mlp.default_config("sigmoid")
+    config = mlp.make_config("sigmoid", {**base.inputs, "i1": 0.3}, base.targets,
+                             {**base.weights, "w5": -1.5, "w8": 2.0}, 0.25)
+    reference = torch_train(config, 12)
+    text = page_text(at)
+    assert "Forward pass at step 5" in text and "step: 5" in text
+    assert f"E_total: {fmt(reference[5][2], style='f')}" in text
+    assert assert_equation_lines(equation_lines(at), expected_numbers("sigmoid", config, reference[5]), "link") >= 25
+    assert_drawing_numbers(graphviz_sources(at)[0], reference[5], "sigmoid", config, "link")
+
+
+def test_mlp_url_is_written_as_the_view_changes():
+    at = run()
+    assert at.query_params["net"] == "relu" and at.query_params["w1"] == "2" and at.query_params["step"] == "0"
+    number_input(at, "w3").set_value(-0.5).run()
+    assert at.query_params["w3"] == "-0.5"
+    at.select_slider(key="mlp_step_relu").set_value(3).run()
+    assert at.query_params["step"] == "3"
+    at.segmented_control[0].set_value("sigmoid").run()
+    assert at.query_params["net"] == "sigmoid" and at.query_params["i2"] == "0.1" and "x" not in at.query_params
+    links = [str(c.value) for c in at.code if "net=sigmoid" in str(c.value)]
+    assert links and "w8=0.55" in links[0], "the link button holds this view's address"
+
+
+@pytest.mark.parametrize("param,value,why", [
+    ("net", "cnn", "network"), ("w1", "abc", "not a number"), ("w1", "1e999", "finite"), ("x", "nan", "finite"),
+    ("lr", "-1", ">= 0"), ("steps", "0", "1 to 500"), ("steps", "9" * 30, "1 to 500"), ("step", "999", "0 to 99"),
+    ("step", "2.5", "whole number"),
+])
+def test_mlp_bad_link_values_give_a_message_and_the_default(param, value, why):
+    at = run(**{param: value})
+    warnings = " ".join(w.value for w in at.warning)
+    assert f"= {value!r}"[:40] in warnings and why in warnings and "default" in warnings, warnings
+    text = page_text(at)
+    assert "L: 220.5" in text and "step: 0" in text  # the worked example at step 0
+    assert "dL/dw1 = da/dw1 * dL/da + db/dw1 * dL/db = 2*84 + 2*42 = 252" in text
+
+
+def test_mlp_saturated_sigmoid_link_writes_lines_that_are_true():
+    """Issue 12: "(1 - 1.000000)*..." read as 0 beside a non-zero result; every line now gives its result."""
+    weights = {f"w{i}": "10" for i in range(1, 9)}
+    at = run(net="sigmoid", i1="1", i2="1", step="0", **weights)
+    lines = equation_lines(at)
+    assert not [line for line in lines if "(1 - 1.000000)" in line]
+    config = mlp.make_config("sigmoid", {"i1": 1, "i2": 1}, {"t1": 0.01, "t2": 0.99},
+                             {f"w{i}": 10.0 for i in range(1, 9)}, 0.5)
+    assert assert_equation_lines(lines, expected_numbers("sigmoid", config, torch_train(config, 1)[0]), "page") >= 25
+
+
+def test_mlp_relu_learning_rate_comparison_shows_the_lesson():
+    """Issue 15: six identical flat curves at 4.5; now the rates differ, 0.001 is offered, too large is marked."""
+    at = run()
+    rates = at.text_input(key="mlp_rates_relu").value
+    assert "0.001" in [r.strip() for r in rates.split(",")]
+    table = at.dataframe[-1].value
+    statuses = list(table["status"])
+    assert "finite" in statuses and any(s.startswith("stuck from step 1") for s in statuses), statuses
+    assert len(set(table["final L"])) >= 3
+    chart = next(c for c in at.get("plotly_chart") if "lr_chart" in c.proto.id or "Loss curves" in c.proto.spec)
+    traces = [tuple(plotly_values(t["y"])[:10]) for t in json.loads(chart.proto.spec)["data"]
+              if t.get("showlegend", True)]
+    assert len(set(traces)) == len(traces) >= 5, "no two learning rates give the same curve"
+
+
+def test_mlp_sigmoid_diagram_names_each_weight_on_its_own_edge():
+    """Issue 15: the crossing edges' labels were ambiguous; each weight is now a box on its edge, named with the
+    units it joins."""
+    at = run(net="sigmoid")
+    source = graphviz_sources(at)[0]
+    for weight, src, dst in (("w1", "i1", "h1"), ("w2", "i2", "h1"), ("w3", "i1", "h2"), ("w4", "i2", "h2"),
+                             ("w5", "h1", "o1"), ("w6", "h2", "o1"), ("w7", "h1", "o2"), ("w8", "h2", "o2")):
+        assert f"{weight}: {src} → {dst}" in source
+        assert f"{src} -> wt_{weight} " in source and f"wt_{weight} -> {dst};" in source
+    assert "label=\"w" not in source, "no weight label floating on a crossing edge"
+
+
+@pytest.mark.parametrize("projector,least", [(False, 12), (True, 16)])
+def test_mlp_diagram_text_size(projector, least):
+    at = AppTest.from_file(MLP_PAGE, default_timeout=60)
+    at.session_state["projector"] = projector
+    at.run()
+    for source in graphviz_sources(at):
+        sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", source)]
+        assert sizes and min(sizes) >= least, sizes
+
+
+@pytest.mark.slow
+def test_property_random_links_show_torchs_numbers_on_the_page():
+    """Random networks opened as links: every written line on the page (its printed result and the value of the
+    numbers written into it), the metrics and every number of the drawing equal float64 autograd."""
+    rng = random.Random(2024)
+    checked = 0
+    for trial in range(40):
+        preset = ("relu", "sigmoid")[trial % 2]
+        config = random_config(preset, rng)
+        steps = rng.randint(1, 5)
+        reference = torch_train(config, steps)
+        step = rng.randrange(len(reference))  # a diverged run stops early: its steps are all there are
+        query = {"net": preset, "lr": mlp.link_text(config.learning_rate), "steps": str(steps), "step": str(step),
+                 **{k: mlp.link_text(v) for k, v in {**config.inputs, **config.targets, **config.weights}.items()}}
+        at = run(**query)
+        assert not at.warning, [w.value for w in at.warning]
+        k = step
+        where = f"trial {trial}: ?{'&'.join(f'{a}={b}' for a, b in query.items())}"
+        checked += assert_equation_lines(equation_lines(at), expected_numbers(preset, config, reference[k]), where)
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["step"] == str(k)
+        loss_name = mlp.PRESETS[preset].loss_name
+        assert_printed(metrics[loss_name], reference[k][2], f"{where}: the loss metric")
+        assert_drawing_numbers(graphviz_sources(at)[0], reference[k], preset, config, where)
+    assert checked > 40 * 20
 
 
 # ------------------------------------------------------------------------------------------------------ browser

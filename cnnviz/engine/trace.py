@@ -88,3 +88,56 @@ class GradientCheck:
     finite_difference: float
     relative_error: float
     eps: float
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """How far one layer's parameters (weight and bias together) moved in one step, relative to their size."""
+
+    layer: str  # module name, e.g. "block1.conv1"
+    params: tuple[str, ...]  # its parameters' qualified names, e.g. ("block1.conv1.weight", "block1.conv1.bias")
+    size: float  # ||W|| before the step: the Euclidean norm of all its parameters together
+    change: float  # ||delta||, delta = new - old, over the same parameters
+    relative: float  # change / size (inf when size is 0 and something changed, 0 when neither)
+    large: bool  # relative > the LearnRecord's threshold
+
+
+@dataclass(frozen=True)
+class HeldOutScore:
+    """The model on a fixed batch of test images it never learns from."""
+
+    n: int  # images in the batch
+    correct: int
+    accuracy: float  # correct / n, in [0, 1]
+    mean_loss: float  # mean cross-entropy over the batch (computed in float64 from the logits)
+
+
+@dataclass(frozen=True)
+class LearnRecord:
+    """One plain SGD step (theta <- theta - lr * dL/dtheta) on one input, applied to a private full copy."""
+
+    lr: float
+    target: int
+    mode: str  # "eval": dropout off, batch norm on its running statistics (which the step does not change)
+    mode_text: str  # the same in words, for the page
+    loss_before: float  # cross-entropy of target on this input (float64 from the logits)
+    loss_after: float
+    probs_before: np.ndarray  # (K,)
+    probs_after: np.ndarray  # (K,)
+    pred_before: int
+    pred_after: int
+    layers: tuple[LayerChange, ...]  # forward order
+    params: tuple[LayerUpdate, ...]  # per parameter, with its delta array
+    threshold: float  # a layer changed by more than this fraction of its size is flagged (0.10)
+    large_layers: tuple[str, ...]  # layers with relative > threshold
+    warning: str  # "" or a sentence naming them, for the page
+    heldout_before: HeldOutScore | None  # None when no held-out batch was given
+    heldout_after: HeldOutScore | None
+    heldout_text: str  # what the held-out batch is, e.g. "256 test images (seed 0)"
+    diverged: bool  # the step produced inf/nan
+
+    def layer(self, name: str) -> LayerChange:
+        for change in self.layers:
+            if change.layer == name:
+                return change
+        raise KeyError(name)

@@ -1,0 +1,188 @@
+"""Learn from one input, honestly: one SGD step on a private full copy, each layer's change relative to its size,
+and the model on a fixed held-out batch of test images before and after the step.
+
+The shared model is never changed: the step runs on ``copy.deepcopy(model)`` in eval mode (dropout off, batch norm
+on its running statistics, which the step leaves as they are). Losses are computed in float64 from the logits, so a
+tiny loss (p close to 1) keeps its digits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnviz.engine.models import REGISTRY, ModelCard
+from cnnviz.engine.pictures import normalize
+from cnnviz.engine.trace import HeldOutScore, LayerChange, LayerUpdate, LearnRecord
+from cnnviz.numbers import fmt
+
+HELDOUT_SIZE = 256
+HELDOUT_SEED = 0
+LARGE_CHANGE = 0.10  # a step that moves a layer by more than 10% of its size is flagged
+EVAL_MODE_TEXT = ("The step runs in eval mode: dropout is off and batch norm uses the running statistics it learned "
+                  "in training (not this one input's), so only weights and biases change; the running statistics "
+                  "stay as they are. Real training runs in train mode on batches of many images.")
+
+
+@dataclass(frozen=True)
+class HeldOutBatch:
+    """A fixed batch of test images, the same for every step and every session (cache it per model)."""
+
+    name: str  # "mnist" or "cifar10"
+    images: torch.Tensor  # (N, C, H, W) uint8, as the model sees them before normalisation
+    labels: torch.Tensor  # (N,) int64
+    indices: tuple[int, ...]  # their test-set indices (the dataset's order), ascending
+    seed: int
+
+    @property
+    def text(self) -> str:
+        return f"{len(self.indices)} test images chosen once at random (seed {self.seed}), never learned from"
+
+    def normalized(self, card: ModelCard) -> torch.Tensor:
+        """The images as the model takes them: (N, C, H, W) float32, normalised with the card's mean/std."""
+        return normalize(self.images, card)
+
+
+def heldout_indices(n_test: int, size: int = HELDOUT_SIZE, seed: int = HELDOUT_SEED) -> np.ndarray:
+    """``size`` distinct test-set indices drawn with a fixed seed, ascending."""
+    if not 0 < size <= n_test:
+        raise ValueError(f"size must be between 1 and {n_test}, got {size}")
+    return np.sort(np.random.default_rng(seed).choice(n_test, size, replace=False))
+
+
+def heldout_batch(name: str, size: int = HELDOUT_SIZE, seed: int = HELDOUT_SEED,
+                  data_dir: str | Path | None = None) -> HeldOutBatch:
+    """The fixed held-out batch of ``name``'s test set: uint8 images and labels (about 0.1 s; cache it).
+
+    Args:
+        name: "mnist" or "cifar10".
+        size, seed: how many images, and the seed that chooses them.
+        data_dir: the data folder (default: $CNNVIZ_DATA_DIR).
+    Raises:
+        DataUnavailable: the test set is not on disk (the message says how to fix it).
+    """
+    from cnnviz.engine.datasets import dataset
+
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {tuple(REGISTRY)}")
+    c, h, w = REGISTRY[name].input_shape
+    ds = dataset(name, "test", data_dir)
+    idx = heldout_indices(len(ds), size, seed)
+    images = torch.empty((len(idx), c, h, w), dtype=torch.uint8)
+    labels = torch.empty(len(idx), dtype=torch.long)
+    for row, i in enumerate(idx):
+        image, label = ds[int(i)]  # the same decoding as the explorer's test samples (preprocess, dataset_sample)
+        arr = np.array(image.convert("L" if c == 1 else "RGB").resize((w, h)), dtype=np.uint8)
+        images[row] = torch.from_numpy(arr[None] if c == 1 else arr.transpose(2, 0, 1).copy())
+        labels[row] = int(label)
+    return HeldOutBatch(name, images, labels, tuple(int(i) for i in idx), int(seed))
+
+
+def heldout_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> HeldOutScore:
+    """Accuracy and mean cross-entropy of ``model`` (run as it is: put it in eval mode first) on normalised images."""
+    if images.dim() != 4 or labels.shape != (images.shape[0],):
+        raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    dtype = next(model.parameters()).dtype
+    correct, total_loss = 0, 0.0
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            logits = model(images[start:start + batch_size].to(dtype)).double()  # (B, K)
+            y = labels[start:start + batch_size]
+            correct += int((logits.argmax(1) == y).sum())
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    n = int(images.shape[0])
+    return HeldOutScore(n, correct, correct / n, total_loss / n)
+
+
+def _relative(change: float, size: float) -> float:
+    if size > 0:
+        return change / size
+    return 0.0 if change == 0 else math.inf
+
+
+def learn_step(model: nn.Module, x: torch.Tensor, target: int, lr: float, heldout_x: torch.Tensor | None = None,
+               heldout_y: torch.Tensor | None = None, heldout_before: HeldOutScore | None = None,
+               threshold: float = LARGE_CHANGE, heldout_text: str = "") -> LearnRecord:
+    """One plain SGD step on this single input, on a private full copy of the model, in eval mode.
+
+    Args:
+        model: the shared model (never changed).
+        x: (1, C, H, W) normalised input; target: the class to learn; lr: the learning rate (finite).
+        heldout_x, heldout_y: the fixed held-out batch, normalised (``HeldOutBatch.normalized``) and its labels.
+        heldout_before: the model's score on that batch if the caller has it cached (it does not depend on x).
+        threshold: flag layers whose change exceeds this fraction of their size.
+        heldout_text: what the batch is, for the page (``HeldOutBatch.text``).
+    Returns:
+        A LearnRecord (see cnnviz.engine.trace).
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        raise ValueError(f"learning rate must be a finite number, got {lr!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must have shape (1, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the input contains inf or nan")
+    if (heldout_x is None) != (heldout_y is None):
+        raise ValueError("give both heldout_x and heldout_y, or neither")
+    net = copy.deepcopy(model).eval()
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    names, params = [n for n, _ in named], [p for _, p in named]
+    dtype = params[0].dtype
+    x = x.detach().to(dtype)
+    tgt = torch.tensor([int(target)])
+    if heldout_x is not None and heldout_before is None:
+        heldout_before = heldout_score(net, heldout_x, heldout_y)
+    with torch.enable_grad():
+        logits = net(x)  # (1, K)
+        if not 0 <= int(target) < logits.shape[1]:
+            raise ValueError(f"target {target} is not a class index (0..{logits.shape[1] - 1})")
+        grads = torch.autograd.grad(F.cross_entropy(logits, tgt), params)
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.sub_(lr * g)
+        logits_after = net(x)
+    heldout_after = heldout_score(net, heldout_x, heldout_y) if heldout_x is not None else None
+
+    updates, groups = [], {}
+    for name, p, old in zip(names, params, before, strict=True):
+        delta = (p.detach() - old).double()
+        change, size = float(delta.norm()), float(old.double().norm())
+        updates.append(LayerUpdate(name, delta.to(dtype).numpy(), change, _relative(change, size)))
+        layer = name.rsplit(".", 1)[0]
+        sq = groups.setdefault(layer, [[], 0.0, 0.0])
+        sq[0].append(name)
+        sq[1] += size * size
+        sq[2] += change * change
+    layers = []
+    for layer, (pnames, size_sq, change_sq) in groups.items():
+        rel = _relative(math.sqrt(change_sq), math.sqrt(size_sq))
+        layers.append(LayerChange(layer, tuple(pnames), math.sqrt(size_sq), math.sqrt(change_sq), rel,
+                                  not rel <= threshold))  # nan counts as large
+    large = tuple(c.layer for c in layers if c.large)
+    warning = ""
+    if large:
+        worst = max((c for c in layers if c.large), key=lambda c: c.relative if math.isfinite(c.relative) else 1e300)
+        warning = (f"This step changed {len(large)} of {len(layers)} layers by more than {fmt(threshold * 100)}% of "
+                   f"their size (most: {worst.layer}, by {fmt(worst.relative * 100, 3)}%). A step this large "
+                   "overwrites what the layers had learned; watch the held-out accuracy.")
+    loss_before = float(F.cross_entropy(logits.detach().double(), tgt))
+    loss_after = float(F.cross_entropy(logits_after.double(), tgt))
+    diverged = not math.isfinite(loss_after) or not all(math.isfinite(u.norm) for u in updates)
+    return LearnRecord(
+        lr=float(lr), target=int(target), mode="eval", mode_text=EVAL_MODE_TEXT,
+        loss_before=loss_before, loss_after=loss_after,
+        probs_before=torch.softmax(logits.detach().double(), 1)[0].numpy(),
+        probs_after=torch.softmax(logits_after.double(), 1)[0].numpy(),
+        pred_before=int(logits.detach().argmax(1)), pred_after=int(logits_after.argmax(1)),
+        layers=tuple(layers), params=tuple(updates), threshold=float(threshold), large_layers=large,
+        warning=warning, heldout_before=heldout_before, heldout_after=heldout_after,
+        heldout_text=heldout_text if heldout_x is not None else "", diverged=diverged,
+    )

@@ -60,6 +60,7 @@ def run() -> None:
     navigation = {"": [page(HOME, default=True)]}
     navigation.update({section: [page(p) for p in pages] for section, pages in SECTIONS.items()})
     current = st.navigation(navigation)
+    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.2rem;}</style>")  # room above the fold
     ui.projector_toggle()
     current.run()
 

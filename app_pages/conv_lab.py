@@ -1,62 +1,162 @@
-"""Convolution & pooling lab: every number of a convolution's forward and backward pass, on matrices you edit."""
+"""Convolution & pooling lab: every number of a convolution's forward and backward pass, on matrices you edit.
+
+Thin: widgets and the link's query string -> one handwork call -> its record, drawn by cnnviz.render.conv and written
+out by the record's own text methods. Only the chosen section runs; its matrices and settings live in the URL.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cnnviz import ui
 from cnnviz.handwork import conv_math as cm
+from cnnviz.handwork import conv_nets as nets
+from cnnviz.handwork import matrices as mx
+from cnnviz.handwork import pooling as pl
 from cnnviz.render import conv as rc
 
-st.title("Convolution & pooling lab")
-st.markdown(
-    "Small matrices you can edit, and every number a convolution, a pooling layer and a ReLU compute on them, "
-    "forward and backward. Type a matrix as one row per line with the numbers separated by spaces "
-    "(`1 2` / `3 4`), or as `[[1, 2], [3, 4]]`. "
-    "Every matrix here is tested against PyTorch (`F.conv2d`, `F.max_pool2d`, `F.avg_pool2d` and autograd)."
-)
+SECTIONS = {
+    "forward": "1 · Convolution forward", "backward": "2 · Convolution backward", "chain": "3 · Two layers chained",
+    "size": "4 · Output size", "pooling": "5 · Pooling", "relu": "6 · ReLU", "network": "7 · Conv + FC network",
+    "descent": "8 · Gradient descent",
+}
+PX = ui.text_px()  # figure text size: 12 px or more, larger in projector mode
+_linked: dict[str, tuple[str, Callable[[object], str]]] = {}  # query parameter -> (widget key, value -> link text)
+_KEEP = "_conv_lab_keep"  # widget values kept while their section is not on screen
 
 
-def matrix_input(label: str, key: str, default: str, max_shape: tuple[int, int] = (8, 8)) -> np.ndarray | None:
-    """A text box holding a matrix; on bad text, an error saying what to fix, and None."""
-    height = max(90, 24 * (default.count("\n") + 1) + 40)
-    text = st.text_area(f"{label} (up to {max_shape[0]}x{max_shape[1]})", default, key=key, height=height)
+# ---------------------------------------------------------------------------------------------------------------
+# The URL is the state: each input is linked to one query parameter
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ui.BadLinkValue(f"it must be a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ui.BadLinkValue(f"it must be from {lo} to {hi}")
+        return value
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise ui.BadLinkValue(f"it must be a number from {lo:g} to {hi:g}")
+        return value
+    return parse
+
+
+def _float_link(value: object) -> str:
+    return str(float(value))  # the shortest text that reads back as the same float
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ui.BadLinkValue("it must be 1 (on) or 0 (off)")
+    return raw == "1"
+
+
+def _one_of(options) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ui.BadLinkValue(f"choose one of {', '.join(options)}")
+        return raw
+    return parse
+
+
+def linked(param: str, key: str, default, parse: Callable[[str], object], what: str | None = None,
+           to_link: Callable[[object], str] = str) -> None:
+    """Before a widget is made: its value from the link (once), else the value it had, else ``default``; the
+    value goes back into the link as ``to_link(value)``."""
+    _linked[param] = (key, to_link)
+    ui.seed_from_url(param, key, parse, what)
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(_KEEP, {}).get(key, default)
+
+
+def write_state(section: str) -> None:
+    """The section on screen and its inputs into the address bar; every other section's parameters out of it."""
+    keep = st.session_state.setdefault(_KEEP, {})
+    values: dict[str, str] = {}
+    for param, (key, to_link) in _linked.items():
+        if key in st.session_state:
+            keep[key] = st.session_state[key]
+            values[param] = to_link(st.session_state[key])
+    stale = {p: None for p in st.query_params if p not in values and p != "section"}
+    ui.write_url(section=section, **values, **stale)
+
+
+def matrix_input(label: str, key: str, param: str, default: str, max_shape: tuple[int, int] = (8, 8)
+                 ) -> np.ndarray | None:
+    """A text box holding a matrix, linked to ``param``; on bad text, an error saying what to fix, and None."""
+    linked(param, key, default, lambda raw: mx.box_text(raw, label, max_shape), label, mx.link_text)
+    rows = str(st.session_state[key]).count("\n") + 1
+    text = st.text_area(f"{label} (up to {max_shape[0]}x{max_shape[1]})", key=key,
+                        height=max(90, int(1.9 * PX) * rows + 40))
     try:
-        return cm.parse_matrix(text, label, max_shape)
-    except cm.MatrixError as exc:
+        return mx.parse_matrix(text, label, max_shape)
+    except mx.MatrixError as exc:
         st.error(f"{exc}")
         return None
 
 
-class Charts:
-    """Draws a section's figures, each with its own stable key (section name + position in the section)."""
-
-    def __init__(self, section: str) -> None:
-        self.section, self.count = section, 0
-
-    def __call__(self, fig) -> None:
-        self.count += 1
-        st.plotly_chart(fig, width="content", config={"displayModeBar": False}, key=f"{self.section}_{self.count}")
+def int_slider(label: str, lo: int, hi: int, default: int, key: str, param: str, where=st, **kw) -> int:
+    linked(param, key, default, _int_in(lo, hi), label)
+    return int(where.slider(label, lo, hi, key=key, **kw))
 
 
-def entry_picker(label: str, shape: tuple[int, int], key: str) -> tuple[int, int]:
-    """A slider over the entries of a matrix, row by row; returns (row, column)."""
-    n = shape[0] * shape[1]
-    if n == 1:
-        return 0, 0
-    k = st.slider(label, 1, n, 1, key=key, help="Entries are numbered row by row, starting at the top left.")
-    return divmod(k - 1, shape[1])
+def show(fig, key: str) -> None:
+    st.plotly_chart(fig, width="content", config={"displayModeBar": False}, key=key)
 
 
-def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, np.ndarray],
+def show_row(figures: list, key: str, widths: list[float] | None = None) -> None:
+    """Figures side by side, one column each."""
+    for n, (col, fig) in enumerate(zip(st.columns(widths or len(figures)), figures, strict=True)):
+        with col:
+            show(fig, f"{key}_{n}")
+
+
+def walk(key: str, param: str, count: int, label: str, view: Callable[..., None], *args,
+         format_func: Callable[[int], str] = str) -> None:
+    """A walk-through over ``count`` steps (Play, speed, previous/next) and the view of the chosen step, which
+    reruns alone; the step is linked to ``param``. A link's step outside 0..count-1 gets a message and step 0."""
+    ui.seed_from_url(param, key, _int_in(0, count - 1), label.lower())
+
+    @st.fragment(run_every=ui.play_interval(key))
+    def part() -> None:
+        k = ui.stepper(key, count, label, format_func)
+        ui.write_url(**{param: k})
+        view(k, *args)
+
+    _linked[param] = (key, str)
+    part()
+
+
+def entry_walk(key: str, param: str, shape: tuple[int, int], label: str, view: Callable[..., None], *args) -> None:
+    """A walk over the entries of a matrix, row by row, each named by its (row, column) counted from 0."""
+    walk(key, param, shape[0] * shape[1], label, view, *args, format_func=lambda k: mx.entry_label(k, shape))
+
+
+def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, tuple[str, np.ndarray]],
                       name: str = "dE/dO") -> np.ndarray | None:
-    """Pick the upstream gradient from named choices or type it; a wrong shape gives a warning and None."""
-    choice = st.radio(f"Upstream gradient {name}", [*options, "type your own"], key=f"{key}_choice",
-                      horizontal=True)
-    if choice != "type your own":
-        return options[choice]
-    g = matrix_input(name, f"{key}_text", cm.matrix_rows_text(np.ones(shape)), max_shape=(8, 8))
+    """Pick the upstream gradient from named choices (code -> (label, matrix)) or type it; a wrong shape gives a
+    warning and None."""
+    codes = [*options, "typed"]
+    linked("grad", f"{key}_choice", codes[0], _one_of(codes), f"upstream gradient {name}")
+    choice = st.radio(f"Upstream gradient {name}", codes, key=f"{key}_choice", horizontal=True,
+                      format_func=lambda c: options[c][0] if c in options else "type your own")
+    if choice != "typed":
+        return options[choice][1]
+    g = matrix_input(name, f"{key}_text", "g", mx.matrix_rows_text(np.ones(shape)))
     if g is not None and g.shape != shape:
         st.warning(f"{name} must have the output's shape, {shape[0]}x{shape[1]}; you typed "
                    f"{g.shape[0]}x{g.shape[1]}. Edit it to {shape[0]} rows of {shape[1]} numbers.")
@@ -64,22 +164,20 @@ def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, np.nd
     return g
 
 
-tabs = st.tabs(["1 · Convolution forward", "2 · Convolution backward", "3 · Two layers chained", "4 · Output size",
-                "5 · Pooling", "6 · ReLU", "7 · Conv + FC network", "8 · Gradient descent"])
-
-
 # ---------------------------------------------------------------------------------------------------------------
+# 1 and 2: convolution forward and backward
+
+
 def conv_inputs(prefix: str, padding_label: str) -> cm.ConvForward | None:
     """X, F, stride and padding as the learner sets them (keys ``<prefix>_x``, ``_f``, ``_stride``, ``_pad``) and
     their forward pass; None, after saying why, when they cannot be used."""
-    c1, c2, c3 = st.columns([2, 2, 2])
+    c1, c2, c3 = st.columns(3)
     with c1:
-        x = matrix_input("Input X", f"{prefix}_x", "1 2 3\n4 5 6\n7 8 9")
+        x = matrix_input("Input X", f"{prefix}_x", "x", "1 2 3\n4 5 6\n7 8 9")
     with c2:
-        f = matrix_input("Filter F", f"{prefix}_f", "1 0\n2 -1", max_shape=(5, 5))
-    with c3:
-        stride = st.slider("Stride S", 1, 3, 1, key=f"{prefix}_stride")
-        padding = st.slider(padding_label, 0, 2, 0, key=f"{prefix}_pad")
+        f = matrix_input("Filter F", f"{prefix}_f", "f", "1 0\n2 -1", max_shape=(5, 5))
+    stride = int_slider("Stride S", 1, 3, 1, f"{prefix}_stride", "stride", c3)
+    padding = int_slider(padding_label, 0, 2, 0, f"{prefix}_pad", "pad", c3)
     if x is None or f is None:
         return None
     try:
@@ -89,45 +187,57 @@ def conv_inputs(prefix: str, padding_label: str) -> cm.ConvForward | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-@st.fragment
-def conv_forward_section() -> None:
-    show = Charts("conv_forward")
+def forward_view(k: int, rec: cm.ConvForward) -> None:
+    cell, (top, left) = rec.window(k)
+    i, j = cell.at
+    kh, kw = rec.f.shape
+    padded = f" with padding {rec.padding}" if rec.padding else ""
+    show_row([rc.matrix_figure(rec.x_padded, "X" + padded, outlines=[rc.Outline(top, left, kh, kw)],
+                               pad=rec.padding, text_px=PX),
+              rc.matrix_figure(rec.f, "F", text_px=PX),
+              rc.matrix_figure(rec.output, f"O ({rec.output.shape[0]}x{rec.output.shape[1]})",
+                               outlines=[rc.Outline(i, j)], text_px=PX)], "fwd_fig", [3, 2, 2])
+    st.markdown(f"**O[{i}, {j}]** = {cell.expression()}")
+
+
+def forward_section() -> None:
     st.subheader("Convolution forward: O = X ⋆ F")
     st.markdown("PyTorch's `conv2d` slides the filter over the input **without flipping it** "
                 "(cross-correlation): each output entry is the sum of the products of the window with F.")
     rec = conv_inputs("fwd", "Padding P (zeros around X)")
     if rec is None:
         return
-    padding = rec.padding
-    i, j = entry_picker("Kernel position", rec.output.shape, "fwd_pos")
-    cell = rec.cells[i * rec.output.shape[1] + j]
-    kh, kw = rec.f.shape
-    top, left = cell.terms[0].left_at
-    a, b, c = st.columns([3, 2, 2])
-    with a:
-        show(rc.matrix_figure(rec.x_padded, "X" + (f" with padding {padding}" if padding else ""),
-                              outlines=[rc.Outline(top, left, kh, kw)], pad=padding))
-    with b:
-        show(rc.matrix_figure(rec.f, "F"))
-    with c:
-        show(rc.matrix_figure(rec.output, f"O ({rec.output.shape[0]}x{rec.output.shape[1]})",
-                              outlines=[rc.Outline(i, j)]))
-    st.markdown(f"**O[{i}, {j}]** = {cell.expression()}")
-    st.caption(f"Output size: rows {rec.rows.formula()}; columns {rec.cols.formula()}. "
-               f"O = {cm.matrix_text(rec.output)}")
+    entry_walk("fwd_pos", "pos", rec.output.shape, "Kernel position", forward_view, rec)
+    st.caption(rec.summary())
     with st.expander("Every entry of O as its sum of products"):
-        st.markdown("\n".join(f"- O[{c.at[0]}, {c.at[1]}] = {c.expression()}" for c in rec.cells))
+        st.markdown(mx.cell_lines(rec.cells, "O"))
 
 
-with tabs[0]:
-    conv_forward_section()
+def grad_filter_view(k: int, rec: cm.ConvBackward) -> None:
+    cell = rec.grad_filter_cells[k]
+    fwd = rec.forward
+    show_row([rc.matrix_figure(fwd.x_padded, "X" + (" padded" if fwd.padding else ""), pad=fwd.padding,
+                               outlines=rc.window_outline(cell.left_positions), text_px=PX),
+              rc.matrix_figure(rec.grad_output, "dE/dO", text_px=PX),
+              rc.matrix_figure(rec.grad_filter, "dE/dF", outlines=[rc.Outline(*cell.at)], text_px=PX)],
+             "bwd_f_fig", [3, 2, 2])
+    st.markdown(f"**dE/dF[{cell.at[0]}, {cell.at[1]}]** = {cell.expression()}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-@st.fragment
-def conv_backward_section() -> None:
-    show = Charts("conv_backward")
+def grad_input_view(k: int, rec: cm.ConvBackward, skip: bool) -> None:
+    cell = rec.grad_input_cells[k]
+    kh, kw = rec.forward.f.shape
+    top, left = cell.terms[0].left_at
+    dilated = " and dilated" if rec.forward.stride > 1 else ""
+    show_row([rc.matrix_figure(rec.grad_output_full, "dE/dO zero-padded" + dilated, digits=3, text_px=PX,
+                               outlines=[rc.Outline(top, left, kh, kw)], shade=rec.inserted_zeros),
+              rc.matrix_figure(rec.f_rot180, "F rotated 180°", text_px=PX),
+              rc.matrix_figure(rec.grad_input, "dE/dX", outlines=[rc.Outline(*cell.at)], text_px=PX)],
+             "bwd_x_fig", [3, 2, 2])
+    st.markdown(f"**dE/dX[{cell.at[0]}, {cell.at[1]}]** = {cell.expression(skip_zeros=skip)}")
+
+
+def backward_section() -> None:
     st.subheader("Convolution backward: dE/dF and dE/dX")
     st.markdown(
         "Given the gradient of the loss with respect to the output, dE/dO, the chain rule gives\n"
@@ -138,178 +248,129 @@ def conv_backward_section() -> None:
     fwd = conv_inputs("bwd", "Padding P")
     if fwd is None:
         return
-    stride, padding = fwd.stride, fwd.padding
-    loss_grad = cm.squared_error_grad(fwd.output, 0.0)[1]
     g = upstream_gradient(fwd.output.shape, "bwd_g", {
-        "all ones (E = ΣO)": np.ones_like(fwd.output), "from E = ½ ΣO² (dE/dO = O)": loss_grad})
+        "ones": ("all ones (E = ΣO)", np.ones_like(fwd.output)),
+        "loss": ("from E = ½ ΣO² (dE/dO = O)", cm.squared_error_grad(fwd.output, 0.0)[1])})
     if g is None:
         return
     rec = cm.conv_backward(fwd, g)
-    st.markdown(f"O = {cm.matrix_text(fwd.output)}, dE/dO = {cm.matrix_text(g)}")
-
+    st.markdown(f"O = {mx.matrix_text(fwd.output)}, dE/dO = {mx.matrix_text(g)}")
     st.markdown("#### dE/dF = X ⋆ dE/dO")
-    i, j = entry_picker("Entry of dE/dF", rec.grad_filter.shape, "bwd_f_pos")
-    cell = rec.grad_filter_cells[i * rec.grad_filter.shape[1] + j]
-    a, b, c = st.columns([3, 2, 2])
-    with a:
-        show(rc.matrix_figure(fwd.x_padded, "X" + (" padded" if padding else ""), pad=padding,
-                              outlines=rc.window_outline(cell.left_positions)))
-    with b:
-        show(rc.matrix_figure(g, "dE/dO"))
-    with c:
-        show(rc.matrix_figure(rec.grad_filter, "dE/dF", outlines=[rc.Outline(i, j)]))
-    st.markdown(f"**dE/dF[{i}, {j}]** = {cell.expression()}")
-    if stride > 1:
-        st.caption(f"With stride {stride}, the window's cells are {stride} apart: the same as sliding dE/dO with "
-                   f"{stride - 1} zeros between its entries.")
-
+    entry_walk("bwd_f_pos", "fpos", rec.grad_filter.shape, "Entry of dE/dF", grad_filter_view, rec)
+    if rec.stride_note():
+        st.caption(rec.stride_note())
     st.markdown("#### dE/dX = full convolution of dE/dO with F rotated 180°")
-    skip = st.toggle("Hide the products with a zero factor", value=True, key="bwd_skip")
-    i, j = entry_picker("Entry of dE/dX", rec.grad_input.shape, "bwd_x_pos")
-    cell = rec.grad_input_cells[i * rec.grad_input.shape[1] + j]
-    kh, kw = fwd.f.shape
-    top, left = cell.terms[0].left_at
-    a, b, c = st.columns([3, 2, 2])
-    with a:
-        show(rc.matrix_figure(rec.grad_output_full, "dE/dO zero-padded" + (" and dilated" if stride > 1 else ""),
-                              outlines=[rc.Outline(top, left, kh, kw)], pad=0, digits=3,
-                              shade=_added_zeros(rec)))
-    with b:
-        show(rc.matrix_figure(rec.f_rot180, "F rotated 180°"))
-    with c:
-        show(rc.matrix_figure(rec.grad_input, "dE/dX", outlines=[rc.Outline(i, j)]))
-    st.markdown(f"**dE/dX[{i}, {j}]** = {cell.expression(skip_zeros=skip)}")
-    if padding:
-        st.caption(f"The full convolution gives a gradient for every cell of the padded X "
-                   f"({rec.grad_input_padded.shape[0]}x{rec.grad_input_padded.shape[1]}); the padding's border "
-                   f"is cut off, leaving dE/dX with the shape of X.")
-    st.caption(f"dE/dF = {cm.matrix_text(rec.grad_filter)};  dE/dX = {cm.matrix_text(rec.grad_input)}")
-
-
-def _added_zeros(rec: cm.ConvBackward) -> set[tuple[int, int]]:
-    """Cells of the padded, dilated dE/dO that are added zeros, not entries of dE/dO (drawn grey)."""
-    s = rec.forward.stride
-    kh, kw = rec.forward.f.shape
-    ho, wo = rec.grad_output.shape
-    real = {(kh - 1 + i * s, kw - 1 + j * s) for i in range(ho) for j in range(wo)}
-    hf, wf = rec.grad_output_full.shape
-    return {(i, j) for i in range(hf) for j in range(wf)} - real
-
-
-with tabs[1]:
-    conv_backward_section()
+    linked("skip", "bwd_skip", True, _flag, "hide products with a zero", lambda v: "1" if v else "0")
+    skip = st.toggle("Hide the products with a zero factor", key="bwd_skip")
+    entry_walk("bwd_x_pos", "xpos", rec.grad_input.shape, "Entry of dE/dX", grad_input_view, rec, skip)
+    if rec.padding_note():
+        st.caption(rec.padding_note())
+    st.caption(rec.summary())
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@st.fragment
+# 3: two layers chained
+
+
+def chain_view(k: int, rec: nets.ChainRecord) -> None:
+    """The whole chain stays on screen: the forward maps, the gradients found so far, and this step's work."""
+    stars = rec.pooled.winners
+    st.markdown("**Forward pass** (★: each pool window's maximum)")
+    show_row([rc.matrix_figure(m, name, marks=stars if name.startswith("Conv2") else (), cell_px=40, text_px=PX)
+              for name, m in rec.forward_maps], "ch_fwd")
+    st.markdown(rec.loss_line())
+    if k == 0:
+        return
+    done = rec.steps[:k]
+    st.markdown("**Backward pass so far**: " + " → ".join(
+        f"**{s.result_name}**" if n == k - 1 else s.result_name for n, s in enumerate(done)))
+    show_row([rc.matrix_figure(s.result, s.result_name, cell_px=40, text_px=PX) for s in done[-4:]], "ch_done")
+    s = rec.steps[k - 1]
+    st.markdown(f"**Step {k}. {s.title}: {s.formula}**")
+    show_row([rc.matrix_figure(m, name, marks=stars if name == "Conv2" else (), cell_px=40, text_px=PX)
+              for name, m in s.inputs] + [rc.matrix_figure(s.result, s.result_name, cell_px=40, text_px=PX)],
+             "ch_step_fig")
+    st.caption(f"{s.result_name} = {mx.matrix_text(s.result)}")
+    with st.expander(f"Every entry of {s.result_name}" + (" as its sum of products" if s.cells else
+                                                          ": where its gradient comes from"), expanded=True):
+        st.markdown(s.lines())
+
+
 def chain_section() -> None:
-    show = Charts("chain")
     st.subheader("Two layers chained: image → conv1 → conv2 → max-pool → loss")
     st.markdown("Both convolutions have stride 1, no padding, no bias and no activation; the pool is 2x2 with "
-                "stride 2 and the loss is E = ½ Σ (P − T)². Walk back one step per slider position.")
+                "stride 2 and the loss is E = ½ Σ (P − T)². Walk back one step at a time, or press Play.")
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
     with c1:
-        image = matrix_input("Image", "ch_img", "1 0 2 1 0 3\n0 1 3 2 1 0\n2 1 0 1 2 1\n1 3 1 0 1 2\n0 2 1 3 0 1\n"
-                             "1 0 2 1 2 0")
+        image = matrix_input("Image", "ch_img", "image", "1 0 2 1 0 3\n0 1 3 2 1 0\n2 1 0 1 2 1\n1 3 1 0 1 2\n"
+                             "0 2 1 3 0 1\n1 0 2 1 2 0")
     with c2:
-        f1 = matrix_input("F1", "ch_f1", "1 0\n-1 2", max_shape=(4, 4))
+        f1 = matrix_input("F1", "ch_f1", "f1", "1 0\n-1 2", max_shape=(4, 4))
     with c3:
-        f2 = matrix_input("F2", "ch_f2", "0 1\n1 -1", max_shape=(4, 4))
+        f2 = matrix_input("F2", "ch_f2", "f2", "0 1\n1 -1", max_shape=(4, 4))
     with c4:
-        target = matrix_input("Target T", "ch_t", "0 0\n0 0", max_shape=(4, 4))
+        target = matrix_input("Target T", "ch_t", "t", "0 0\n0 0", max_shape=(4, 4))
     if image is None or f1 is None or f2 is None or target is None:
         return
     try:
-        rec = cm.two_conv_chain(image, f1, f2, target)
+        rec = nets.two_conv_chain(image, f1, f2, target)
     except ValueError as exc:
         st.error(f"{exc}. Make the image larger or the filters smaller (conv2's output must be at least 2x2), "
                  "and give T the pooled output's shape.")
         return
     names = ["Forward pass"] + [f"{k}. {s.title}" for k, s in enumerate(rec.steps, start=1)]
-    step = st.select_slider("Step", names, key="ch_step")
-    k = names.index(step)
-    if k == 0:
-        cols = st.columns(4)
-        for col, (name, m) in zip(cols, [("image", image), ("Conv1 = image ⋆ F1", rec.conv1.output),
-                                         ("Conv2 = Conv1 ⋆ F2", rec.conv2.output), ("P = maxpool(Conv2)",
-                                                                                   rec.pooled.output)], strict=True):
-            with col:
-                marks = [w.winner for w in rec.pooled.windows] if name.startswith("Conv2") else []
-                show(rc.matrix_figure(m, name, marks=marks, cell_px=40))
-        st.markdown(f"E = ½ Σ (P − T)² = **{cm.fmt(rec.loss)}**; the ★ marks each pool window's maximum.")
-        return
-    s = rec.steps[k - 1]
-    st.markdown(f"**{s.formula}**")
-    cols = st.columns(len(s.inputs) + 1)
-    for col, (name, m) in zip(cols, s.inputs, strict=False):
-        with col:
-            marks = [w.winner for w in rec.pooled.windows] if name == "Conv2" else []
-            show(rc.matrix_figure(m, name, marks=marks, cell_px=40))
-    with cols[-1]:
-        show(rc.matrix_figure(s.result, s.result_name, cell_px=40))
-    st.caption(f"{s.result_name} = {cm.matrix_text(s.result)}")
-    if s.cells:
-        with st.expander(f"Every entry of {s.result_name} as its sum of products", expanded=True):
-            st.markdown("\n".join(f"- {s.result_name}[{c.at[0]}, {c.at[1]}] = {c.expression(skip_zeros=True)}"
-                                  for c in s.cells))
-    if s.routes:
-        with st.expander("Where each cell's gradient comes from", expanded=True):
-            st.markdown("\n".join(f"- {s.result_name}[{c.at[0]}, {c.at[1]}] = {c.expression()} "
-                                  f"(from window{'s' if len(c.sources) > 1 else ''} "
-                                  f"{', '.join(str(w) for w, _ in c.sources)})" for c in s.routes if c.sources)
-                        + "\n- every other cell: 0")
-
-
-with tabs[2]:
-    chain_section()
+    walk("ch_step", "step", len(names), "Step", chain_view, rec, format_func=names.__getitem__)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@st.fragment
-def output_size_section() -> None:
-    show = Charts("output_size")
+# 4: output size
+
+
+def size_view(k: int, size: cm.AxisSize) -> None:
+    show(rc.output_size_figure(size, size, (k, k), text_px=PX), "os_fig")
+    st.caption("Grey: padding. Blue: input. Red: gaps the stride skips. Orange: left over at the end. Dots: the "
+               f"centre of each kernel position. Kernel starts (padded index): {', '.join(map(str, size.starts))}.")
+
+
+def size_section() -> None:
     st.subheader("Output size: W_out = (W − F + 2P) / S + 1")
     st.markdown("Example: a 26×26×32 stack of feature maps, max-pooled 2×2 with stride 2, gives **13×13×32**: "
                 "(26 − 2 + 0) / 2 + 1 = 13, and pooling works on each of the 32 maps separately.")
     c1, c2, c3, c4, c5 = st.columns(5)
-    w = c1.slider("Input width W", 1, 32, 26, key="os_w")
-    k = c2.slider("Kernel F", 1, 7, 2, key="os_f")
-    p = c3.slider("Padding P", 0, 3, 0, key="os_p")
-    s = c4.slider("Stride S", 1, 4, 2, key="os_s")
-    depth = c5.slider("Channels", 1, 64, 32, key="os_c", help="Pooling keeps the number of channels.")
+    w = int_slider("Input width W", 1, 32, 26, "os_w", "w", c1)
+    k = int_slider("Kernel F", 1, 7, 2, "os_f", "k", c2)
+    p = int_slider("Padding P", 0, 3, 0, "os_p", "p", c3)
+    s = int_slider("Stride S", 1, 4, 2, "os_s", "s", c4)
+    depth = int_slider("Channels", 1, 64, 32, "os_c", "c", c5, help="Pooling keeps the number of channels.")
     try:
         size = cm.output_size(w, k, p, s)
     except ValueError as exc:
         st.error(f"{exc}.")
         return
     st.markdown(f"W_out = {size.formula()}  →  **{w}×{w}×{depth} → {size.out}×{size.out}×{depth}**")
-    if not size.whole:
-        rem = size.numerator % s
-        rows = ", ".join(str(r) for r in size.uncovered_input)
-        what = (f"input rows/columns {rows} (counting from 0) are never covered: the kernel never sees them"
-                if size.uncovered_input else "only padding is left out, so every input row is still seen")
-        st.warning(f"The division is not whole: ({w} − {k} + 2·{p}) / {s} = {cm.fmt(size.quotient)}. PyTorch floors "
-                   f"it, so there are {size.out} positions and the last {rem} row(s)/column(s) of the padded "
-                   f"input are left over: {what}.")
-    elif size.uncovered_input:
-        st.warning(f"The stride ({s}) is larger than the kernel ({k}): the kernel jumps over input rows/columns "
-                   f"{', '.join(str(r) for r in size.uncovered_input)}, which are never covered.")
-    else:
-        st.success("The division is whole: the kernel's positions cover every row and column of the padded input.")
-    position = st.slider("Show the window at kernel position", 1, size.out, 1, key="os_pos")
-    show(rc.output_size_figure(size, size, (position - 1, position - 1)))
-    st.caption("Grey: padding. Blue: input. Red: never covered. Dots: the centre of each kernel position. "
-               f"Kernel starts (padded index): {', '.join(str(v) for v in size.starts)}.")
-
-
-with tabs[3]:
-    output_size_section()
+    level, text = size.coverage()
+    (st.success if level == "success" else st.warning)(text)
+    walk("os_pos", "pos", size.out, "Kernel position (counting from 0)", size_view, size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@st.fragment
+# 5 and 6: pooling and ReLU
+
+
+def pool_view(n: int, rec: pl.PoolBackward) -> None:
+    fwd = rec.forward
+    win, k = fwd.windows[n], fwd.kernel
+    window = [rc.Outline(win.top, win.left, k, k)]
+    show_row([rc.matrix_figure(fwd.x, "X", marks=fwd.winners, outlines=window, text_px=PX),
+              rc.matrix_figure(fwd.output, f"{fwd.mode}-pool output", outlines=[rc.Outline(*win.at)], text_px=PX)],
+             "pool_fwd")
+    st.markdown(win.describe())
+    show_row([rc.matrix_figure(rec.grad_output, "dE/dO (upstream)", outlines=[rc.Outline(*win.at)], text_px=PX),
+              rc.matrix_figure(rec.grad_input, "dE/dX", marks=rec.collectors, star_marks=False, outlines=window,
+                               text_px=PX)], "pool_bwd")
+
+
 def pooling_section() -> None:
-    show = Charts("pooling")
     st.subheader("Pooling, forward and backward")
     st.markdown(
         "**Max-pool** keeps each window's largest entry (★ marks it); backward, it sends each window's gradient to "
@@ -320,173 +381,143 @@ def pooling_section() -> None:
     )
     c1, c2 = st.columns([2, 3])
     with c1:
-        x = matrix_input("Input X", "pool_x", "1 3 2 2\n4 9 1 0\n2 0 5 6\n1 7 3 3")
+        x = matrix_input("Input X", "pool_x", "x", "1 3 2 2\n4 9 1 0\n2 0 5 6\n1 7 3 3")
     with c2:
+        linked("mode", "pool_mode", "max", _one_of(["max", "avg"]), "pooling")
         mode = st.radio("Pooling", ["max", "avg"], key="pool_mode", horizontal=True,
                         format_func=lambda m: {"max": "max-pool", "avg": "average-pool"}[m])
-        k = st.slider("Kernel (window size)", 1, 4, 2, key="pool_k")
-        s = st.slider("Stride", 1, 4, 2, key="pool_s")
+        k = int_slider("Kernel (window size)", 1, 4, 2, "pool_k", "k")
+        s = int_slider("Stride", 1, 4, 2, "pool_s", "s")
     if x is None:
         return
     try:
-        fwd = cm.pool(x, k, s, mode)
+        fwd = pl.pool(x, k, s, mode)
     except ValueError as exc:
         st.error(f"{exc}.")
         return
     numbered = np.arange(1.0, fwd.output.size + 1).reshape(fwd.output.shape)
-    g = upstream_gradient(fwd.output.shape, "pool_g", {"1, 2, 3, … (one number per window)": numbered,
-                                                        "all ones": np.ones_like(fwd.output)})
+    g = upstream_gradient(fwd.output.shape, "pool_g", {"numbered": ("1, 2, 3, … (one number per window)", numbered),
+                                                       "ones": ("all ones", np.ones_like(fwd.output))})
     if g is None:
         return
-    rec = cm.pool_backward(fwd, g)
-    i, j = entry_picker("Window", fwd.output.shape, "pool_pos")
-    win = fwd.windows[i * fwd.output.shape[1] + j]
-    marks = [w.winner for w in fwd.windows] if mode == "max" else []
-    a, b = st.columns(2)
-    with a:
-        show(rc.matrix_figure(x, "X", marks=marks, outlines=[rc.Outline(win.top, win.left, k, k)]))
-    with b:
-        show(rc.matrix_figure(fwd.output, f"{mode}-pool output", outlines=[rc.Outline(i, j)]))
-    if mode == "max":
-        st.markdown(f"Window ({i}, {j}) = {cm.matrix_text(win.values)}: its maximum is {cm.fmt(win.value)} at "
-                    f"X[{win.winner[0]}, {win.winner[1]}].")
-    else:
-        st.markdown(f"Window ({i}, {j}) = {cm.matrix_text(win.values)}: its mean is {cm.fmt(win.value)}.")
+    rec = pl.pool_backward(fwd, g)
+    entry_walk("pool_pos", "pos", fwd.output.shape, "Window", pool_view, rec)
     if fwd.overlapping:
         st.info(f"Stride {s} < kernel {k}: the windows overlap.")
-    for t in (w for w in fwd.windows if len(w.maxima) > 1):
-        st.markdown(f"Tie in window {t.at}: the maximum {cm.fmt(t.value)} sits at "
-                    f"{', '.join(f'X[{r}, {c}]' for r, c in t.maxima)}; PyTorch (and this lab) picks the first, "
-                    f"X[{t.winner[0]}, {t.winner[1]}].")
-    a, b = st.columns(2)
-    with a:
-        show(rc.matrix_figure(g, "dE/dO (upstream)", outlines=[rc.Outline(i, j)]))
-    with b:
-        many = [c.at for c in rec.cells if len(c.sources) > 1] if mode == "max" else []
-        show(rc.matrix_figure(rec.grad_input, "dE/dX", marks=many, star_marks=False,
-                              outlines=[rc.Outline(win.top, win.left, k, k)]))
-    lines = [f"- dE/dX[{c.at[0]}, {c.at[1]}] = {c.expression()}  (from window{'s' if len(c.sources) > 1 else ''} "
-             f"{', '.join(str(w) for w, _ in c.sources)})" for c in rec.cells if c.sources]
-    if mode == "max":
-        lines.append("- every other cell: 0 (it won no window)")
-        if many:
-            st.markdown(f"Cells outlined in red won several windows and collect the sum: "
-                        f"{', '.join(str(c) for c in many)}.")
-    st.markdown("\n".join(lines))
-    st.caption(f"output = {cm.matrix_text(fwd.output)};  dE/dX = {cm.matrix_text(rec.grad_input)}")
+    for tie in fwd.ties():
+        st.markdown(tie)
+    if rec.collectors:
+        st.markdown(f"Cells outlined in red won several windows and collect the sum: "
+                    f"{', '.join(f'({i}, {j})' for i, j in rec.collectors)}.")
+    st.markdown(pl.route_lines(rec.cells, "dE/dX", max_pool=mode == "max"))
+    st.caption(rec.summary())
 
 
-with tabs[4]:
-    pooling_section()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-@st.fragment
 def relu_section() -> None:
-    show = Charts("relu")
     st.subheader("ReLU on a matrix")
     st.markdown("Forward, ReLU(x) = max(0, x) entry by entry. Backward, the gradient passes where x > 0 and is "
                 "stopped (0) elsewhere: it is multiplied by the mask [x > 0]. At exactly 0, PyTorch uses 0.")
     c1, c2 = st.columns(2)
     with c1:
-        x = matrix_input("Input X", "relu_x", "-478 494\n460 -477")
+        x = matrix_input("Input X", "relu_x", "x", "-478 494\n460 -477")
     if x is None:
         return
     with c2:
-        g = upstream_gradient(x.shape, "relu_g", {"all ones": np.ones_like(x)}, name="dE/dY")
+        g = upstream_gradient(x.shape, "relu_g", {"ones": ("all ones", np.ones_like(x))}, name="dE/dY")
     if g is None:
         return
-    rec = cm.relu(x, g)
-    cols = st.columns(4)
-    for col, (name, m) in zip(cols, [("X", rec.x), ("ReLU(X)", rec.output), ("mask [X > 0]", rec.mask),
-                                      ("dE/dX = dE/dY · mask", rec.grad_input)], strict=True):
-        with col:
-            show(rc.matrix_figure(m, name))
-    st.markdown(f"ReLU({cm.matrix_text(rec.x)}) = {cm.matrix_text(rec.output)}")
-    st.markdown(f"Backward: dE/dY = {cm.matrix_text(rec.grad_output)} times the mask {cm.matrix_text(rec.mask)} "
-                f"gives dE/dX = {cm.matrix_text(rec.grad_input)}")
-
-
-with tabs[5]:
-    relu_section()
+    rec = pl.relu(x, g)
+    show_row([rc.matrix_figure(m, name, text_px=PX) for name, m in [
+        ("X", rec.x), ("ReLU(X)", rec.output), ("mask [X > 0]", rec.mask), ("dE/dX = dE/dY · mask", rec.grad_input)]],
+        "relu_fig")
+    for line in rec.lines():
+        st.markdown(line)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@st.fragment
-def tiny_net_section() -> None:
-    show = Charts("tiny_net")
+# 7 and 8: a tiny network and gradient descent
+
+
+def network_section() -> None:
     st.subheader("One conv + sigmoid + fully connected + sigmoid")
     st.markdown("A tiny image X, one filter f, a sigmoid, a fully connected layer with one weight per activation "
                 "(W) and a bias b, another sigmoid, and the squared error against the target y'.")
-    c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+    c1, c2, c3, c4 = st.columns(4)
     with c1:
-        x = matrix_input("Image X", "net_x", "1 0 1\n0 1 0\n1 1 0", max_shape=(6, 6))
+        x = matrix_input("Image X", "net_x", "x", "1 0 1\n0 1 0\n1 1 0", max_shape=(6, 6))
     with c2:
-        f = matrix_input("Filter f", "net_f", "0.5 -0.5\n0.25 0.5", max_shape=(4, 4))
+        f = matrix_input("Filter f", "net_f", "f", "0.5 -0.5\n0.25 0.5", max_shape=(4, 4))
     with c3:
-        w = matrix_input("Weights W (shape of Z1)", "net_w", "0.3 -0.2\n0.1 0.4", max_shape=(6, 6))
+        w = matrix_input("Weights W (shape of Z1)", "net_w", "w", "0.3 -0.2\n0.1 0.4", max_shape=(6, 6))
     with c4:
-        b = st.number_input("Bias b", -10.0, 10.0, 0.1, 0.1, key="net_b")
-        y = st.number_input("Target y'", 0.0, 1.0, 1.0, 0.1, key="net_y")
+        linked("b", "net_b", 0.1, _float_in(-10.0, 10.0), "bias b", _float_link)
+        b = st.number_input("Bias b", -10.0, 10.0, step=0.1, key="net_b")
+        linked("y", "net_y", 1.0, _float_in(0.0, 1.0), "target y'", _float_link)
+        y = st.number_input("Target y'", 0.0, 1.0, step=0.1, key="net_y")
     if x is None or f is None or w is None:
         return
     try:
-        rec = cm.conv_sigmoid_fc(x, f, w, b, y)
+        rec = nets.conv_sigmoid_fc(x, f, w, b, y)
     except ValueError as exc:
         st.error(f"{exc}. W needs one weight per entry of Z1 = X ⋆ f.")
         return
     a, b_ = st.columns(2)
     with a:
         st.markdown("#### Forward")
-        st.markdown("\n".join(f"{n}. **{s.label}**: {s.detail}" for n, s in enumerate(rec.forward_steps, 1)))
+        st.markdown(nets.step_list(rec.forward_steps))
     with b_:
         st.markdown("#### Backward")
-        st.markdown("\n".join(f"{n}. **{s.label}**: {s.detail}" for n, s in enumerate(rec.backward_steps, 1)))
-    cols = st.columns(4)
-    for col, (name, m) in zip(cols, [("X", rec.x), ("dE/dZ1", rec.grad_z1), ("dE/df = X ⋆ dE/dZ1", rec.grad_f),
-                                      ("dE/dW", rec.grad_w)], strict=True):
-        with col:
-            show(rc.matrix_figure(m, name, digits=3))
+        st.markdown(nets.step_list(rec.backward_steps))
+    show_row([rc.matrix_figure(m, name, digits=3, text_px=PX) for name, m in [
+        ("X", rec.x), ("dE/dZ1", rec.grad_z1), ("dE/df = X ⋆ dE/dZ1", rec.grad_f), ("dE/dW", rec.grad_w)]],
+        "net_fig")
     with st.expander("Every entry of dE/df as its sum of products"):
-        st.markdown("\n".join(f"- dE/df[{c.at[0]}, {c.at[1]}] = {c.expression()}" for c in rec.grad_f_cells))
+        st.markdown(mx.cell_lines(rec.grad_f_cells, "dE/df"))
 
 
-with tabs[6]:
-    tiny_net_section()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-@st.fragment
 def descent_section() -> None:
-    show = Charts("descent")
     st.subheader("Gradient descent on a curve")
     st.markdown("One parameter a, a loss curve L(a), and the rule **a ← a − lr · slope**. A small learning rate "
                 "walks down slowly; a larger one jumps over the bottom and back (oscillation); too large and every "
                 "jump lands higher than the last (divergence).")
     c1, c2, c3, c4 = st.columns(4)
-    curve = c1.selectbox("Curve", list(cm.CURVES), key="gd_curve",
-                         format_func=lambda n: f"{n}: {cm.CURVES[n].formula}")
-    start = c2.slider("Start a₀", -3.0, 3.0, -2.0, 0.1, key="gd_start")
-    lr = c3.slider("Learning rate lr", 0.0, 1.5, 0.1, 0.01, key="gd_lr")
-    steps = c4.slider("Steps", 1, 50, 10, key="gd_steps")
-    rec = cm.gradient_descent(curve, start, lr, steps)
+    linked("curve", "gd_curve", "parabola", _one_of(list(nets.CURVES)), "curve")
+    curve = c1.selectbox("Curve", list(nets.CURVES), key="gd_curve",
+                         format_func=lambda n: f"{n}: {nets.CURVES[n].formula}")
+    linked("a0", "gd_start", -2.0, _float_in(-3.0, 3.0), "start a₀", _float_link)
+    start = c2.slider("Start a₀", -3.0, 3.0, step=0.1, key="gd_start")
+    linked("lr", "gd_lr", 0.1, _float_in(0.0, 1.5), "learning rate", _float_link)
+    lr = c3.slider("Learning rate lr", 0.0, 1.5, step=0.01, key="gd_lr")
+    steps = int_slider("Steps", 1, 50, 10, "gd_steps", "steps", c4)
+    rec = nets.gradient_descent(curve, start, lr, steps)
     kind = {"diverges": st.error, "oscillates without settling": st.warning}.get(rec.verdict, st.success)
     kind(f"**{rec.verdict.capitalize()}.** {rec.explanation}")
     if rec.curve == "parabola":
         st.caption("On this parabola each step multiplies the distance to the bottom by (1 − 2·lr): below lr = 0.5 "
                    "a walks straight down, between 0.5 and 1 it oscillates and settles, at 1 it bounces forever, "
                    "above 1 it diverges.")
-    show(rc.descent_figure(rec))
-    rows = [{"step": n, "a": cm.fmt(a), "L(a)": cm.fmt(loss), "slope L'(a)": cm.fmt(slope),
-             "next a = a − lr·slope": (f"{cm.fmt(a)} − {cm.fmt(lr)}·{_par(slope)} = {cm.fmt(rec.positions[n + 1])}"
-                                       if n + 1 < len(rec.positions) else "")}
-            for n, (a, loss, slope) in enumerate(zip(rec.positions, rec.losses, rec.slopes, strict=True))]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    show(rc.descent_figure(rec, text_px=PX), "gd_fig")
+    st.dataframe(pd.DataFrame(rec.table()), hide_index=True, width="stretch")
 
 
-def _par(v: float) -> str:
-    return f"({cm.fmt(v)})" if v < 0 else cm.fmt(v)
+# ---------------------------------------------------------------------------------------------------------------
 
+VIEWS = {"forward": forward_section, "backward": backward_section, "chain": chain_section, "size": size_section,
+         "pooling": pooling_section, "relu": relu_section, "network": network_section, "descent": descent_section}
 
-with tabs[7]:
-    descent_section()
+st.title("Convolution & pooling lab")
+st.markdown(
+    "Small matrices you can edit, and every number a convolution, a pooling layer and a ReLU compute on them, "
+    "forward and backward. Type a matrix as one row per line with the numbers separated by spaces "
+    "(`1 2` / `3 4`), or as `[[1, 2], [3, 4]]`. "
+    "Every matrix here is tested against PyTorch (`F.conv2d`, `F.max_pool2d`, `F.avg_pool2d` and autograd)."
+)
+ui.seed_from_url("section", "cl_section", _one_of(list(SECTIONS)))
+st.session_state.setdefault("cl_section", "forward")
+top = st.columns([6, 1.4], vertical_alignment="bottom")
+chosen = top[0].radio("Section", list(SECTIONS), key="cl_section", horizontal=True, format_func=SECTIONS.get,
+                      label_visibility="collapsed")
+VIEWS[chosen]()
+write_state(chosen)
+with top[1]:
+    ui.link_button()

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from cnnviz.engine.trace import LayerRecord, Trace
+from cnnviz.numbers import factor, fmt
 
 
 def _pair(v) -> tuple[int, int]:
@@ -122,7 +123,13 @@ def loss_gradient(trace: Trace) -> np.ndarray:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+    return fmt(v, 4)
+
+
+def _terms_text(terms: list[tuple[str, float, float]], limit: int = 12) -> str:
+    """``a x b + c x d + ...``: the first ``limit`` products of a sum, written with their numbers."""
+    shown = " + ".join(f"{factor(a, 4, first=k == 0)} x {factor(b, 4)}" for k, (_, a, b) in enumerate(terms[:limit]))
+    return shown + (f" + ... ({len(terms) - limit} more)" if len(terms) > limit else "")
 
 
 def backward_rule(rec: LayerRecord, cell: tuple[int, ...]) -> Rule:
@@ -161,9 +168,8 @@ def _linear_rule(rec: LayerRecord, cell, recorded) -> Rule:
     g = rec.grad_output
     terms = [(f"g[{i}] * W[{i},{j}]", float(g[i]), float(w[i])) for i in range(len(g))]
     value = float((g * w).sum())
-    shown = " + ".join(f"{_fmt(a)}x{_fmt(b)}" for _, a, b in terms[:10])
-    return Rule("linear", "dL/dx = W^T g", f"dL/dx[{j}] = {shown}{' + ...' if len(terms) > 10 else ''} = "
-                f"{_fmt(value)}", value, recorded, terms)
+    return Rule("linear", "dL/dx = W^T g", f"dL/dx[{j}] = {_terms_text(terms)} = {_fmt(value)}", value, recorded,
+                terms)
 
 
 def _maxpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
@@ -177,7 +183,8 @@ def _maxpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
         worked = (f"cell ({r},{col}) is the max of {len(terms)} window(s): dL/dx = "
                   + " + ".join(_fmt(t[1]) for t in terms) + f" = {_fmt(value)}")
     else:
-        worked = f"cell ({r},{col}) is the max of no window: dL/dx = 0"
+        worked = (f"cell ({r},{col}) is the max of no window, so no gradient reaches it: dL/dx = 0 (the cells "
+                  "that won a window are the only ones that receive one)")
     return Rule("maxpool", "each window's gradient goes to its argmax cell; other cells get 0", worked, value,
                 recorded, terms)
 
@@ -201,7 +208,7 @@ def _avgpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
                  for i in range(h_out) for j in range(w_out)
                  if i * sh - ph <= r < i * sh - ph + kh and j * sw - pw <= col < j * sw - pw + kw]
     value = float(sum(a * b for _, a, b in terms))
-    worked = "dL/dx = " + " + ".join(f"{_fmt(a)} x {_fmt(b)}" for _, a, b in terms[:6]) + f" = {_fmt(value)}"
+    worked = f"dL/dx = {_terms_text(terms, 6)} = {_fmt(value)}"
     return Rule("avgpool", "each window's gradient is split equally over its cells", worked, value, recorded, terms)
 
 
@@ -222,7 +229,7 @@ def _conv_rule(rec: LayerRecord, cell, recorded) -> Rule:
                     terms.append((f"g[{o},{i},{j}] * W[{o},{c},{u},{v}]", float(g[o, i, j]), float(w[o, c, u, v])))
     value = float(sum(a * b for _, a, b in terms))
     worked = (f"dL/dx[{c},{r},{col}] = sum of {len(terms)} products g x W (every output channel, every kernel "
-              f"position that covered this cell) = {_fmt(value)}")
+              f"position that covered this cell) = {_terms_text(terms)} = {_fmt(value)}")
     return Rule("conv", "dX = full convolution of g with the kernel rotated 180 degrees, summed over output channels",
                 worked, value, recorded, terms)
 
@@ -299,3 +306,62 @@ def architecture(model: nn.Module, trace: Trace) -> list[ArchRow]:
             rf = max(rf, input_side)
         rows.append(ArchRow(rec.name, rec.kind, tuple(rec.output.shape), params, min(rf, 10**6), jump))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The working the explorer writes out: softmax, global average pooling, default cells
+
+
+@dataclass(frozen=True)
+class SoftmaxRow:
+    label: str
+    logit: float
+    exp: float  # e^(z - max z): the same ratios, no overflow
+    prob: float  # exp / sum of exp
+
+
+def softmax_rows(trace: Trace, classes: tuple[str, ...]) -> tuple[list[SoftmaxRow], float, float]:
+    """p_i = e^z_i / sum_j e^z_j with the real logits, computed in float64 and shifted by max z (as torch does).
+
+    Returns (one row per class, the shift max z, the sum of the shifted exponentials)."""
+    z = np.asarray(trace.logits, dtype=np.float64)
+    shift = float(z.max())
+    e = np.exp(z - shift)
+    total = float(e.sum())
+    rows = [SoftmaxRow(classes[k], float(z[k]), float(e[k]), float(e[k] / total)) for k in range(len(z))]
+    return rows, shift, total
+
+
+def loss_float64(trace: Trace) -> float:
+    """The cross-entropy of the trace's target recomputed in float64 from the recorded logits.
+
+    float32 gives tiny losses (p close to 1) only 1-3 correct digits; this is the number to print beside them."""
+    z = np.asarray(trace.logits, dtype=np.float64)
+    shift = float(z.max())
+    return float(np.log(np.exp(z - shift).sum()) + shift - z[trace.target])
+
+
+@dataclass(frozen=True)
+class AverageCell:
+    channel: int
+    values: np.ndarray  # the channel's input map
+    mean: float  # what the average pool computes
+    recorded: float  # the recorded output
+
+
+def global_average(rec: LayerRecord, channel: int) -> AverageCell:
+    """A global average pool's output for one channel written as the mean of its input map."""
+    values = np.asarray(rec.input[channel], dtype=np.float64)
+    return AverageCell(channel, values, float(values.mean()), float(np.asarray(rec.output).reshape(-1)[channel]))
+
+
+def largest_cell(arr: np.ndarray) -> tuple[int, ...]:
+    """The index of the largest |value|: a default cell where the quantity shown is not zero."""
+    a = np.nan_to_num(np.abs(np.asarray(arr, dtype=np.float64)))
+    return tuple(int(i) for i in np.unravel_index(int(a.argmax()), a.shape))
+
+
+def weight_grad_cell(rec: LayerRecord, out_channel: int) -> tuple[int, int, int]:
+    """(in_channel, u, v) of the largest |dL/dW| of one kernel: the default tap to write out."""
+    c, u, v = largest_cell(rec.weight_grad[out_channel])
+    return c, u, v

@@ -169,17 +169,17 @@ def route_figure(grad_in: np.ndarray, windows: Sequence, title: str = "", height
 
 
 def prob_bars(probs: np.ndarray, classes: Sequence[str], pred: int, target: int | None = None,
-              height: int = 260) -> go.Figure:
+              height: int | None = None, font_px: int = 13) -> go.Figure:
+    """Horizontal probability bars, one labelled row per class (readable for long class names too)."""
     colors = ["#d94f3d" if i == pred else "#9bb0c9" for i in range(len(classes))]
-    layout: dict = {"height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-                    "yaxis": {"range": [0, 1.15], "tickformat": ".0%", "title": {"text": "probability"}},
-                    "xaxis": {"type": "category"}}
-    if target is not None and target != pred:
-        layout["annotations"] = [{"x": classes[target], "y": float(probs[target]), "text": "target",
-                                  "showarrow": True, "arrowhead": 2}]
-    bar = {"type": "bar", "x": list(classes), "y": np.asarray(probs), "marker": {"color": colors},
-           "hovertemplate": "%{x}: %{y:.2%}<extra></extra>", "text": [f"{p:.0%}" for p in probs],
-           "textposition": "outside"}
+    labels = [f"{c} (target)" if i == target and target != pred else str(c) for i, c in enumerate(classes)]
+    layout: dict = {"height": height or 24 * len(classes) + 30, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+                    "font": {"size": font_px}, "bargap": 0.2,
+                    "xaxis": {"range": [0, 1.25], "tickformat": ".0%", "showgrid": False, "visible": False},
+                    "yaxis": {"type": "category", "autorange": "reversed", "automargin": True}}
+    bar = {"type": "bar", "orientation": "h", "y": labels, "x": np.asarray(probs), "marker": {"color": colors},
+           "hovertemplate": "%{y}: %{x:.2%}<extra></extra>", "text": [f"{p:.1%}" for p in probs],
+           "textposition": "outside", "cliponaxis": False}
     return go.Figure({"data": [bar], "layout": layout})
 
 

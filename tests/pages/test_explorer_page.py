@@ -1,28 +1,28 @@
-"""The network explorer page: AppTest with injected drawings, every backprop position, and a real browser."""
+"""The network explorer page in AppTest: injected drawings and links; every number it prints against the backend
+(which equals autograd: tests/engine), every backprop position, the views, the URL state and bad links."""
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import re
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
+from bench.canvas import canvas_value
 from cnnviz.engine.capture import capture, sgd_step
 from cnnviz.engine.checkpoints import load_model
-from cnnviz.engine.datasets import dataset_available
+from cnnviz.engine.datasets import dataset, dataset_available
 from cnnviz.engine.layer_rules import backward_rule, conv_cell
 from cnnviz.engine.pictures import preprocess
-from tests.conftest import IDLE, ROOT, open_page, wait_for_idle
+from cnnviz.numbers import fmt
+from tests.conftest import ROOT
 
 EXPLORER = "app_pages/explorer.py"
-
-
-def fmt(v: float) -> str:
-    return f"{v:.4g}"
+HAVE_MNIST = dataset_available("mnist")[0]
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="MNIST test set not available (set CNNVIZ_DATA_DIR)")
 
 
 def drawing(shape: str) -> Image.Image:
@@ -37,15 +37,11 @@ def drawing(shape: str) -> Image.Image:
     return img
 
 
-def canvas_value(img: Image.Image) -> dict:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url}, "backgroundFit": None}
-
-
-def explorer_with(img: Image.Image | None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+def explorer_with(img: Image.Image | None, params: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
     at.switch_page(EXPLORER).run()
     if img is not None:
         at.session_state["canvas"] = canvas_value(img)
@@ -58,16 +54,31 @@ def texts(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown]
 
 
-def expected_trace(img: Image.Image, target=None):
+def expected_trace(img: Image.Image, target=None, objective="loss"):
     model, card = load_model("mnist")
     x = preprocess(img, card)
-    return card, capture(model, x, target=target)
+    return card, capture(model, x, target=target, objective=objective)
 
 
-def test_empty_canvas_shows_a_hint_not_a_prediction():
+def open_view(at: AppTest, view: str) -> AppTest:
+    at.segmented_control(key="view").set_value(view).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def overview_html(at: AppTest, key: str = "overview") -> str:
+    return next(h.proto.body for h in at.get("html") if "cv-strip" in h.proto.body and (
+        ("dL/d output" in h.proto.body) == (key != "overview")))
+
+
+@needs_mnist
+def test_until_the_learner_draws_a_hard_test_sample_is_shown():
     at = explorer_with(None)
-    assert any("Draw a digit" in i.value for i in at.info)
-    assert not [t for t in texts(at) if "Prediction" in t]
+    shown = [t for t in texts(at) if t.startswith("### Prediction")]
+    assert shown, "the page opens on a test sample, not on an empty page"
+    p = float(re.search(r"\(([\d.]+)%\)", shown[0]).group(1))
+    assert p < 99.0, shown[0]
+    assert any("Until you draw" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("shape,digit", [("one", "1"), ("zero", "0")])
@@ -79,13 +90,41 @@ def test_drawing_shows_the_backend_prediction(shape, digit):
     assert card.classes[trace.pred] == digit
 
 
+def test_overview_shows_every_layer_with_its_range():
+    at = explorer_with(drawing("zero"))
+    _, trace = expected_trace(drawing("zero"))
+    html = overview_html(at)
+    names = re.findall(r'<div class="cv-name">(\d+)\. ([^<]+)</div>', html)
+    assert [n for _, n in names] == [r.name for r in trace.layers]
+    rec = trace.layer("block1.relu1")  # per-layer scale: its colour bar runs from its min to its max
+    col = html.split("block1.relu1</div>")[1].split('class="cv-col')[0]
+    lo, hi = re.findall(r'<div class="cv-range"><span>([^<]+)</span><span>([^<]+)</span>', col)[0]
+    assert (lo, hi) == (fmt(float(rec.output.min()), 2), fmt(float(rec.output.max()), 2))
+    at.toggle(key="shared_scale").set_value(True).run()
+    shared = overview_html(at)
+    vmax = max(float(np.abs(r.output).max()) for r in trace.layers)
+    assert shared.count(f"<span>{fmt(vmax, 2)}</span>") == len(trace.layers)
+
+
 def test_conv_cell_sum_printed_equals_the_feature_map():
     at = explorer_with(drawing("zero"))
     _, trace = expected_trace(drawing("zero"))
     rec = trace.layer("block1.conv1")
-    cell = conv_cell(rec, 0, 14, 14)  # the page's default channel and cell
+    o, row, col = (at.slider(key=k).value for k in ("fwd_conv_ch", "fwd_conv_row", "fwd_conv_col"))
+    assert rec.output[o, row, col] != 0, "the default cell shows a non-zero result"
+    cell = conv_cell(rec, o, row, col)
     line = next(t for t in texts(at) if "the map holds" in t)
-    assert f"= **{fmt(cell.total)}**; the map holds **{fmt(float(rec.output[0, 14, 14]))}**" in line
+    assert f"= **{fmt(cell.total, 4)}**; the map holds **{fmt(float(rec.output[o, row, col]), 4)}**" in line
+    assert math.isclose(cell.total, float(rec.output[o, row, col]), rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_play_walks_the_forward_pass_layer_by_layer():
+    at = explorer_with(drawing("one"))
+    start = at.select_slider(key="fwd_layer").value
+    at.button(key="fwd_layer__play").click().run()
+    assert at.session_state["fwd_layer__playing"]
+    at.run()
+    assert at.select_slider(key="fwd_layer").value > start
 
 
 def test_a_single_dot_is_handled():
@@ -95,38 +134,63 @@ def test_a_single_dot_is_handled():
 
 @pytest.mark.slow
 def test_every_backprop_slider_position_renders_with_autograd_numbers():
-    at = explorer_with(drawing("zero"))
+    at = open_view(explorer_with(drawing("zero")), "backward")
     _, trace = expected_trace(drawing("zero"))
     slider = at.select_slider(key="backprop")
-    labels = list(slider.options)
-    assert labels[0] == "loss" and labels[-1] == "input pixels"
-    assert labels[1:-1] == [r.name for r in reversed(trace.layers)]
-    positions = ["loss", *range(len(trace.layers) - 1, -1, -1), "input"]
-    for position in positions:
-        at.select_slider(key="backprop").set_value(position).run()
-        assert not at.exception, (position, [e.value for e in at.exception])
-        if isinstance(position, int):
-            rec = trace.layers[position]
+    n = len(trace.layers)
+    assert len(slider.options) == n + 2
+    for s in range(n + 2):
+        at.select_slider(key="backprop").set_value(s).run()
+        assert not at.exception, (s, [e.value for e in at.exception])
+        if s == 0:
+            assert any(t.startswith("**Loss** L = -log p[target]") for t in texts(at))
+        elif s == n + 1:
+            assert any(t.startswith("dL/dx[") for t in texts(at))
+        else:
+            rec = trace.layers[n - s]
             line = next(t for t in texts(at) if t.startswith("Autograd says"))
             cell = tuple(int(v) for v in re.search(r"dL/dx\[([\d, ]+)\]", line).group(1).split(","))
-            assert line.endswith(f"**{fmt(float(rec.grad_input[cell]))}**"), (rec.name, line)
+            assert line.endswith(f"**{fmt(float(rec.grad_input[cell]), 4)}**"), (rec.name, line)
             rule = backward_rule(rec, cell)
             worked = next(t for t in texts(at) if t.startswith("**At cell"))
-            assert fmt(rule.value) in worked, (rec.name, worked)
+            assert fmt(rule.value, 4) in worked, (rec.name, worked)
             assert math.isclose(rule.value, rule.recorded, rel_tol=1e-4, abs_tol=1e-7)
-        elif position == "input":
-            assert any(t.startswith("dL/dx[0,14,14] = **") for t in texts(at))
+            if rec.kind in ("conv", "maxpool", "relu"):
+                assert rec.grad_input[cell] != 0 or not np.any(rec.grad_input), "default cell: the largest |grad|"
 
 
-def test_loss_position_shows_p_minus_onehot():
-    at = explorer_with(drawing("one"))
+def test_backward_overview_runs_from_the_loss_to_the_pixels():
+    at = open_view(explorer_with(drawing("zero")), "backward")
+    _, trace = expected_trace(drawing("zero"))
+    html = overview_html(at, "overview_backward")
+    names = [n for _, n in re.findall(r'<div class="cv-name">(\d+)\. ([^<]+)</div>', html)]
+    assert names == [r.name for r in reversed(trace.layers)] + ["input pixels"]
+    assert 'class="cv-col cv-current" data-layer="1"' in html  # the slider starts at the loss
+
+
+def test_loss_position_shows_softmax_and_p_minus_onehot():
+    at = open_view(explorer_with(drawing("one")), "backward")
     _, trace = expected_trace(drawing("one"))
-    line = next(t for t in texts(at) if t.startswith("L = -log p[target]"))
-    assert f"= **{fmt(trace.loss)}**" in line
+    line = next(t for t in texts(at) if t.startswith("**Loss** L = -log p[target]"))
+    assert f"= **{fmt(trace.loss, 4)}**" in line
+    assert "-log 1 =" not in line, "p must not be printed rounded to 1"
+    if trace.probs[trace.target] > 0.999:
+        assert f"-log 1 - {fmt(1 - float(trace.probs[trace.target]), 3)} =" in line
+    table = at.table[0].value
+    np.testing.assert_allclose(table["p"].astype(float), trace.probs, rtol=1e-3, atol=1e-9)
+
+
+def test_target_other_than_prediction_changes_the_backward_pass():
+    at = open_view(explorer_with(drawing("one")), "backward")
+    _, trace7 = expected_trace(drawing("one"), target=7)
+    at.selectbox(key="target").set_value(7).run()
+    assert not at.exception
+    line = next(t for t in texts(at) if t.startswith("**Loss** L = -log p[target]"))
+    assert f"= **{fmt(trace7.loss, 4)}**" in line
 
 
 def test_one_sgd_step_matches_the_backend():
-    at = explorer_with(drawing("one"))
+    at = open_view(explorer_with(drawing("one")), "learn")
     at.number_input(key="learn_lr").set_value(0.5)
     at.button(key="learn_go").click().run()
     assert not at.exception
@@ -134,12 +198,23 @@ def test_one_sgd_step_matches_the_backend():
     x = preprocess(drawing("one"), card)
     step = sgd_step(model, x, int(capture(model, x).pred), 0.5)
     values = {m.label: m.value for m in at.metric}
-    assert values["loss before"] == fmt(step.loss_before)
-    assert values["loss after"] == fmt(step.loss_after)
+    assert values["loss before"] == fmt(step.loss_before, 4)
+    assert values["loss after"] == fmt(step.loss_after, 4)
+
+
+def test_a_saved_step_is_not_shown_for_other_weights():
+    """Issue 12.1: the step was keyed on the input and target only, so other weights showed the old step."""
+    at = open_view(explorer_with(drawing("one")), "learn")
+    at.button(key="learn_go").click().run()
+    before = {m.label: m.value for m in at.metric}["loss before"]
+    at.radio(key="stage_mnist").set_value("epoch1").run()
+    assert not at.exception
+    assert not at.metric or {m.label: m.value for m in at.metric}.get("loss before") != before
+    assert any("changed since the last step" in i.value for i in at.info)
 
 
 def test_absurd_learning_rate_reports_divergence_or_numbers_without_traceback():
-    at = explorer_with(drawing("one"))
+    at = open_view(explorer_with(drawing("one")), "learn")
     at.number_input(key="learn_lr").set_value(1e6)
     at.button(key="learn_go").click().run()
     assert not at.exception
@@ -148,77 +223,61 @@ def test_absurd_learning_rate_reports_divergence_or_numbers_without_traceback():
     assert diverged or all(v not in ("nan", "inf") for v in metrics.values())
 
 
-def test_target_other_than_prediction_changes_the_backward_pass():
-    at = explorer_with(drawing("one"))
-    _, trace7 = expected_trace(drawing("one"), target=7)
-    target_box = next(s for s in at.selectbox if s.label.startswith("Explain class"))
-    target_box.set_value(7).run()
-    assert not at.exception
-    line = next(t for t in texts(at) if t.startswith("L = -log p[target]"))
-    assert f"= **{fmt(trace7.loss)}**" in line
-
-
-@pytest.mark.skipif(not dataset_available("mnist")[0], reason="MNIST test set not available (set CNNVIZ_DATA_DIR)")
+@needs_mnist
 def test_test_sample_shows_true_label():
     at = explorer_with(None)
-    at.segmented_control(key="source_mnist").set_value("Test sample").run()
+    at.radio(key="source_mnist").set_value("Test sample").run()
     assert not at.exception
     shown = [t for t in texts(at) if t.startswith("### Prediction")]
     assert shown and ("(correct)" in shown[0] or "(true:" in shown[0])
 
 
+@needs_mnist
+def test_a_link_opens_that_sample_view_and_layer():
+    at = explorer_with(None, {"model": "mnist", "sample": "1234", "view": "backward", "layer": "block2.conv1",
+                              "target": "3", "objective": "logit"})
+    assert at.radio(key="source_mnist").value == "Test sample"
+    assert at.number_input(key="sample_mnist_index").value == 1234
+    assert at.segmented_control(key="view").value == "backward"
+    assert at.select_slider(key="backprop").format_func(at.select_slider(key="backprop").value) == "block2.conv1"
+    model, card = load_model("mnist")
+    image, _ = dataset("mnist", "test")[1234]
+    trace = capture(model, preprocess(image, card, dataset_sample=True), target=3, objective="logit")
+    rec = trace.layer("block2.conv1")
+    line = next(t for t in texts(at) if t.startswith("Autograd says"))
+    cell = tuple(int(v) for v in re.search(r"dL/dx\[([\d, ]+)\]", line).group(1).split(","))
+    assert line.endswith(f"**{fmt(float(rec.grad_input[cell]), 4)}**")
+    assert at.query_params["sample"] == "1234" and at.query_params["layer"] == "block2.conv1"
+
+
+@needs_mnist
+@pytest.mark.parametrize("params,word", [
+    ({"model": "resnet"}, "model"), ({"view": "sideways"}, "view"), ({"target": "99"}, "target"),
+    ({"sample": "999999"}, "sample"), ({"layer": "block9.conv9"}, "layer"), ({"objective": "1e308"}, "objective"),
+])
+def test_bad_link_values_give_a_message_and_the_default(params, word):
+    at = explorer_with(None, params)
+    assert any(word in w.value and "cannot be used" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.session_state["canvas"] = canvas_value(drawing("one"))
+    at.run()
+    assert not at.exception
+    assert [t for t in texts(at) if t.startswith("### Prediction")]
+
+
+def test_redrawing_keeps_the_view_and_the_backprop_position():
+    at = open_view(explorer_with(drawing("one")), "backward")
+    at.select_slider(key="backprop").set_value(5).run()
+    at.session_state["canvas"] = canvas_value(drawing("zero"))
+    at.run()
+    assert not at.exception
+    assert at.segmented_control(key="view").value == "backward"
+    assert at.select_slider(key="backprop").value == 5
+
+
 def test_missing_checkpoint_explains_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIZ_CHECKPOINT_DIR", str(tmp_path))
-    at = explorer_with(None)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page(EXPLORER).run()
+    assert not at.exception
     assert any("checkpoint file is missing" in e.value for e in at.error)
     assert any("python -m cnnviz.train mnist" in i.value for i in at.info)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A real browser: draw with the mouse
-
-
-def draw_on_canvas(page, points):
-    box = page.locator(".st-key-canvas canvas").last.bounding_box()
-    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
-    page.mouse.down()
-    for px, py in points[1:]:
-        page.mouse.move(box["x"] + px, box["y"] + py, steps=2)
-    page.mouse.up()
-
-
-def stroke_one():
-    return [(140, 40 + 10 * k) for k in range(21)]
-
-
-def stroke_zero():
-    return [(140 + 55 * math.sin(2 * math.pi * k / 48), 140 - 95 * math.cos(2 * math.pi * k / 48)) for k in range(49)]
-
-
-def prediction_text(page) -> str:
-    page.wait_for_selector(".st-key-prediction", timeout=30_000)
-    wait_for_idle(page)
-    return page.locator(".st-key-prediction").inner_text()
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_browser_draw_one_then_zero_and_walk_the_slider(page, app_url, tmp_path):
-    open_page(page, f"{app_url}/explorer")
-    page.wait_for_selector(".st-key-canvas canvas")
-    draw_on_canvas(page, stroke_one())
-    assert "Prediction: 1" in prediction_text(page)
-    page.screenshot(path=str(tmp_path / "explorer_one.png"))
-    page.locator(".st-key-canvas").get_by_role("button").last.click()  # the toolbar's clear (bin) button
-    wait_for_idle(page)
-    draw_on_canvas(page, stroke_zero())
-    assert "Prediction: 0" in prediction_text(page)
-    page.get_by_role("tab", name="Backward pass").click()
-    thumb = page.locator(".st-key-backprop input[type='range']")
-    thumb.focus()
-    for key in ("End", "Home"):
-        thumb.press(key)
-        wait_for_idle(page)
-        assert page.locator("[data-testid='stException']").count() == 0
-        page.screenshot(path=str(tmp_path / f"backprop_{key}.png"))
-    assert page.locator(IDLE).count() == 1

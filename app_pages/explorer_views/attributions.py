@@ -1,0 +1,104 @@
+"""The input step of the backward pass: dL/d(pixel), and three attribution maps laid over the picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app_pages.explorer_views.context import Ctx
+from app_pages.explorer_views.forward import pick_cell
+from cnnviz import ui
+from cnnviz.engine.attribution import attribute, cam_layer_names, sanity_check
+from cnnviz.engine.capture import gradient_check
+from cnnviz.engine.layer_rules import largest_cell
+from cnnviz.engine.pictures import unnormalize
+from cnnviz.numbers import fmt
+from cnnviz.render import inspect as figs
+from cnnviz.render.network import colorize
+
+METHODS = {"saliency": "Saliency", "grad_cam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
+
+
+def overlay(pixels: np.ndarray, heat: np.ndarray, opacity: float, signed: bool) -> np.ndarray:
+    """The input picture (C, H, W in [0, 1]) with a heat map (H, W) blended over it: (H, W, 3) uint8."""
+    base = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
+    base = (base.transpose(1, 2, 0) * 255.0)
+    colours = colorize(heat, signed).astype(np.float64)
+    out = (1.0 - opacity) * base + opacity * colours
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def _big(img: np.ndarray, side: int = 280) -> np.ndarray:
+    zoom = max(1, side // img.shape[0])
+    return img.repeat(zoom, 0).repeat(zoom, 1)
+
+
+def input_step(ctx: Ctx) -> None:
+    trace, card = ctx.trace, ctx.card
+    st.markdown("#### The input: dL/d(pixel)")
+    st.markdown("The gradient that reached the input says how each pixel would change the objective. autograd "
+                "differentiates the *normalised* input x = (pixel - mean) / std; per unit of pixel value (0..1) "
+                "the gradient is dL/dx / std, "
+                f"{' / '.join(fmt(1 / s, 3) for s in card.std)} times larger.")
+    c = st.slider("colour channel", 0, trace.input_grad.shape[0] - 1, 0, key="bw_in_ch") \
+        if trace.input_grad.shape[0] > 1 else 0
+    row, col = pick_cell(trace.input_grad.shape, "bw_in", largest_cell(trace.input_grad[c]))
+    per_pixel = trace.input_grad[c] / card.std[c]
+    st.plotly_chart(figs.map_figure(per_pixel, f"dL/d(pixel value), channel {c} (signed)", ui.text_px(14),
+                                    signed=True, height=340, shapes=[figs.window(row, col, 1, 1)]), key="in_grad")
+    g = float(trace.input_grad[c, row, col])
+    st.markdown(f"dL/dx[{c},{row},{col}] = **{fmt(g, 4)}** with respect to the normalised input; per unit of "
+                f"pixel value: {fmt(g, 4)} / {fmt(card.std[c], 4)} = **{fmt(g / card.std[c], 4)}**")
+    if st.button("Check this number with finite differences", key="check_x"):
+        check = gradient_check(ctx.model, ctx.x, trace.target, "input", (c, row, col), objective=trace.objective)
+        st.markdown(f"autograd {fmt(check.autograd, 8)} vs finite difference {fmt(check.finite_difference, 8)} "
+                    f"(relative error {check.relative_error:.1e}, float64)")
+    st.divider()
+    attribution_panel(ctx)
+
+
+def attribution_panel(ctx: Ctx) -> None:
+    trace, card = ctx.trace, ctx.card
+    st.markdown("#### Which pixels mattered? Three attribution methods, on the picture")
+    a, b, c = st.columns([1.3, 1, 1])
+    method = a.segmented_control("Method", list(METHODS), format_func=METHODS.get, default="saliency",
+                                 key="attr_method") or "saliency"
+    objective = b.radio("They all explain", ["logit", "loss"], horizontal=True, key="attr_objective",
+                        format_func={"logit": "the class's logit", "loss": "the loss"}.get)
+    opacity = c.slider("heat-map opacity", 0.0, 1.0, 0.6, 0.05, key="attr_opacity")
+    layer = None
+    if method == "grad_cam":
+        names = ["(default: the last layer with a non-zero map)", *cam_layer_names(ctx.model)]
+        chosen = st.selectbox("Grad-CAM layer", names, key="cam_layer")
+        layer = None if chosen == names[0] else chosen
+    result = ui.session_cached("attr", ctx.cache_key(method, layer, objective),
+                               lambda: attribute(ctx.model, ctx.x, trace.target, method, layer, objective=objective,
+                                                 card=card))
+    pixels = unnormalize(ctx.x[0].numpy(), card)
+    signed = bool((result.values < 0).any())
+    left, right = st.columns([1, 1.2])
+    left.image(_big(overlay(pixels, result.values, opacity, signed)),
+               caption=f"{METHODS[method]}{' at ' + result.layer if result.layer else ''}, over the input")
+    with right:
+        st.markdown(f"**Objective:** {result.objective_text}")
+        st.markdown(result.method_text)
+        if result.baseline:
+            st.markdown(f"**Baseline:** {result.baseline}")
+        if result.layer_choice:
+            st.caption(result.layer_choice)
+        if result.all_zero:
+            st.warning(f"This map is zero everywhere: {result.zero_reason}")
+    with st.expander("Sanity check: randomise the weights (Adebayo et al. 2018)"):
+        st.markdown("A map that explains the *model* must change when the model's learned weights are replaced by "
+                    "random ones. If it barely changes, it shows the picture's edges, not what the network learned.")
+        if st.button("Randomise the weights and compare", key="sanity_go"):
+            check = ui.session_cached("sanity", ctx.cache_key(method, layer, objective),
+                                      lambda: sanity_check(ctx.model, ctx.x, trace.target, method, layer,
+                                                           objective=objective, card=card), size=2)
+            cols = st.columns(1 + len(check.steps))
+            cols[0].image(_big(overlay(pixels, check.trained.values, opacity, signed), 200), caption="trained")
+            for col, step in zip(cols[1:], check.steps, strict=True):
+                col.image(_big(overlay(pixels, step.attribution.values, opacity, signed), 200),
+                          caption=f"random weights: rank correlation {fmt(step.spearman, 2)}")
+            if check.text:
+                st.caption(check.text)

@@ -1,0 +1,201 @@
+"""Backward view: one slider (with Play) from the loss back to the pixels; each layer's local rule with real numbers,
+the gradients of every layer at once, and the gradient's size at each position."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app_pages.explorer_views import attributions
+from app_pages.explorer_views.context import KIND_NAMES, Ctx
+from app_pages.explorer_views.forward import overview, pick_cell
+from cnnviz import ui
+from cnnviz.engine.capture import gradient_check
+from cnnviz.engine.layer_rules import (
+    backward_rule,
+    conv_weight_grad_terms,
+    largest_cell,
+    loss_float64,
+    pool_windows,
+    softmax_rows,
+    weight_grad_cell,
+)
+from cnnviz.numbers import factor, fmt, fmt_close_to_one
+from cnnviz.render import inspect as figs
+
+STEP_KEY = "backprop"
+
+
+def positions(ctx: Ctx) -> list:
+    """The slider's positions: "loss", then each layer from the last to the first, then "input"."""
+    return ["loss", *range(len(ctx.layers) - 1, -1, -1), "input"]
+
+
+def position_label(ctx: Ctx, p) -> str:
+    if p == "loss":
+        return "loss"
+    if p == "input":
+        return "input pixels"
+    return ctx.layers[p].name
+
+
+def url_value(ctx: Ctx, text: str) -> int:
+    """The slider index of a link's ``layer`` value (a layer name, "loss" or "input")."""
+    labels = [position_label(ctx, p) for p in positions(ctx)]
+    wanted = "input pixels" if text == "input" else text
+    if wanted not in labels:
+        raise ValueError(f"this model has no layer named {text!r}")
+    return labels.index(wanted)
+
+
+def show(ctx: Ctx) -> None:
+    @st.fragment(run_every=ui.play_interval(STEP_KEY))
+    def view() -> None:
+        pos = positions(ctx)
+        s = ui.stepper(STEP_KEY, len(pos), "Backprop: Play walks from the loss back to the pixels",
+                       format_func=lambda k: position_label(ctx, pos[k]))
+        p = pos[s]
+        ui.write_url(layer="input" if p == "input" else position_label(ctx, p))
+        overview(ctx, min(s, len(ctx.layers)), gradients=True)
+        st.divider()
+        left, right = st.columns([1.5, 1], gap="large")
+        with right:
+            st.markdown("**Size of the gradient at each step** (slider order; orange: where the slider is)")
+            labels, norms = norm_rows(ctx)
+            st.plotly_chart(figs.norms_figure(labels, norms, s, ui.text_px(13)), key="norms",
+                            config={"displayModeBar": False})
+        with left:
+            if p == "loss":
+                loss_step(ctx)
+            elif p == "input":
+                attributions.input_step(ctx)
+            else:
+                layer_step(ctx, ctx.layers[p])
+
+    view()
+
+
+def norm_rows(ctx: Ctx) -> tuple[list[str], list[float]]:
+    """||dL/dlogits|| at the loss, then ||dL/d(input)|| each layer passes on, in the slider's order."""
+    labels = ["loss: dL/dlogits"]
+    norms = [float(np.linalg.norm(ctx.layers[-1].grad_output))]
+    for rec in reversed(ctx.layers):
+        labels.append(rec.name)
+        norms.append(float(np.linalg.norm(rec.grad_input)))
+    labels.append("input pixels")
+    norms.append(float(np.linalg.norm(ctx.trace.input_grad)))
+    return labels, norms
+
+
+def loss_step(ctx: Ctx) -> None:
+    trace, classes = ctx.trace, ctx.card.classes
+    rows, shift, total = softmax_rows(trace, classes)
+    t = trace.target
+    st.markdown(f"**Softmax** turns the logits z into probabilities: p_i = e^(z_i) / sum_j e^(z_j). With the real "
+                f"logits (shifted by max z = {fmt(shift, 4)} so nothing overflows; the ratios are unchanged): sum of "
+                f"e^(z_j - max z) = {fmt(total, 6)}.")
+    p_t = rows[t].prob
+    if trace.objective == "loss":
+        st.markdown(f"**Loss** L = -log p[target] = -log {fmt_close_to_one(p_t)} = **{fmt(trace.loss, 4)}** "
+                    f"(target: {classes[t]}).")
+        if p_t > 0.999:
+            st.caption(f"float32 gives a loss this small only a few correct digits: recomputed in float64 from "
+                       f"the same logits it is {fmt(loss_float64(trace), 4)}.")
+        st.markdown("Softmax followed by cross-entropy has the simplest gradient in deep learning: "
+                    "**dL/dlogits = p - onehot(target)**.")
+        if p_t > 0.99:
+            st.info(f"The model gives {classes[t]} p = {fmt_close_to_one(p_t)}, so p - onehot is almost 0 "
+                    "everywhere and every gradient behind it is tiny. Pick another class to explain (or a harder "
+                    "input) to see the backward pass at work.")
+    else:
+        st.markdown(f"Differentiating the logit of class {classes[t]} itself: dL/dlogits is 1 for that class and 0 "
+                    "for every other.")
+    g = np.asarray(ctx.layers[-1].grad_output, dtype=np.float64).reshape(-1)
+    onehot = (np.arange(len(rows)) == t).astype(int)
+    st.table({"class": [r.label for r in rows], "logit z": [fmt(r.logit, 4) for r in rows],
+              "e^(z - max z)": [fmt(r.exp, 4) for r in rows], "p": [fmt(r.prob, 4) for r in rows],
+              "onehot": onehot.tolist(), "dL/dlogit (autograd)": [fmt(v, 4) for v in g]})
+
+
+def layer_step(ctx: Ctx, rec) -> None:
+    st.markdown(f"#### {rec.name}: {KIND_NAMES.get(rec.kind, rec.kind)}")
+    g_out, g_in = rec.grad_output, rec.grad_input
+    default = largest_cell(g_in)
+    if g_in.ndim == 3:
+        n = g_in.shape[0]
+        c = st.slider("channel (of this layer's input)", 0, n - 1, default[0], key=f"bw_ch_{rec.kind}") \
+            if n > 1 else 0
+        row, col = pick_cell(g_in.shape, f"bw_{rec.kind}", largest_cell(g_in[c]))
+        cell = (c, row, col)
+    else:
+        j = st.slider("unit", 0, g_in.shape[0] - 1, default[0], key=f"bw_unit_{rec.kind}") \
+            if g_in.shape[0] > 1 else 0
+        cell = (j,)
+    rule = backward_rule(rec, cell)
+    st.markdown(f"**Rule:** {rule.formula}")
+    st.markdown(f"**At cell {cell}:** {rule.worked}")
+    st.markdown(f"Autograd says dL/dx{list(cell)} = **{fmt(rule.recorded, 4)}**")
+    px = ui.text_px(14)
+    if rec.kind == "relu" and g_in.ndim == 3:
+        m1, m2 = st.columns(2)
+        m1.plotly_chart(figs.map_figure((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px, signed=False,
+                                        height=300, shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="mask")
+        m2.plotly_chart(figs.map_figure(g_in[cell[0]], "dL/dx = dL/dy x mask", px, signed=True, height=300,
+                                        shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="masked")
+    elif rec.kind == "maxpool":
+        pool_routing(rec, cell, px)
+    elif rec.kind == "conv":
+        conv_backward(ctx, rec, cell, px)
+    elif g_in.ndim == 3:
+        st.plotly_chart(figs.map_figure(g_in[cell[0]], f"dL/dx, channel {cell[0]}", px, signed=True, height=320,
+                                        shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="gin")
+    elif g_out.ndim == 1 and len(g_out) <= 64:
+        st.table({"unit": list(range(len(g_out))), "dL/dy": [fmt(v, 4) for v in g_out]})
+
+
+def pool_routing(rec, cell, px: int) -> None:
+    c, r, col = cell
+    windows = pool_windows(rec, c)
+    win = next((w for w in windows if w.top <= r < w.top + w.height and w.left <= col < w.left + w.width), None)
+    if win is None:
+        return
+    k = win.height
+    crop = rec.grad_input[c, win.top:win.top + k, win.left:win.left + k]
+    a, b = st.columns(2)
+    a.plotly_chart(figs.matrix_figure(rec.input[c, win.top:win.top + k, win.left:win.left + k],
+                                      f"forward: the window holding ({r},{col})", px, row0=win.top, col0=win.left,
+                                      shapes=[figs.window(win.arg_row - win.top, win.arg_col - win.left, 1, 1,
+                                                          figs.CHOSEN)], digits=3, cell_px=60), key="route_fwd")
+    g = fmt(float(rec.grad_output[c, win.out_row, win.out_col]), 4)
+    b.plotly_chart(figs.matrix_figure(crop, f"backward: dL/dx in that window (g = {g})",
+                                      px, row0=win.top, col0=win.left, signed=True, digits=3, cell_px=60,
+                                      shapes=[figs.window(win.arg_row - win.top, win.arg_col - win.left, 1, 1,
+                                                          figs.CHOSEN)]), key="route")
+    st.caption("The window's gradient g goes to the cell that won the max (orange); the other cells of the window "
+               "get 0.")
+
+
+def conv_backward(ctx: Ctx, rec, cell, px: int) -> None:
+    st.markdown("The same kernels carry the gradient back: **dX = full convolution of g with each kernel rotated "
+                "180 degrees**, summed over output channels; and the kernel's own gradient is **dW = X correlated "
+                "with g**.")
+    o_ch = rec.weight.shape[0]
+    o_default = int(np.abs(rec.weight_grad).reshape(o_ch, -1).max(1).argmax())
+    o = st.slider("output channel (kernel) to inspect", 0, o_ch - 1, o_default, key="bw_conv_o") if o_ch > 1 else 0
+    c, u, v = weight_grad_cell(rec, o)
+    a, b = st.columns(2)
+    a.plotly_chart(figs.matrix_figure(rec.weight[o, c], f"kernel W[{o},{c}]", px, signed=True), key="bw_w")
+    b.plotly_chart(figs.matrix_figure(rec.weight_grad[o, c], f"its gradient dL/dW[{o},{c}]", px, signed=True,
+                                      shapes=[figs.window(u, v, 1, 1)]), key="bw_dw")
+    aligned, g, total = conv_weight_grad_terms(rec, o, c, u, v)
+    pairs = [(float(xv), float(gv)) for xv, gv in zip(aligned.ravel(), g.ravel(), strict=True) if xv and gv]
+    listed = " + ".join(f"{factor(xv, 3, first=k == 0)}·{factor(gv, 3)}" for k, (xv, gv) in enumerate(pairs[:10]))
+    more = f" + ... ({len(pairs) - 10} more non-zero products)" if len(pairs) > 10 else ""
+    st.markdown(f"dL/dW[{o},{c},{u},{v}] (the largest of this kernel) = sum over every output cell of X x g = "
+                f"{listed or '0'}{more} = **{fmt(total, 4)}** (autograd: {fmt(float(rec.weight_grad[o, c, u, v]), 4)};"
+                f" {g.size} products, {g.size - len(pairs)} of them 0)")
+    if st.button("Check this number with finite differences", key="check_w"):
+        check = gradient_check(ctx.model, ctx.x, ctx.trace.target, f"{rec.name}.weight", (o, c, u, v),
+                               objective=ctx.trace.objective)
+        st.markdown(f"autograd {fmt(check.autograd, 8)} vs finite difference {fmt(check.finite_difference, 8)} "
+                    f"(relative error {check.relative_error:.1e}, eps {check.eps:g}, float64)")

@@ -1,0 +1,226 @@
+"""Forward view: every layer at once (the overview strip), then one layer's inspector with its working written out."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app_pages.explorer_views.context import KIND_NAMES, Ctx, layer_label
+from cnnviz import ui
+from cnnviz.engine.layer_rules import conv_cell, global_average, largest_cell, pool_windows, relu_summary
+from cnnviz.numbers import factor, fmt
+from cnnviz.render import inspect as figs
+from cnnviz.render.overview import Column, overview_html
+
+STEP_KEY = "fwd_layer"
+
+
+def columns(ctx: Ctx, gradients: bool = False) -> list[Column]:
+    """The overview's columns: each layer's output (forward) or dL/d(output) (backward, in slider order)."""
+    if not gradients:
+        return [Column(r.name, KIND_NAMES.get(r.kind, r.kind), r.output,
+                       bool((r.output < 0).any())) for r in ctx.layers]
+    cols = [Column(r.name, "dL/d output", r.grad_output, True) for r in reversed(ctx.layers)]
+    return [*cols, Column("input pixels", "dL/d input", ctx.trace.input_grad, True)]
+
+
+def overview(ctx: Ctx, current: int | None, gradients: bool = False) -> None:
+    """The strip of every layer, cached per input and scale; the chosen layer framed."""
+    with st.container(key="overview" if not gradients else "overview_backward"):
+        shared = st.toggle("One colour scale for all layers", key="shared_scale_bw" if gradients else "shared_scale",
+                           help="Off: each layer on its own scale (see every pattern). On: one scale for every "
+                                "layer, so vanishing and exploding values show as faint or saturated layers.")
+        px = ui.text_px(13)
+        legend = ("dL/d(output) of every layer, from the loss back to the pixels: blue negative, red positive."
+                  if gradients else "Every layer's output, in forward order: one tile per channel (row by row; "
+                  "the numbers at the left are each row's first channel). Blue-white-red for signed values, "
+                  "purple-yellow for values >= 0.")
+        html = ui.session_cached("overview", ctx.cache_key("bw" if gradients else "fw", shared, px),
+                                 lambda: overview_html(columns(ctx, gradients), shared=shared, classes=ctx.card.classes,
+                                                       probs=None if gradients else ctx.first.probs, label_px=px,
+                                                       legend=legend), size=4)
+        if current is not None:
+            html = html.replace(f'class="cv-col" data-layer="{current + 1}"',
+                                f'class="cv-col cv-current" data-layer="{current + 1}"', 1)
+        st.html(html)
+
+
+def show(ctx: Ctx) -> None:
+    @st.fragment(run_every=ui.play_interval(STEP_KEY))
+    def view() -> None:
+        layers = ctx.layers
+        default = next(i for i, r in enumerate(layers) if r.kind == "conv")
+        i = ui.stepper(STEP_KEY, len(layers), "Layer: Play walks the forward pass, one layer at a time",
+                       format_func=lambda k: layer_label(layers[k], k), default=default)
+        ui.write_url(layer=layers[i].name)
+        overview(ctx, i)
+        st.divider()
+        rec = layers[i]
+        st.markdown(f"#### {layer_label(rec, i)}")
+        inspector = {"conv": conv_inspector, "relu": relu_inspector, "maxpool": pool_inspector,
+                     "batchnorm": bn_inspector, "avgpool": avgpool_inspector, "dropout": dropout_inspector}
+        inspector.get(rec.kind, vector_inspector)(ctx, rec, i)
+
+    view()
+
+
+def pick_channel(n: int, key: str, label: str = "channel", default: int = 0) -> int:
+    return st.slider(label, 0, n - 1, min(default, n - 1), key=key) if n > 1 else 0
+
+
+def pick_cell(shape: tuple[int, ...], key: str, default: tuple[int, int]) -> tuple[int, int]:
+    h, w = shape[-2:]
+    c1, c2 = st.columns(2)
+    row = c1.slider("row", 0, h - 1, min(default[0], h - 1), key=f"{key}_row") if h > 1 else 0
+    col = c2.slider("column", 0, w - 1, min(default[1], w - 1), key=f"{key}_col") if w > 1 else 0
+    return row, col
+
+
+def normalisation_note(ctx: Ctx) -> None:
+    mean, std = ctx.card.mean, ctx.card.std
+    zero = ", ".join(fmt((0 - m) / s, 4) for m, s in zip(mean, std, strict=True))
+    st.caption(f"The first layer sees *normalised* pixels, x = (pixel - mean) / std with mean {mean} and std {std} "
+               f"(the training set's statistics), so a black pixel is {zero}, not 0. Normalised inputs keep the "
+               "first layer's sums in a range where training works well.")
+
+
+def conv_inspector(ctx: Ctx, rec, i: int) -> None:
+    px = ui.text_px(14)
+    o_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
+    o = pick_channel(rec.output.shape[0], "fwd_conv_ch", "output channel", o_default)
+    row, col = pick_cell(rec.output.shape, "fwd_conv", largest_cell(rec.output[o]))
+    cell = conv_cell(rec, o, row, col)
+    c_in = cell.kernel.shape[0]
+    partial = cell.products.reshape(c_in, -1).sum(1)
+    c_default = int(np.abs(partial).argmax())
+    c = st.slider("input channel to show", 0, c_in - 1, c_default, key="fwd_conv_in") if c_in > 1 else 0
+    kh, kw = cell.kernel.shape[1:]
+    stride = rec.hparams.get("stride", (1, 1))
+    pad = rec.hparams.get("padding", (0, 0))
+    sh, ph = (stride[0] if isinstance(stride, tuple) else stride), (pad[0] if isinstance(pad, tuple) else pad)
+    top, left = row * sh - ph, col * sh - ph
+    a, b = st.columns(2)
+    title_in = "the input picture (normalised)" if i == 0 else f"its input, channel {c}"
+    a.plotly_chart(figs.map_figure(rec.input[c], f"{title_in}: the kernel's window", px,
+                                   shapes=[figs.window(top, left, kh, kw)]), key="fwd_conv_input")
+    b.plotly_chart(figs.map_figure(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
+                                   shapes=[figs.window(row, col, 1, 1)]), key="fwd_conv_map")
+    if i == 0:
+        normalisation_note(ctx)
+    m = st.columns(3)
+    m[0].plotly_chart(figs.matrix_figure(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
+                      key="fwd_k")
+    m[1].plotly_chart(figs.matrix_figure(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
+                      key="fwd_patch")
+    m[2].plotly_chart(figs.matrix_figure(cell.products[c], "products W x patch", px, signed=True),
+                      key="fwd_prod")
+    terms = " + ".join(f"{factor(w, 4, first=k == 0)}·{factor(v, 4)}"
+                       for k, (w, v) in enumerate(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True)))
+    st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
+    st.markdown(f"Sum over all {c_in} input channels = {fmt(partial.sum(), 4)}, plus bias {fmt(cell.bias, 4)} = "
+                f"**{fmt(cell.total, 4)}**; the map holds **{fmt(cell.recorded, 4)}**.")
+    if c_in > 1:
+        with st.expander(f"Every input channel's partial sum ({c_in})"):
+            st.table({"input channel": list(range(c_in)), "sum of products": [fmt(v, 4) for v in partial]})
+
+
+def relu_inspector(ctx: Ctx, rec, i: int) -> None:
+    summary = relu_summary(rec)
+    st.markdown(f"ReLU = max(0, x) sets **{summary.zero_share:.0%}** of its {summary.units} units to zero for this "
+                "input.")
+    if summary.dead_channels:
+        st.markdown(f"Channels zero everywhere (dead for this input): {', '.join(map(str, summary.dead_channels))}")
+    if rec.output.ndim == 3:
+        px = ui.text_px(14)
+        c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
+        c = pick_channel(rec.output.shape[0], "fwd_relu_ch", default=c_default)
+        a, b = st.columns(2)
+        a.plotly_chart(figs.map_figure(rec.input[c], f"before ReLU, channel {c}", px, signed=True, height=320),
+                       key="pre")
+        b.plotly_chart(figs.map_figure(rec.output[c], "after ReLU = max(0, x)", px, signed=False, height=320),
+                       key="post")
+
+
+def pool_inspector(ctx: Ctx, rec, i: int) -> None:
+    px = ui.text_px(14)
+    c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
+    c = pick_channel(rec.output.shape[0], "fwd_pool_ch", default=c_default)
+    windows = {(w.out_row, w.out_col): w for w in pool_windows(rec, c)}
+    row, col = pick_cell(rec.output.shape, "fwd_pool", largest_cell(rec.output[c]))
+    win = windows[(row, col)]
+    k = win.height
+    pad = 2 * k
+    h, w = rec.input.shape[-2:]
+    top, left = max(win.top - pad, 0), max(win.left - pad, 0)
+    bottom, right = min(win.top + k + pad, h), min(win.left + k + pad, w)
+    crop = rec.input[c, top:bottom, left:right]
+    g0t, g0l = top + (win.top - top) % k, left + (win.left - left) % k
+    shapes = [*figs.grid_lines(g0t - top, g0l - left, bottom - g0t, right - g0l, k),
+              figs.window(win.top - top, win.left - left, k, k),
+              figs.window(win.arg_row - top, win.arg_col - left, 1, 1, figs.CHOSEN)]
+    a, b = st.columns([1.3, 1])
+    a.plotly_chart(figs.matrix_figure(crop, f"input channel {c} around window ({row},{col}) (rows {top}-{bottom - 1})",
+                                      px, row0=top, col0=left, shapes=shapes, digits=2, cell_px=40), key="pool_in")
+    b.plotly_chart(figs.map_figure(rec.output[c], "pooled: each window's max", px, height=320,
+                                   shapes=[figs.window(row, col, 1, 1)]), key="pool_out")
+    values = rec.input[c, win.top:win.top + k, win.left:win.left + k].ravel()
+    st.markdown(f"Window ({row},{col}) covers rows {win.top}-{win.top + k - 1}, columns {win.left}-{win.left + k - 1}: "
+                f"max({', '.join(fmt(v, 4) for v in values)}) = **{fmt(win.value, 4)}**, taken from cell "
+                f"({win.arg_row},{win.arg_col}) (orange). Ties go to the first in reading order, as in PyTorch.")
+    st.caption(f"{k}x{k} windows (grid lines), stride {rec.hparams['stride']}: each output cell keeps the largest "
+               "value of its window; in the backward pass only that cell receives the window's gradient.")
+
+
+def bn_inspector(ctx: Ctx, rec, i: int) -> None:
+    scale, shift = rec.extra["scale"], rec.extra["shift"]
+    st.markdown("In eval mode batch norm is a fixed per-channel affine map: **y = scale x + shift**, with "
+                "scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean x scale (the running "
+                "statistics were gathered during training).")
+    c = pick_channel(rec.output.shape[0], "fwd_bn_ch")
+    row, col = pick_cell(rec.output.shape, "fwd_bn", largest_cell(rec.output[c]))
+    xv, yv = float(rec.input[c, row, col]), float(rec.output[c, row, col])
+    st.markdown(f"Channel {c} at ({row},{col}): y = {fmt(scale[c], 4)} x {factor(xv, 4)} + {factor(shift[c], 4)} = "
+                f"**{fmt(scale[c] * xv + shift[c], 4)}** (recorded {fmt(yv, 4)})")
+    st.table({"channel": list(range(len(scale))), "scale": [fmt(v, 4) for v in scale],
+              "shift": [fmt(v, 4) for v in shift]})
+
+
+def avgpool_inspector(ctx: Ctx, rec, i: int) -> None:
+    if rec.input.ndim != 3 or rec.output.reshape(-1).shape[0] != rec.input.shape[0]:
+        return vector_inspector(ctx, rec, i)
+    st.markdown("Global average pooling: each channel's map is averaged to one number, so the head sees *how much* "
+                "of each feature is present, wherever it is.")
+    out = rec.output.reshape(-1)
+    c = pick_channel(rec.input.shape[0], "fwd_gap_ch", default=int(np.abs(out).argmax()))
+    cell = global_average(rec, c)
+    h, w = cell.values.shape
+    shown = " + ".join(fmt(v, 3) for v in cell.values.ravel()[:12])
+    more = f" + ... ({h * w - 12} more)" if h * w > 12 else ""
+    st.markdown(f"Channel {c}: ({shown}{more}) / {h * w} = **{fmt(cell.mean, 4)}** (recorded {fmt(cell.recorded, 4)})")
+    st.plotly_chart(figs.matrix_figure(cell.values, f"channel {c}: the {h}x{w} map being averaged", ui.text_px(14),
+                                       digits=2, cell_px=38), key="gap_map")
+
+
+def dropout_inspector(ctx: Ctx, rec, i: int) -> None:
+    same = bool(np.array_equal(rec.input, rec.output))
+    st.markdown(f"Dropout (p = {rec.hparams.get('p', '?')}) is the **identity at inference**: it only zeroes random "
+                "channels while training, to keep the network from relying on any single one. Here the output "
+                f"{'equals' if same else 'differs from'} the input, element for element.")
+
+
+def vector_inspector(ctx: Ctx, rec, i: int) -> None:
+    values = rec.output.reshape(-1)
+    if rec is ctx.layers[-1]:
+        st.markdown("The network's output: one score (logit) per class. Softmax turns them into probabilities "
+                    "(the Backward pass view writes it out at the loss).")
+        labels = list(ctx.card.classes)
+    elif rec.kind == "flatten":
+        st.markdown(f"Flatten only reshapes: {'x'.join(map(str, rec.input.shape))} -> {values.shape[0]} numbers, "
+                    "the same values in reading order.")
+        labels = [str(k) for k in range(len(values))]
+    else:
+        labels = [str(k) for k in range(len(values))]
+    if len(values) <= 64:
+        st.table({"unit": labels[:len(values)], "value": [fmt(v, 4) for v in values]})
+    else:
+        st.caption(f"{len(values)} values; the overview above shows them all.")

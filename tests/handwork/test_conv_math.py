@@ -1,4 +1,5 @@
-"""Every matrix the convolution & pooling lab shows, recomputed with PyTorch (float64) and autograd."""
+"""One convolution and the output-size formula as the lab shows them, recomputed with F.conv2d and autograd in
+float64: every matrix, and every number the records print (read back from their text)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.testing import assert_close
 
 from cnnviz.handwork import conv_math as cm
-
-DT = torch.float64
-
-
-def t(m) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(m), dtype=DT)
-
-
-def t4(m, grad: bool = False) -> torch.Tensor:
-    return t(m)[None, None].clone().requires_grad_(grad)  # (1, 1, H, W)
-
-
-def close(actual, expected) -> None:
-    assert_close(t(actual), torch.as_tensor(expected, dtype=DT).detach().reshape(np.shape(actual)))
+from cnnviz.handwork import matrices as mx
+from tests.handwork.conv_oracle import close, matrices_after, printed_close, products, random_matrix, t, t4
 
 
 def rng_matrix(rng: np.random.Generator, shape, integers: bool = False) -> np.ndarray:
-    if integers:
-        return rng.integers(-5, 6, size=shape).astype(np.float64)
-    return rng.normal(size=shape)
+    return random_matrix(rng, shape, 0 if integers else 1)
 
 
 def conv_cases(n: int = 60, seed: int = 0):
@@ -127,27 +113,6 @@ def test_cell_expression_prints_the_products():
 W_RANGE, K_RANGE, P_RANGE, S_RANGE = range(1, 33), range(1, 8), range(0, 4), range(1, 5)  # the page's sliders
 
 
-def test_output_size_matches_pytorch_for_every_slider_combination():
-    checked = 0
-    for w, k, p, s in itertools.product(W_RANGE, K_RANGE, P_RANGE, S_RANGE):
-        if k > w + 2 * p:
-            with pytest.raises(ValueError):
-                cm.output_size(w, k, p, s)
-            continue
-        size = cm.output_size(w, k, p, s)
-        shape = F.conv2d(torch.zeros(1, 1, w, 1), torch.zeros(1, 1, k, 1), stride=(s, 1), padding=(p, 0)).shape
-        assert size.out == shape[2], (w, k, p, s)
-        # never-covered cells: exactly those of the padded input that get no gradient from any output
-        xp = torch.zeros(1, 1, w + 2 * p, 1, requires_grad=True)
-        (g,) = torch.autograd.grad(F.conv2d(xp, torch.ones(1, 1, k, 1), stride=(s, 1)).sum(), xp)
-        assert size.uncovered_padded == tuple(torch.nonzero(g[0, 0, :, 0] == 0).flatten().tolist()), (w, k, p, s)
-        covered = g[0, 0, :, 0] != 0
-        trailing = len(covered) - 1 - int(torch.nonzero(covered).max())  # rows after the last kernel position
-        assert trailing == (w - k + 2 * p) % s and size.whole == (trailing == 0), (w, k, p, s)
-        checked += 1
-    assert checked > 3000
-
-
 def test_output_size_26_by_26_by_32_max_pooled_2x2_stride_2_gives_13_by_13_by_32():
     size = cm.output_size(26, 2, 0, 2)
     assert F.max_pool2d(torch.zeros(1, 32, 26, 26), 2, 2).shape == (1, 32, size.out, size.out)
@@ -163,225 +128,159 @@ def test_output_size_names_the_rows_never_covered():
     assert "floor" in size.formula()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pooling
-
-POOL_CASES = [(h, w, k, s) for h in (2, 4, 5, 7) for w in (3, 5, 8) for k in (1, 2, 3) for s in (1, 2, 3)
-              if k <= h and k <= w]
 
 
-@pytest.mark.parametrize("h,w,k,s", POOL_CASES)
-@pytest.mark.parametrize("mode", ["max", "avg"])
-def test_pooling_forward_backward_match_autograd_including_overlaps(h, w, k, s, mode):
-    rng = np.random.default_rng(h * 100 + w * 10 + k + s)
-    x = rng.integers(-3, 4, size=(h, w)).astype(np.float64)  # small integers: many ties
-    fwd = cm.pool(x, k, s, mode)
-    xt = t4(x, True)
-    op = F.max_pool2d if mode == "max" else F.avg_pool2d
-    out = op(xt, k, s)
-    close(fwd.output, out[0, 0])
-    g = rng.normal(size=fwd.output.shape)
-    bwd = cm.pool_backward(fwd, g)
-    (gx,) = torch.autograd.grad(out, xt, t4(g))
-    close(bwd.grad_input, gx[0, 0])
-    for cell in bwd.cells:
-        assert math.isclose(sum(a for _, a in cell.sources), bwd.grad_input[cell.at], abs_tol=1e-12)
-    if mode == "max":
-        _, idx = F.max_pool2d(t4(x), k, s, return_indices=True)
-        winners = [(int(i) // w, int(i) % w) for i in idx.flatten()]
-        assert [win.winner for win in fwd.windows] == winners  # ties: PyTorch's choice
-        for win in fwd.windows:  # every cell holding the maximum is listed, the winner first
-            assert win.winner == win.maxima[0] and all(x[p] == win.value for p in win.maxima)
-            assert len(win.maxima) == int((t(win.values) == float(out.detach()[0, 0][win.at])).sum())
+def test_output_size_tells_rows_left_over_at_the_end_from_gaps_the_stride_skips():
+    # issue 12: W = 7, F = 2, P = 1, S = 3 called the last row "left over" and then listed rows 1 and 4, which are
+    # gaps between windows, as never covered
+    size = cm.output_size(7, 2, 1, 3)
+    xp = torch.zeros(1, 1, 9, 1, requires_grad=True)
+    (g,) = torch.autograd.grad(F.conv2d(xp, torch.ones(1, 1, 2, 1), stride=(3, 1)).sum(), xp)
+    hit = torch.nonzero(g[0, 0, :, 0]).flatten().tolist()
+    assert size.left_over == tuple(range(hit[-1] + 1, 9)) == (8,)  # after the last window: padding
+    assert size.gaps == tuple(i for i in range(hit[-1]) if i not in hit) == (2, 5)  # between windows: input 1, 4
+    _, text = size.coverage()
+    left, gaps = text.split("The stride")
+    assert "left over at the end" in left and "only padding is left over" in left and "1, 4" not in left
+    assert "gaps" in gaps and "input rows/columns 1, 4" in gaps
 
 
-def test_overlapping_max_pool_cell_winning_several_windows_collects_the_sum():
-    x = np.array([[1, 3, 2, 2], [4, 9, 1, 0], [2, 0, 5, 6], [1, 7, 3, 3]], dtype=np.float64)
-    g = np.array([[1.0, 2.0], [3.0, 4.0]])
-    fwd = cm.pool(x, 3, 1, "max")
-    bwd = cm.pool_backward(fwd, g)
-    xt = t4(x, True)
-    (gx,) = torch.autograd.grad(F.max_pool2d(xt, 3, 1), xt, t4(g))
-    close(bwd.grad_input, gx[0, 0])
-    assert bwd.grad_input[1, 1] == gx[0, 0, 1, 1] == g.sum()  # the 9 wins all four windows
-    assert len(bwd.cells[1 * 4 + 1].sources) == 4
-    # max_unpool2d places each value once and so loses the sum: the reason the lab does not use it
-    _, idx = F.max_pool2d(t4(x), 3, 1, return_indices=True)
-    unpooled = F.max_unpool2d(t4(g), idx, 3, 1, output_size=(4, 4))
-    assert float(unpooled[0, 0, 1, 1]) != float(gx[0, 0, 1, 1])
-
-
-def test_max_pool_tie_goes_to_pytorchs_choice():
-    x = np.array([[5.0, 5.0], [5.0, 5.0]])
-    fwd = cm.pool(x, 2, 2, "max")
-    xt = t4(x, True)
-    (gx,) = torch.autograd.grad(F.max_pool2d(xt, 2, 2).sum(), xt)
-    (winner,) = [w.winner for w in fwd.windows]
-    assert gx[0, 0][winner] == 1 and float(gx.sum()) == 1
+def test_output_size_matches_pytorch_for_every_slider_combination():
+    """All 3,584 slider combinations: the size, the rows no window covers (those that get no gradient in torch),
+    and which of them the text calls left over at the end and which gaps between windows."""
+    checked = 0
+    for w, k, p, s in itertools.product(W_RANGE, K_RANGE, P_RANGE, S_RANGE):
+        if k > w + 2 * p:
+            with pytest.raises(ValueError):
+                cm.output_size(w, k, p, s)
+            continue
+        checked += 1
+        size = cm.output_size(w, k, p, s)
+        # each padded row's gradient when every output gets 1: conv_transpose1d is conv1d's backward
+        n_out = F.conv1d(torch.zeros(1, 1, w), torch.zeros(1, 1, k), stride=s, padding=p).shape[-1]
+        g = F.conv_transpose1d(torch.ones(1, 1, n_out), torch.ones(1, 1, k), stride=s)[0, 0]
+        g = F.pad(g, (0, w + 2 * p - g.numel()))
+        assert size.uncovered_padded == tuple(torch.nonzero(g == 0).flatten().tolist()), (w, k, p, s)
+        hit = torch.nonzero(g).flatten().tolist()
+        after = [i for i in range(w + 2 * p) if i > hit[-1]]
+        between = [i for i in range(hit[-1]) if i not in hit]
+        assert list(size.left_over) == after and list(size.gaps) == between, (w, k, p, s)
+        level, text = size.coverage()
+        assert (level == "success") == (not after and not between), (w, k, p, s)
+        if after:
+            lost = [i - p for i in after if p <= i < p + w]
+            assert f"the last {len(after)} row" in text
+            assert (f"input rows/columns {', '.join(map(str, lost))} (counting from 0) are never covered" in text
+                    if lost else "only padding is left over" in text), (w, k, p, s, text)
+        if between:
+            skipped = [i - p for i in between if p <= i < p + w]
+            assert (f"input rows/columns {', '.join(map(str, skipped))} (counting from 0), which are never covered"
+                    in text if skipped else "only padding, so every input row" in text), (w, k, p, s, text)
+        assert size.formula().endswith(f"= {n_out}") and size.out == n_out
+        assert size.whole == (not after) and len(after) == (w - k + 2 * p) % s
+    assert checked > 3000
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# ReLU
+# Every printed number, read back from the text, against torch
 
 
-def test_relu_example_from_the_lesson():
-    x = np.array([[-478.0, 494.0], [460.0, -477.0]])
-    rec = cm.relu(x)
-    close(rec.output, F.relu(t(x)))
-    assert cm.matrix_text(rec.output) == "[[0, 494], [460, 0]]"
-    xt = t(x).requires_grad_(True)
-    g = np.array([[2.0, -3.0], [5.0, 7.0]])
-    rec = cm.relu(x, g)
-    (gx,) = torch.autograd.grad(F.relu(xt), xt, t(g))
-    close(rec.grad_input, gx)
-    close(rec.mask, (gx != 0).to(DT))
+def test_small_results_are_not_printed_as_zero():
+    # issue 12: X = [[1e-5, 2e-5], [3e-5, 4e-5]], F = [[1e-5]] showed O = [[0, 0], [0, 0]] and "1e-05·1e-05 = 0"
+    x, f = [[1e-5, 2e-5], [3e-5, 4e-5]], [[1e-5]]
+    rec = cm.conv_forward(x, f)
+    out = F.conv2d(t4(x), t4(f))[0, 0]
+    (shown,) = matrices_after(rec.summary(), "O")
+    assert (shown != 0).all()
+    printed_close(shown, out)
+    pairs, value = products(rec.cells[0].expression())
+    assert pairs == [(1e-5, 1e-5)] and value != 0
+    printed_close(value, out[0, 0])
 
 
-def test_relu_gradient_at_exactly_zero_is_zero_as_in_pytorch():
-    x = np.array([[0.0, 1.0], [-1.0, 0.0]])
-    xt = t(x).requires_grad_(True)
-    (gx,) = torch.autograd.grad(F.relu(xt).sum(), xt)
-    close(cm.relu(x).grad_input, gx)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Two convolutions chained
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_two_conv_chain_every_step_matches_autograd(seed):
+def random_conv_cases(n: int, seed: int):
     rng = np.random.default_rng(seed)
-    h = int(rng.integers(5, 9))
-    k1, k2 = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-    pk = int(rng.integers(1, 4))
-    ps = int(rng.integers(1, 3))
-    if h - k1 - k2 + 2 < pk:
-        pk = 1
-    image, f1, f2 = rng_matrix(rng, (h, h), True), rng_matrix(rng, (k1, k1)), rng_matrix(rng, (k2, k2))
-    rec = cm.two_conv_chain(image, f1, f2, pool_kernel=pk, pool_stride=ps)
-    xt, f1t, f2t = t4(image, True), t4(f1, True), t4(f2, True)
-    c1 = F.conv2d(xt, f1t)
-    c1.retain_grad()
-    c2 = F.conv2d(c1, f2t)
-    c2.retain_grad()
-    p = F.max_pool2d(c2, pk, ps)
-    loss = 0.5 * ((p - t4(rec.target)) ** 2).sum()
-    loss.backward()
-    close(rec.conv1.output, c1[0, 0])
-    close(rec.conv2.output, c2[0, 0])
-    close(rec.pooled.output, p[0, 0])
-    assert math.isclose(rec.loss, float(loss.detach()), rel_tol=1e-12)
-    close(rec.grad_conv2, c2.grad[0, 0])
-    close(rec.grad_f2, f2t.grad[0, 0])
-    close(rec.grad_conv1, c1.grad[0, 0])
-    close(rec.grad_f1, f1t.grad[0, 0])
-    close(rec.grad_image, xt.grad[0, 0])
-    by_name = {s.result_name: s.result for s in rec.steps}
-    for name, expected in (("dConv2", c2.grad), ("dF2", f2t.grad), ("dConv1", c1.grad), ("dF1", f1t.grad),
-                           ("dImage", xt.grad)):
-        close(by_name[name], expected[0, 0])
+    while n:
+        h, w, kh, kw = (int(v) for v in rng.integers(1, 9, size=2).tolist() + rng.integers(1, 6, size=2).tolist())
+        stride, padding = int(rng.integers(1, 4)), int(rng.integers(0, 3))
+        if kh > h + 2 * padding or kw > w + 2 * padding:
+            continue
+        n -= 1
+        kind = int(rng.integers(0, 4))
+        yield (random_matrix(rng, (h, w), kind), random_matrix(rng, (kh, kw), kind), stride, padding,
+               random_matrix(rng, ((h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1),
+                             int(rng.integers(0, 4))))
 
 
-def test_two_conv_chain_with_a_target():
-    rng = np.random.default_rng(5)
-    image, f1, f2 = rng_matrix(rng, (6, 6), True), rng_matrix(rng, (2, 2)), rng_matrix(rng, (2, 2))
-    target = rng.normal(size=(2, 2))
-    rec = cm.two_conv_chain(image, f1, f2, target)
-    xt = t4(image, True)
-    p = F.max_pool2d(F.conv2d(F.conv2d(xt, t4(f1)), t4(f2)), 2, 2)
-    (gx,) = torch.autograd.grad(0.5 * ((p - t4(target)) ** 2).sum(), xt)
-    close(rec.grad_image, gx[0, 0])
-    with pytest.raises(ValueError, match="target"):
-        cm.two_conv_chain(image, f1, f2, np.zeros((3, 3)))
+def cell_text(cell, left: torch.Tensor, right: torch.Tensor, value: torch.Tensor, skip_zeros: bool = False
+              ) -> tuple[list[float], list[torch.Tensor]]:
+    """A printed sum of products read back: (its numbers, what torch says each is): every factor the entry it
+    names, the total torch's result; no product is lost."""
+    pairs, total = products(cell.expression(skip_zeros=skip_zeros))
+    terms = [tm for tm in cell.terms if not (skip_zeros and (tm.left == 0 or tm.right == 0))]
+    assert len(pairs) == len(terms)
+    shown, expected = [total], [value]
+    for (a, b), tm in zip(pairs, terms, strict=True):
+        shown += [a, b]
+        expected += [left[tm.left_at], right[tm.right_at]]
+    return shown, expected
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# conv + sigmoid + fully connected + sigmoid
+@pytest.mark.parametrize("seed", range(10))
+def test_every_printed_number_of_300_random_convolutions_matches_torch(seed):
+    for x, f, stride, padding, g in random_conv_cases(30, seed):
+        fwd = cm.conv_forward(x, f, stride, padding)
+        xt, ft = t4(x, True), t4(f, True)
+        out = F.conv2d(xt, ft, stride=stride, padding=padding)  # (1, 1, H_out, W_out)
+        gx, gf = torch.autograd.grad(out, (xt, ft), t4(g))
+        out, gx, gf = out.detach()[0, 0], gx[0, 0], gf[0, 0]
+        xpad = F.pad(t4(x), (padding,) * 4)[0, 0]
+        bwd = cm.conv_backward(fwd, g)
+        (o_shown,), (f_shown,), (x_shown,) = (matrices_after(fwd.summary(), "O"),
+                                              matrices_after(bwd.summary(), "dE/dF"),
+                                              matrices_after(bwd.summary(), "dE/dX"))
+        assert fwd.summary().endswith(f"= {out.shape[1]}. O = {mx.matrix_text(o_shown)}")
+        shown, expected = [*o_shown.ravel(), *f_shown.ravel(), *x_shown.ravel()], [*out.ravel(), *gf.ravel(),
+                                                                                   *gx.ravel()]
+        full, frot = t(bwd.grad_output_full), torch.rot90(t(f), 2)
+        for cells, left, right, result, skip in ((fwd.cells, xpad, t(f), out, False),
+                                                 (bwd.grad_filter_cells, xpad, t(g), gf, False),
+                                                 (bwd.grad_input_cells, full, frot, gx, True)):
+            for cell in cells:
+                more, wanted = cell_text(cell, left, right, result[cell.at], skip)
+                shown += more
+                expected += wanted
+        mx_, mf, mg = np.abs(x).max(), np.abs(f).max(), np.abs(g).max()
+        scale = 64 * (mx_ * mf + mx_ * mg + mf * mg)  # the largest a sum of products here can be
+        printed_close(shown, torch.stack([torch.as_tensor(e, dtype=torch.float64) for e in expected]), scale)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_conv_sigmoid_fc_matches_autograd(seed):
-    rng = np.random.default_rng(seed)
-    n, k = int(rng.integers(2, 6)), int(rng.integers(1, 3))
-    x, f = rng_matrix(rng, (n, n)), rng_matrix(rng, (k, k))
-    w = rng.normal(size=(n - k + 1, n - k + 1))
-    b, y = float(rng.normal()), float(rng.uniform())
-    rec = cm.conv_sigmoid_fc(x, f, w, b, y)
-    xt, ft, wt, bt = t4(x), t4(f, True), t(w).requires_grad_(True), torch.tensor(b, dtype=DT, requires_grad=True)
-    z1 = F.conv2d(xt, ft)[0, 0]
-    z1.retain_grad()
-    a1 = torch.sigmoid(z1)
-    a1.retain_grad()
-    z2 = (wt.flatten() @ a1.flatten()) + bt
-    o = torch.sigmoid(z2)
-    e = 0.5 * (y - o) ** 2
-    e.backward()
-    close(rec.z1, z1)
-    close(rec.a1, a1)
-    assert math.isclose(rec.o, float(o.detach()), rel_tol=1e-12)
-    assert math.isclose(rec.e, float(e.detach()), rel_tol=1e-10, abs_tol=1e-15)
-    close(rec.grad_w, wt.grad)
-    assert math.isclose(rec.grad_b, float(bt.grad), rel_tol=1e-10, abs_tol=1e-15)
-    close(rec.grad_a1, a1.grad)
-    close(rec.grad_z1, z1.grad)
-    close(rec.grad_f, ft.grad[0, 0])
-    assert [s.label.split(" =")[0] for s in rec.forward_steps] == ["Z1", "A", "Z2", "O", "E"]
+def test_inserted_zeros_are_exactly_the_cells_that_are_not_entries_of_the_gradient():
+    fwd = cm.conv_forward(np.ones((5, 5)), np.ones((2, 3)), stride=2, padding=1)
+    g = np.arange(1.0, fwd.output.size + 1).reshape(fwd.output.shape)  # no zero entry
+    bwd = cm.conv_backward(fwd, g)
+    zeros = bwd.inserted_zeros
+    real = sorted(set(np.ndindex(bwd.grad_output_full.shape)) - zeros)
+    assert [bwd.grad_output_full[p] for p in real] == g.ravel().tolist()  # in reading order
+    assert all(bwd.grad_output_full[p] == 0 for p in zeros)
+    # the full convolution over them is autograd's gradient for the padded input
+    xp = t4(fwd.x_padded, True)
+    (gxp,) = torch.autograd.grad(F.conv2d(xp, t4(fwd.f), stride=2), xp, t4(g))
+    close(F.conv2d(t4(bwd.grad_output_full), t4(bwd.f_rot180))[0, 0], gxp[0, 0])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Gradient descent on a curve
+def test_notes_name_the_stride_and_the_padding():
+    fwd = cm.conv_forward(np.ones((4, 4)), np.ones((2, 2)), stride=3, padding=1)
+    bwd = cm.conv_backward(fwd, np.ones(fwd.output.shape))
+    assert "3 apart" in bwd.stride_note() and "2 zeros between" in bwd.stride_note()
+    assert f"({fwd.x_padded.shape[0]}x{fwd.x_padded.shape[1]})" in bwd.padding_note()
+    plain = cm.conv_backward(cm.conv_forward(np.ones((3, 3)), np.ones((2, 2))), np.ones((2, 2)))
+    assert plain.stride_note() is None and plain.padding_note() is None
 
 
-@pytest.mark.parametrize("curve", list(cm.CURVES))
-def test_gradient_descent_slopes_are_autograds_and_updates_follow_the_rule(curve):
-    rec = cm.gradient_descent(curve, -2.0, 0.1, 15)
-    for a, loss, slope in zip(rec.positions, rec.losses, rec.slopes, strict=True):
-        at = torch.tensor(a, dtype=DT, requires_grad=True)
-        value = cm.CURVES[curve].loss(at)
-        (g,) = torch.autograd.grad(value, at)
-        assert math.isclose(slope, float(g), rel_tol=1e-12, abs_tol=1e-12)
-        assert math.isclose(loss, float(value.detach()), rel_tol=1e-12)
-    for i in range(len(rec.positions) - 1):
-        assert math.isclose(rec.positions[i + 1], rec.positions[i] - 0.1 * rec.slopes[i], rel_tol=1e-12)
-    assert len(rec.positions) == 16
-
-
-@pytest.mark.parametrize("lr,verdict", [(0.1, "converges"), (0.8, "oscillates and converges"),
-                                        (1.0, "oscillates without settling"), (1.1, "diverges")])
-def test_gradient_descent_verdicts_on_the_parabola(lr, verdict):
-    # L = (a - 1)^2 + 0.5: each step multiplies the distance to 1 by (1 - 2 lr)
-    rec = cm.gradient_descent("parabola", -2.0, lr, 40)
-    assert rec.verdict.startswith(verdict)
-    factor = 1 - 2 * lr
-    assert math.isclose(rec.positions[5] - 1, (rec.positions[0] - 1) * factor ** 5, rel_tol=1e-9)
-
-
-def test_gradient_descent_divergence_stops_before_overflow():
-    rec = cm.gradient_descent("two valleys", 3.0, 1.5, 100)
-    assert rec.verdict == "diverges"
-    assert all(math.isfinite(v) for v in rec.positions + rec.losses)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Matrix text
-
-
-@pytest.mark.parametrize("text", ["1 2\n3 4", "1, 2; 3, 4", "[[1, 2], [3, 4]]", " 1   2 \n\n 3 4 \n"])
-def test_parse_matrix_accepts_the_usual_ways_of_typing(text):
-    assert cm.parse_matrix(text).tolist() == [[1, 2], [3, 4]]
-
-
-@pytest.mark.parametrize("text,message", [
-    ("", "empty"), ("1 2\n3", "same number"), ("1 x\n3 4", "not a number"), ("[[1, 2], [3, 'a']]", "not a number"),
-    ("[[1, 2]", "list of rows"), ("1 nan", "finite"), ("1 inf", "finite"), ("1e300", "between"),
-    ("\n".join(["1 2 3"] * 9), "largest"), ("[[True]]", "not a number"), ("[[1, 2], 3]", "row"),
-])
-def test_parse_matrix_explains_bad_input(text, message):
-    with pytest.raises(cm.MatrixError, match=message):
-        cm.parse_matrix(text, "X")
-
-
-def test_matrix_text_round_trips():
-    m = np.array([[-478.0, 0.5], [1e-3, 3.0]])
-    assert cm.parse_matrix(cm.matrix_text(m)).tolist() == m.tolist()
-    assert cm.parse_matrix(cm.matrix_rows_text(m)).tolist() == m.tolist()
+def test_kernel_position_k_is_the_kth_entry_in_reading_order():
+    fwd = cm.conv_forward(np.arange(16.0).reshape(4, 4), np.ones((2, 2)), stride=2)
+    for k in range(fwd.output.size):
+        cell, top_left = fwd.window(k)
+        assert cell.at == divmod(k, fwd.output.shape[1]) and top_left == (cell.at[0] * 2, cell.at[1] * 2)
+        assert mx.entry_label(k, fwd.output.shape) == f"({cell.at[0]}, {cell.at[1]})"

@@ -54,15 +54,14 @@ def healthy(address: str) -> bool:
 class Child:
     """A supervised process: its command, its log file, its restarts."""
 
-    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name, self.cmd, self.log_path, self.env = name, cmd, log_path, env
+    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str], address: str = "") -> None:
+        self.name, self.cmd, self.log_path, self.env, self.address = name, cmd, log_path, env, address
         self.process: subprocess.Popen | None = None
-        self.starts = 0
 
     def start(self) -> None:
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(self.cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        self.starts += 1
+        print(f"{self.name}: pid {self.process.pid}" + (f", {self.address}" if self.address else ""), flush=True)
 
     def exited(self) -> int | None:
         return self.process.poll()
@@ -99,9 +98,10 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
            or secrets.token_hex(32)}
     children = []
     for i in range(replicas):
-        replica_port = free_port()
-        children.append(Child(f"replica {i + 1}", replica_command(replica_port), folder / f"replica{i + 1}.log", env))
-        backends.append(f"127.0.0.1:{replica_port}")
+        port_i = free_port()
+        backends.append(f"127.0.0.1:{port_i}")
+        children.append(Child(f"replica {i + 1}", replica_command(port_i), folder / f"replica{i + 1}.log", env,
+                              backends[-1]))
     config = folder / "haproxy.cfg"
     config.write_text(haproxy_config(f"{address}:{port}", backends))
     children.append(Child("haproxy", [haproxy, "-f", str(config), "-db"], folder / "haproxy.log", env))
@@ -111,8 +111,6 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
     try:
         for child in children:
             child.start()
-            print(f"{child.name}: pid {child.process.pid}" + (f", {backends[children.index(child)]}"
-                                                              if child.name != "haproxy" else ""), flush=True)
         while not stopping:
             for child in children:
                 code = child.exited()

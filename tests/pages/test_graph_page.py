@@ -1,19 +1,22 @@
-"""The computational-graph and step-by-step MLP pages: the worked examples' numbers appear, inputs and sliders
-recompute what torch autograd says, bad input gives a message and never a traceback."""
+"""The computational-graph page: the worked example, the walk (step 0 first, Show the result, Play), URL state, bad
+links and bad formulas, and every number the page prints compared with float64 torch autograd through AppTest and
+in a real browser opening links on a freshly started server."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import graph
-from tests.conftest import ROOT, open_page, wait_for_idle
+from cnnviz.numbers import fmt
+from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
+from tests.handwork.test_graph import hostile_cases, torch_eval
 
 GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
-MLP_PAGE = str(ROOT / "app_pages" / "mlp.py")
 F64 = torch.float64
 
 
@@ -21,12 +24,12 @@ def page_text(at: AppTest) -> str:
     parts = []
     for kind in ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader"):
         parts += [str(e.value) for e in getattr(at, kind)]
-    parts += [f"{m.label}: {m.value}" for m in at.metric]
     return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))  # equations broken over lines, joined again
 
 
-def run(path: str) -> AppTest:
+def run(path: str = GRAPH_PAGE, **params: str) -> AppTest:
     at = AppTest.from_file(path, default_timeout=60)
+    at.query_params.update(params)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -40,69 +43,123 @@ def graphviz_sources(at: AppTest) -> list[str]:
     return [e.proto.spec for e in at.get("graphviz_chart")]
 
 
-# ------------------------------------------------------------------------------------------ computational graph
-def test_graph_page_shows_the_worked_example():
-    at = run(GRAPH_PAGE)
+def equation(at: AppTest) -> str:
+    """The current step's equation (the first code block that is not the link popover's address)."""
+    return next(c.value for c in at.code if not c.value.startswith("?"))
+
+
+def step(at: AppTest) -> int:
+    return int(at.session_state["graph_step"])
+
+
+def show_result(at: AppTest) -> AppTest:
+    at.button(key="graph_show_result").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def torch_result(text: str, values: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    env = {k: torch.tensor(v, dtype=F64, requires_grad=True) for k, v in values.items()}
+    out, _ = torch_eval(text, env)
+    out.backward()
+    return out, env
+
+
+def summary_from_torch(text: str, values: dict[str, float], variables: tuple[str, ...]) -> str:
+    out, env = torch_result(text, values)
+    grads = ", ".join(f"df/d{v} = {fmt(env[v].grad.item())}" for v in variables)
+    return f"f = {fmt(out.item())}  ·  {grads}"
+
+
+# ------------------------------------------------------------------------------------------ the worked example
+def test_graph_page_opens_at_step_0_and_shows_the_result_on_request():
+    at = run()
     assert at.title[0].value == "Computational graph"
+    assert step(at) == 0 and equation(at) == "x = -2   (input)"
+    assert not at.success, "the answer must not show before the walk-through"
+    assert ">-12<" not in graphviz_sources(at)[0]
+    show_result(at)
+    assert step(at) == len(graph.build_graph(graph.DEFAULT_EXPRESSION, graph.DEFAULT_VALUES).steps) - 1
     text = page_text(at)
     for line in ("q = x + y = -2 + 5 = 3", "f = q * z = 3 * (-4) = -12", "df/dq = z = -4", "df/dz = q = 3",
-                 "df/dx = df/dq * dq/dx = -4 * 1 = -4", "df/dy = df/dq * dq/dy = -4 * 1 = -4",
-                 "f = -12  ·  df/dx = -4, df/dy = -4, df/dz = 3"):
+                 "df/dx = df/dq * dq/dx = -4 * 1 = -4", "df/dy = df/dq * dq/dy = -4 * 1 = -4"):
         assert line in text, line
+    assert at.success[0].value == summary_from_torch("(x + y) * z", graph.DEFAULT_VALUES, ("x", "y", "z"))
     dot = graphviz_sources(at)[0]
     assert "df/dx = -4" in dot and "df/dq = -4" in dot and ">-12<" in dot
 
 
 def test_graph_page_recomputes_what_torch_says_when_inputs_change():
-    at = run(GRAPH_PAGE)
+    at = run()
     number_input(at, "x").set_value(3.5)
     number_input(at, "z").set_value(-0.25)
     at.run()
-    assert not at.exception
-    x, y, z = (torch.tensor(v, dtype=F64, requires_grad=True) for v in (3.5, 5.0, -0.25))
-    f = (x + y) * z
-    f.backward()
-    expected = (f"f = {graph.fmt(f.item())}  ·  df/dx = {graph.fmt(x.grad.item())}, "
-                f"df/dy = {graph.fmt(y.grad.item())}, df/dz = {graph.fmt(z.grad.item())}")
-    assert expected in page_text(at)
+    show_result(at)
+    values = {"x": 3.5, "y": 5.0, "z": -0.25}
+    assert at.success[0].value == summary_from_torch("(x + y) * z", values, ("x", "y", "z"))
+    assert at.query_params["x"] == "3.5" and at.query_params["z"] == "-0.25"  # the URL follows
 
 
-def test_graph_page_step_slider_walks_forward_then_backward():
-    at = run(GRAPH_PAGE)
-    at.slider[0].set_value(0).run()
-    assert not at.exception
-    assert at.code[0].value == "x = -2   (input)"
+def test_graph_page_previous_and_next_walk_forward_then_backward():
+    at = run()
     assert "Forward pass: node 1 of 5" in page_text(at)
     assert ">?<" in graphviz_sources(at)[0]  # f is not computed yet
-    at.slider[0].set_value(4).run()
-    assert at.code[0].value == "f = q * z = 3 * (-4) = -12"
-    at.button(key="graph_next").click().run()  # the first backward step
+    for _ in range(4):
+        at.button(key="graph_step__next").click().run()
+    assert equation(at) == "f = q * z = 3 * (-4) = -12"
+    at.button(key="graph_step__next").click().run()  # the first backward step
     assert not at.exception
-    assert at.slider[0].value == 5 and at.code[0].value == "df/df = 1"
-    at.button(key="graph_prev").click().run()
-    assert at.slider[0].value == 4
+    assert step(at) == 5 and equation(at) == "df/df = 1"
+    assert at.query_params["step"] == "5"
+    at.button(key="graph_step__prev").click().run()
+    assert step(at) == 4
 
 
-def test_graph_page_own_expression_gets_a_field_per_variable_and_torch_numbers():
-    at = run(GRAPH_PAGE)
-    at.text_input[0].set_value("sigmoid(w*x + b)").run()
+def test_graph_page_new_variables_get_distinct_values_and_distinct_gradients():
+    at = run()
+    at.text_input[0].set_value("sigmoid(w1*x1 + w2*x2 + b)").run()
     assert not at.exception
-    assert [n.label for n in at.number_input] == ["w", "x", "b"]
-    number_input(at, "w").set_value(1.5)
+    assert [n.label for n in at.number_input] == ["w1", "x1", "w2", "x2", "b"]
+    values = {n.label: n.value for n in at.number_input}
+    assert len(set(values.values())) == 5, values
+    assert step(at) == 0  # a new formula starts its walk at the beginning
+    show_result(at)
+    assert at.success[0].value == summary_from_torch("sigmoid(w1*x1 + w2*x2 + b)", values, tuple(values))
+    g = graph.build_graph("sigmoid(w1*x1 + w2*x2 + b)", values)
+    assert len({fmt(v) for v in g.gradients().values()}) == 5
+    assert "f * (1 - f)" in page_text(at)  # the sigmoid's local gradient, written out
+
+
+def test_graph_page_x2_is_drawn_as_a_box_like_every_variable():
+    at = run(expr="sigmoid(w1*x1 + w2*x2 + b)")
+    dot = graphviz_sources(at)[0]
+    g = graph.build_graph("sigmoid(w1*x1 + w2*x2 + b)", {})
+    for name in g.variables:
+        line = next(ln for ln in dot.splitlines() if ln.strip().startswith(f"{g.by_name(name).id} ["))
+        assert "shape=box" in line and f"<b>{name}</b>" in line
+
+
+def test_graph_page_after_a_formula_error_keeps_the_values_and_the_step():
+    at = run()
+    number_input(at, "x").set_value(3.0)
     at.run()
-    w, x, b = (torch.tensor(v, dtype=F64, requires_grad=True) for v in (1.5, -2.0, 0.1))
-    f = torch.sigmoid(w * x + b)
-    f.backward()
-    text = page_text(at)
-    assert (f"f = {graph.fmt(f.item())}  ·  df/dw = {graph.fmt(w.grad.item())}, df/dx = {graph.fmt(x.grad.item())}, "
-            f"df/db = {graph.fmt(b.grad.item())}") in text
-    assert "f * (1 - f)" in text  # the sigmoid's local gradient, written out
+    for _ in range(7):
+        at.button(key="graph_step__next").click().run()
+    assert step(at) == 7
+    at.text_input[0].set_value("(x + y) * ").run()  # an error
+    assert at.error and not at.number_input
+    at.text_input[0].set_value("(x + y) * z").run()  # back to the formula
+    assert not at.exception
+    assert number_input(at, "x").value == 3.0 and number_input(at, "y").value == 5.0, "no silent 0s"
+    assert step(at) == 7
+    show_result(at)
+    assert at.success[0].value == summary_from_torch("(x + y) * z", {"x": 3.0, "y": 5.0, "z": -4.0}, ("x", "y", "z"))
 
 
 @pytest.mark.parametrize("bad", ["__import__('os')", "x.real", "lambda: 1", "9**9**9", "x" * 10_000,
                                  "(" * 3000 + "x" + ")" * 3000, "x +", "", "2 + 3"])
 def test_graph_page_rejects_bad_expressions_with_a_message(bad):
-    at = run(GRAPH_PAGE)
+    at = run()
     at.text_input[0].set_value(bad).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.error and at.error[0].value
@@ -111,19 +168,21 @@ def test_graph_page_rejects_bad_expressions_with_a_message(bad):
 
 
 def test_graph_page_division_by_zero_warns_about_inf_and_a_shared_variable_is_explained():
-    at = run(GRAPH_PAGE)
+    at = run()
     at.text_input[0].set_value("x / (y - 5)").run()
     assert not at.exception
     assert any("inf" in w.value for w in at.warning)
+    show_result(at)
     assert "-inf" in page_text(at)
     at.text_input[0].set_value("x*y + x").run()
     assert not at.exception and not at.warning
     assert "x is used more than once" in at.info[0].value
+    show_result(at)
     assert "df/dx = df/dq * dq/dx + 1 = 1 * 5 + 1 = 6" in page_text(at)
 
 
 def test_graph_page_example_and_reset_buttons():
-    at = run(GRAPH_PAGE)
+    at = run()
     at.button(key="graph_example_(a*b + c)**2").click().run()
     assert at.text_input[0].value == "(a*b + c)**2"
     assert [n.label for n in at.number_input] == ["a", "b", "c"]
@@ -133,35 +192,84 @@ def test_graph_page_example_and_reset_buttons():
     at.button[0].click().run()  # "Reset to the worked example"
     assert at.text_input[0].value == graph.DEFAULT_EXPRESSION
     assert number_input(at, "x").value == -2.0
+    show_result(at)
     assert "f = -12  ·  df/dx = -4, df/dy = -4, df/dz = 3" in page_text(at)
 
 
-# --------------------------------------------------------------------------------------------- step-by-step MLP
-RELU_LINES = (
-    "o = w4 * c + w5 * e = 4*4 + 1*8 = 24", "L = 1/2 (o - y)^2 = 1/2 (24 - 3)^2 = 220.5",
-    "dL/do = o - y = 24 - 3 = 21", "dL/dc = dL/do * w4 = 21*4 = 84", "dL/de = dL/do * w5 = 21*1 = 21",
-    "dL/da = dL/dc * ReLU'(w2 * a) * w2 = 84*1*1 = 84", "dL/db = dL/de * ReLU'(w3 * b) * w3 = 21*1*2 = 42",
-    "dL/dw5 = dL/do * e = 21*8 = 168", "dL/dw4 = dL/do * c = 21*4 = 84",
-    "dL/dw3 = dL/de * ReLU'(w3 * b) * b = 21*1*4 = 84", "dL/dw2 = dL/dc * ReLU'(w2 * a) * a = 84*1*4 = 336",
-    "dL/dw1 = da/dw1 * dL/da + db/dw1 * dL/db = 2*84 + 2*42 = 252   (w1 is shared: its two paths add)",
-    "new w1 = w1 - lr * dL/dw1 = 2 - 0.1*252 = -23.2", "new w2 = w2 - lr * dL/dw2 = 1 - 0.1*336 = -32.6",
-    "new w3 = w3 - lr * dL/dw3 = 2 - 0.1*84 = -6.4", "new w4 = w4 - lr * dL/dw4 = 4 - 0.1*84 = -4.4",
-    "new w5 = w5 - lr * dL/dw5 = 1 - 0.1*168 = -15.8",
-)
+# ----------------------------------------------------------------------------------------------- links (AppTest)
+def test_graph_page_link_opens_that_formula_those_values_and_that_step():
+    last = len(graph.build_graph("x*y + x", {}).steps) - 1
+    at = run(expr="x*y + x", x="0.1234567891", y="-3", step=str(last))
+    assert not at.warning
+    assert at.text_input[0].value == "x*y + x"
+    assert number_input(at, "x").value == 0.1234567891 and number_input(at, "y").value == -3.0
+    assert step(at) == last and at.success  # the last step: the result shows
+    assert at.success[0].value == summary_from_torch("x*y + x", {"x": 0.1234567891, "y": -3.0}, ("x", "y"))
+    assert at.query_params["x"] == "0.1234567891", "the link keeps every digit"
 
 
+@pytest.mark.parametrize("params,words", [
+    ({"expr": "x +"}, "formula"),
+    ({"expr": "__import__('os')"}, "formula"),
+    ({"expr": "x" * 5000}, "formula"),
+    ({"x": "1e999"}, "value of x"),
+    ({"y": "nan"}, "value of y"),
+    ({"z": "abc"}, "value of z"),
+    ({"step": "99"}, "step"),
+    ({"step": "-1"}, "step"),
+    ({"step": "2.5"}, "step"),
+])
+def test_graph_page_bad_link_values_give_a_message_and_the_default(params, words):
+    at = run(**params)
+    assert any(words in w.value and "default" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.text_input[0].value == graph.DEFAULT_EXPRESSION
+    assert {n.label: n.value for n in at.number_input} == graph.DEFAULT_VALUES
+    assert step(at) == 0 and equation(at) == "x = -2   (input)"
 
 
+def test_graph_page_variable_called_step_has_its_own_parameter():
+    at = run(expr="step * expr", step="5", **{"v.step": "1.5", "v.expr": "-2"})
+    assert not at.warning
+    assert number_input(at, "step").value == 1.5 and number_input(at, "expr").value == -2.0
+    assert step(at) == 5
+    assert at.success[0].value == "f = -3  ·  df/dstep = -2, df/dexpr = 1.5"
 
 
+# ------------------------------------------------------------------------- property test: the rendered page text
+PAGE_CASES = hostile_cases(24, seed=15)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("text,values", PAGE_CASES, ids=[c[0] for c in PAGE_CASES])
+def test_graph_page_text_equals_torch_for_random_formulas(text, values):
+    parsed = graph.parse_expression(text)
+    last = len(graph.build_graph(text, values).steps) - 1
+    at = run(expr=text, step=str(last), **{v: repr(values[v]) for v in parsed.variables})
+    assert not at.error, [e.value for e in at.error]
+    assert at.success[0].value == summary_from_torch(text, values, parsed.variables)
 
-
-
-
-
-
+    env = {k: torch.tensor(v, dtype=F64, requires_grad=True) for k, v in values.items()}
+    out, ops = torch_eval(text, env)
+    for o in ops:
+        if o.requires_grad:
+            o.retain_grad()
+    out.backward()
+    names = [n.name for n in parsed.nodes if n.kind == "op"]  # the page's names, in the order torch_eval records
+    forward, backward = [c.value for c in at.code if not c.value.startswith("?")][1:3]
+    printed_value = {ln.split(" = ")[0]: ln.rsplit(" = ", 1)[1] for ln in forward.splitlines() if not ln.endswith(")")}
+    printed_grad = {ln.split(" = ")[0]: ln.rsplit(" = ", 1)[1] for ln in backward.splitlines()}
+    for name, o in zip(names, ops, strict=True):
+        assert printed_value[name] == fmt(o.item()), (text, name)
+        if o.requires_grad:
+            assert printed_grad[f"df/d{name}"] == fmt(o.grad.item()), (text, name)
+    for v in parsed.variables:
+        assert printed_grad[f"df/d{v}"] == fmt(env[v].grad.item()), (text, v)
+    table = at.dataframe[0].value
+    want = {n: o.item() for n, o in zip(names, ops, strict=True)}
+    for row in table.itertuples(index=False):
+        if row.node in want:
+            torch.testing.assert_close(torch.tensor(row.value, dtype=F64), torch.tensor(want[row.node], dtype=F64),
+                                       equal_nan=True, rtol=1e-9, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------------ browser
@@ -179,21 +287,84 @@ def assert_no_exception(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
 
 
+@pytest.fixture(scope="module")
+def fresh_url():
+    """A server no browser has visited yet: the links below are the first thing it serves."""
+    from tests.conftest import require_browser
+
+    require_browser()
+    server = start_server()
+    try:
+        yield server.url
+    finally:
+        stop_server(server)
+
+
+def link(base: str, **params: str) -> str:
+    return f"{base}/graph?{urlencode(params)}"
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_graph_page_in_browser(page, app_url):
+def test_graph_link_on_a_fresh_server_shows_that_state_and_its_numbers(page, fresh_url):
+    text, values = "sigmoid(w*x + b)", {"w": 1.5, "x": -2.0, "b": 0.1}
+    last = len(graph.build_graph(text, values).steps) - 1
+    open_page(page, link(fresh_url, expr=text, w="1.5", x="-2", b="0.1", step=str(last)))
+    wait_for_text(page, summary_from_torch(text, values, ("w", "x", "b")).replace("  ", " "))
+    assert page.get_by_label("Expression", exact=True).input_value() == text
+    assert page.get_by_label("w", exact=True).input_value() == "1.5"
+    wait_for_text(page, f"(step {last} of {last})")
+    assert_no_exception(page)
+    assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_graph_bad_link_on_a_fresh_server_gives_messages_and_the_default(page, fresh_url):
+    open_page(page, link(fresh_url, expr="x +", x="1e999", step="99"))
+    wait_for_text(page, "The link's formula")
+    wait_for_text(page, "The link's value of x")
+    wait_for_text(page, "The link's step")
+    wait_for_text(page, "Forward pass: node 1 of 5")
+    assert page.get_by_label("Expression", exact=True).input_value() == graph.DEFAULT_EXPRESSION
+    assert_no_exception(page)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_graph_play_reaches_the_last_step_by_itself_and_the_url_follows(page, fresh_url):
+    text, values = "x*y + x", {"x": 2.0, "y": 3.0}
+    last = len(graph.build_graph(text, values).steps) - 1
+    open_page(page, link(fresh_url, expr=text, x="2", y="3", step="0"))
+    wait_for_text(page, "Forward pass: node 1 of")
+    page.locator(".st-key-graph_step__speed").click()
+    page.get_by_role("option", name="fast").click()
+    wait_for_idle(page)
+    page.locator(".st-key-graph_step__play button").click()
+    wait_for_text(page, f"(step {last} of {last})", timeout=60_000)
+    wait_for_text(page, summary_from_torch(text, values, ("x", "y")).replace("  ", " "))
+    page.wait_for_function(  # it stopped by itself: the button says Play again
+        "() => document.querySelector('.st-key-graph_step__play button').innerText.includes('Play')")
+    assert parse_qs(urlparse(page.url).query)["step"] == [str(last)]
+    assert_no_exception(page)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_graph_page_in_browser_typing_a_formula_writes_the_url(page, app_url):
     open_page(page, app_url)  # the app's own navigation first, then the deep link
     open_page(page, f"{app_url}/graph")
-    wait_for_text(page, "df/dx = df/dq * dq/dx = -4 * 1 = -4")
+    wait_for_text(page, "Forward pass: node 1 of 5")
     field = page.get_by_label("Expression", exact=True)
     field.fill("x*y + x")
     field.press("Enter")
     wait_for_idle(page)
     wait_for_text(page, "x is used more than once")
-    page.locator(".st-key-graph_prev button").first.click()
+    page.get_by_role("button", name="Show the result").click()
     wait_for_idle(page)
-    wait_for_text(page, "Backward pass: node 3 of 4")
+    wait_for_text(page, "df/dx = df/dq * dq/dx + 1 = 1 * 5 + 1 = 6")
+    query = parse_qs(urlparse(page.url).query)
+    assert query["expr"] == ["x*y + x"] and query["x"] == ["-2"] and query["y"] == ["5"]
+    assert "z" not in query, "a variable the formula no longer has leaves the link"
     assert_no_exception(page)
-    assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
-
 

@@ -13,7 +13,8 @@ from cnnviz import ui
 from cnnviz.engine.checkpoints import CheckpointError, available_stages, load_uploaded_pair
 from cnnviz.engine.pictures import EmptyImage, ImageError, preprocess, unnormalize
 from cnnviz.numbers import fmt_close_to_one
-from cnnviz.render.network import pixels_image, prob_bars
+from cnnviz.render import inspect as figs
+from cnnviz.render.network import pixels_image
 
 MODELS = {"mnist": "MNIST digits", "cifar10": "CIFAR-10 photos", "yours": "Your model"}
 STAGES = {"final": "fully trained", "epoch1": "after 1 epoch", "init": "random init"}
@@ -139,8 +140,9 @@ with top[1]:
             st.caption(f"p = {fmt_close_to_one(p)}: so sure that the loss's gradient is tiny everywhere.")
             st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
                       on_click=lambda r=runner: st.session_state.update(target=r))
-    st.plotly_chart(prob_bars(first.probs, card.classes, first.pred, target), key="probs",
-                    config={"displayModeBar": False})
+    labels = [f"{c} (target)" if i == target and target != first.pred else c for i, c in enumerate(card.classes)]
+    with st.container(key="probs"):
+        st.html(figs.bars_html(first.probs, labels, first.pred, ui.text_px(13)))
 
 first, trace = traces(name, stage, model, x, key_x, target, objective)
 ctx = Ctx(name, stage, model, card, x, key_x, picked.label, picked.description, first, trace)

@@ -155,7 +155,7 @@ def step_view(history: mlp.MLPHistory) -> None:
                                                           height=280, font_px=ui.text_px()),
                         width="stretch", key=f"mlp_loss_curve::{p.key}")
 
-    st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="stretch")
+    st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="content")  # never enlarged past 4/3
     if p.key == "relu":
         st.caption("Green: values of the forward pass. Red: gradients dL/d(node) of the backward pass. Edges carry "
                    "the weight and dL/d(weight); for the shared w1, each edge shows its path's share of it.")

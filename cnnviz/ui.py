@@ -55,6 +55,7 @@ class PickedInput:
     source: str  # "canvas", "sample", "upload"
     label: int | None = None  # true class for dataset samples
     description: str = ""
+    index: int | None = None  # test-set index, for dataset samples (it goes into the link)
 
 
 @st.cache_resource(show_spinner="Opening the test set...")
@@ -97,27 +98,111 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
 
 
 def sample_input(name: str, classes: tuple[str, ...], key: str) -> PickedInput | None:
-    """Pick a test-set sample at random or by class. Explains how to enable it when the data is missing."""
+    """Pick a test-set sample by its index, at random, or at random from one class.
+
+    The index lives in ``st.session_state[key + "_index"]`` (a link's ``sample`` seeds it). Explains how to enable
+    the test set when the data is missing.
+    """
+    ds = _open_test_set(name)
+    if ds is None:
+        return None
+    labels = _labels(ds)
+    state_key = f"{key}_index"
+    if state_key not in st.session_state:
+        st.session_state[state_key] = int(np.random.default_rng().integers(len(labels)))
+    a, b = st.columns([1, 1.2], vertical_alignment="bottom")
+    wanted = a.selectbox("Class", ["any class", *classes], key=f"{key}_class")
+
+    def new_random() -> None:
+        pool = np.arange(len(labels)) if wanted == "any class" else np.flatnonzero(labels == classes.index(wanted))
+        st.session_state[state_key] = int(np.random.default_rng().choice(pool))
+
+    b.button("New random sample", key=f"{key}_new", on_click=new_random, width="stretch")
+    index = st.number_input(f"test image # (0 to {len(labels) - 1})", 0, len(labels) - 1, key=state_key, step=1)
+    image, label = ds[int(index)]
+    return PickedInput(image, "sample", int(label), f"test image #{index} (true class: {classes[int(label)]})",
+                       int(index))
+
+
+def _open_test_set(name: str):
     ok, message = dataset_available(name)
-    if not ok:
-        st.info(message)
+    ds = test_set(name) if ok else None
+    if ds is None:
+        st.info(message or "The test set could not be opened.")
+    return ds
+
+
+def index_in(text: str, count: int, what: str = "index") -> int:
+    """A link's integer in 0..count-1, or BadLinkValue saying the range."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadLinkValue(f"{what} must be a whole number") from None
+    if not 0 <= value < count:
+        raise BadLinkValue(f"{what} must be between 0 and {count - 1}")
+    return value
+
+
+def raise_bad(message: str):
+    raise BadLinkValue(message)
+
+
+def sample_index_parser(name: str) -> Callable[[str], int]:
+    """Parses a link's ``sample`` for ``name``'s test set (its size known only once the data is open)."""
+    def parse(text: str) -> int:
+        if not dataset_available(name)[0]:
+            raise BadLinkValue("the test set is not available on this server")
+        ds = test_set(name)
+        return index_in(text, len(ds), "the test-image number")
+    return parse
+
+
+@st.cache_resource(show_spinner=False)
+def _cached_examples(name: str, stage: str, directory: str):
+    from cnnviz.engine.examples import ExamplesError, load_examples
+
+    try:
+        return load_examples(name, stage, directory)
+    except ExamplesError:
+        return None
+
+
+def examples_of(name: str, stage: str):
+    """The shipped instructive examples (hard test images, mistakes) of a model and weights stage, or None."""
+    return _cached_examples(name, stage, str(checkpoint_dir()))
+
+
+def teaching_sample(name: str, stage: str, classes: tuple[str, ...]) -> PickedInput | None:
+    """The test image shown until the learner draws: one the model finds hard (shipped list), or None."""
+    ex = examples_of(name, stage)
+    if ex is None or not ex.hard or not dataset_available(name)[0]:
         return None
     ds = test_set(name)
     if ds is None:
-        st.info(message or "The test set could not be opened.")
         return None
-    labels = _labels(ds)
-    wanted = st.selectbox("Class", ["any class", *classes], key=f"{key}_class")
-    state_key = f"{key}_index"
-    if st.button("New random sample", key=f"{key}_new") or state_key not in st.session_state:
-        pool = np.arange(len(labels)) if wanted == "any class" else np.flatnonzero(labels == classes.index(wanted))
-        st.session_state[state_key] = int(np.random.default_rng().choice(pool))
-    index = st.session_state[state_key]
-    if wanted != "any class" and labels[index] != classes.index(wanted):
-        pool = np.flatnonzero(labels == classes.index(wanted))
-        index = st.session_state[state_key] = int(np.random.default_rng().choice(pool))
+    index = ex.hard[0].index
     image, label = ds[index]
-    return PickedInput(image, "sample", int(label), f"test image #{index} (true class: {classes[int(label)]})")
+    return PickedInput(image, "sample", int(label), f"test image #{index} (true class: {classes[int(label)]})", index)
+
+
+def mistake_input(name: str, stage: str, classes: tuple[str, ...], key: str) -> PickedInput | None:
+    """Pick one of the test images this model and weights get wrong, listed with true and predicted class."""
+    ds = _open_test_set(name)
+    if ds is None:
+        return None
+    ex = examples_of(name, stage)
+    if ex is None or not ex.mistakes:
+        st.info("No list of mistakes for this model and weights (run `python -m cnnviz.engine.examples`).")
+        return None
+    wrong = ex.mistakes
+    pick = st.selectbox(f"The {len(wrong)} test images these weights get wrong (most confident first)",
+                        range(len(wrong)), key=key,
+                        format_func=lambda i: f"#{wrong[i].index}: a {classes[wrong[i].true]}, predicted "
+                                              f"{classes[wrong[i].pred]} ({wrong[i].confidence:.0%})")
+    m = wrong[pick]
+    image, label = ds[m.index]
+    return PickedInput(image, "sample", int(label), f"test image #{m.index} (true class: {classes[int(label)]})",
+                       m.index)
 
 
 def _labels(ds) -> np.ndarray:
@@ -185,7 +270,7 @@ class BadLinkValue(ValueError):
     """A query-string value that cannot be used; the message says why in words for a learner."""
 
 
-def seed_from_url(param: str, widget_key: str, parse: Callable[[str], Any], what: str | None = None) -> None:
+def seed_from_url(param: str, widget_key: str, parse: Callable[[str], Any], what: str | None = None) -> bool:
     """Before a widget is made: put the link's value of ``param`` into that widget's state, once per new value.
 
     A value this session wrote itself (by ``write_url``) is not applied again, so moving the widget wins. A bad
@@ -197,17 +282,21 @@ def seed_from_url(param: str, widget_key: str, parse: Callable[[str], Any], what
         widget_key: the key of the widget it drives.
         parse: text -> the widget's value; raise ValueError (ideally BadLinkValue) with a reason when unusable.
         what: how the warning names the parameter (default: the parameter's name).
+    Returns:
+        True when a new value from the link was applied in this run.
     """
     raw = st.query_params.get(param)
     seen = st.session_state.setdefault("_cnnviz_url_seen", {})
     if raw is None or seen.get(param) == raw:
-        return
+        return False
     seen[param] = raw
     try:
         st.session_state[widget_key] = parse(raw)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         reason = f": {exc}" if str(exc) else ""
         st.warning(f"The link's {what or param} = {raw[:80]!r} cannot be used{reason}. Showing the default instead.")
+        return False
+    return True
 
 
 def write_url(**params: Any) -> None:
@@ -242,7 +331,7 @@ def link_button(note: str | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Walk-throughs: a step slider with Play, speed, previous and next
 
-PLAY_SPEEDS = {"slow": 2.0, "normal": 1.0, "fast": 0.4}  # seconds per step
+PLAY_SPEEDS = {"normal": 1.0, "slow": 2.0, "fast": 0.4}  # seconds per step
 
 
 def play_interval(key: str) -> float | None:
@@ -380,9 +469,9 @@ def start_training(cfg, settings, dataset: str = "mnist"):
 
     The previous job's model stays "Your model" until the new one has a result.
     """
-    from cnnviz.engine.training_jobs import JOBS
-
     import uuid
+
+    from cnnviz.engine.training_jobs import JOBS
 
     owner = st.session_state.setdefault("_cnnviz_training_owner", uuid.uuid4().hex)  # one training per session
     job = JOBS.submit(owner, cfg, settings, dataset=dataset, alive=session_alive())

@@ -14,18 +14,9 @@ from cnnviz.engine.layer_rules import largest_cell
 from cnnviz.engine.pictures import unnormalize
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.network import colorize
+from cnnviz.render.network import overlay
 
 METHODS = {"saliency": "Saliency", "grad_cam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
-
-
-def overlay(pixels: np.ndarray, heat: np.ndarray, opacity: float, signed: bool) -> np.ndarray:
-    """The input picture (C, H, W in [0, 1]) with a heat map (H, W) blended over it: (H, W, 3) uint8."""
-    base = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
-    base = (base.transpose(1, 2, 0) * 255.0)
-    colours = colorize(heat, signed).astype(np.float64)
-    out = (1.0 - opacity) * base + opacity * colours
-    return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
 def _big(img: np.ndarray, side: int = 280) -> np.ndarray:

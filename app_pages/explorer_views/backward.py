@@ -162,15 +162,13 @@ def pool_routing(rec, cell, px: int) -> None:
     k = win.height
     crop = rec.grad_input[c, win.top:win.top + k, win.left:win.left + k]
     a, b = st.columns(2)
-    a.plotly_chart(figs.matrix_figure(rec.input[c, win.top:win.top + k, win.left:win.left + k],
-                                      f"forward: the window holding ({r},{col})", px, row0=win.top, col0=win.left,
-                                      shapes=[figs.window(win.arg_row - win.top, win.arg_col - win.left, 1, 1,
-                                                          figs.CHOSEN)], digits=3, cell_px=60), key="route_fwd")
+    chosen = {(win.arg_row - win.top, win.arg_col - win.left): figs.CHOSEN}
+    a.html(figs.matrix_html(rec.input[c, win.top:win.top + k, win.left:win.left + k],
+                            f"forward: the window holding ({r},{col})", px, row0=win.top, col0=win.left,
+                            marks=chosen, digits=3))
     g = fmt(float(rec.grad_output[c, win.out_row, win.out_col]), 4)
-    b.plotly_chart(figs.matrix_figure(crop, f"backward: dL/dx in that window (g = {g})",
-                                      px, row0=win.top, col0=win.left, signed=True, digits=3, cell_px=60,
-                                      shapes=[figs.window(win.arg_row - win.top, win.arg_col - win.left, 1, 1,
-                                                          figs.CHOSEN)]), key="route")
+    b.html(figs.matrix_html(crop, f"backward: dL/dx in that window (g = {g})", px, row0=win.top, col0=win.left,
+                            signed=True, marks=chosen, digits=3))
     st.caption("The window's gradient g goes to the cell that won the max (orange); the other cells of the window "
                "get 0.")
 
@@ -184,9 +182,9 @@ def conv_backward(ctx: Ctx, rec, cell, px: int) -> None:
     o = st.slider("output channel (kernel) to inspect", 0, o_ch - 1, o_default, key="bw_conv_o") if o_ch > 1 else 0
     c, u, v = weight_grad_cell(rec, o)
     a, b = st.columns(2)
-    a.plotly_chart(figs.matrix_figure(rec.weight[o, c], f"kernel W[{o},{c}]", px, signed=True), key="bw_w")
-    b.plotly_chart(figs.matrix_figure(rec.weight_grad[o, c], f"its gradient dL/dW[{o},{c}]", px, signed=True,
-                                      shapes=[figs.window(u, v, 1, 1)]), key="bw_dw")
+    a.html(figs.matrix_html(rec.weight[o, c], f"kernel W[{o},{c}]", px, signed=True))
+    b.html(figs.matrix_html(rec.weight_grad[o, c], f"its gradient dL/dW[{o},{c}]", px, signed=True,
+                            marks={(u, v): figs.MARK}))
     aligned, g, total = conv_weight_grad_terms(rec, o, c, u, v)
     pairs = [(float(xv), float(gv)) for xv, gv in zip(aligned.ravel(), g.ravel(), strict=True) if xv and gv]
     listed = " + ".join(f"{factor(xv, 3, first=k == 0)}·{factor(gv, 3)}" for k, (xv, gv) in enumerate(pairs[:10]))

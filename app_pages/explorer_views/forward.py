@@ -108,12 +108,9 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     if i == 0:
         normalisation_note(ctx)
     m = st.columns(3)
-    m[0].plotly_chart(figs.matrix_figure(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
-                      key="fwd_k")
-    m[1].plotly_chart(figs.matrix_figure(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
-                      key="fwd_patch")
-    m[2].plotly_chart(figs.matrix_figure(cell.products[c], "products W x patch", px, signed=True),
-                      key="fwd_prod")
+    m[0].html(figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True))
+    m[1].html(figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left))
+    m[2].html(figs.matrix_html(cell.products[c], "products W x patch", px, signed=True))
     terms = " + ".join(f"{factor(w, 4, first=k == 0)}·{factor(v, 4)}"
                        for k, (w, v) in enumerate(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True)))
     st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
@@ -155,12 +152,10 @@ def pool_inspector(ctx: Ctx, rec, i: int) -> None:
     bottom, right = min(win.top + k + pad, h), min(win.left + k + pad, w)
     crop = rec.input[c, top:bottom, left:right]
     g0t, g0l = top + (win.top - top) % k, left + (win.left - left) % k
-    shapes = [*figs.grid_lines(g0t - top, g0l - left, bottom - g0t, right - g0l, k),
-              figs.window(win.top - top, win.left - left, k, k),
-              figs.window(win.arg_row - top, win.arg_col - left, 1, 1, figs.CHOSEN)]
     a, b = st.columns([1.3, 1])
-    a.plotly_chart(figs.matrix_figure(crop, f"input channel {c} around window ({row},{col}) (rows {top}-{bottom - 1})",
-                                      px, row0=top, col0=left, shapes=shapes, digits=2, cell_px=40), key="pool_in")
+    a.html(figs.matrix_html(crop, f"input channel {c} around window ({row},{col})", px, row0=top, col0=left,
+                            marks={(win.arg_row - top, win.arg_col - left): figs.CHOSEN}, digits=2,
+                            window=(win.top - top, win.left - left, k, k), grid=(g0t - top, g0l - left, k)))
     b.plotly_chart(figs.map_figure(rec.output[c], "pooled: each window's max", px, height=320,
                                    shapes=[figs.window(row, col, 1, 1)]), key="pool_out")
     values = rec.input[c, win.top:win.top + k, win.left:win.left + k].ravel()
@@ -197,8 +192,7 @@ def avgpool_inspector(ctx: Ctx, rec, i: int) -> None:
     shown = " + ".join(fmt(v, 3) for v in cell.values.ravel()[:12])
     more = f" + ... ({h * w - 12} more)" if h * w > 12 else ""
     st.markdown(f"Channel {c}: ({shown}{more}) / {h * w} = **{fmt(cell.mean, 4)}** (recorded {fmt(cell.recorded, 4)})")
-    st.plotly_chart(figs.matrix_figure(cell.values, f"channel {c}: the {h}x{w} map being averaged", ui.text_px(14),
-                                       digits=2, cell_px=38), key="gap_map")
+    st.html(figs.matrix_html(cell.values, f"channel {c}: the {h}x{w} map being averaged", ui.text_px(14), digits=2))
 
 
 def dropout_inspector(ctx: Ctx, rec, i: int) -> None:

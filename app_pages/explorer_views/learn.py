@@ -10,7 +10,6 @@ from cnnviz import ui
 from cnnviz.engine.capture import sgd_step
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.network import prob_bars
 
 
 def show(ctx: Ctx) -> None:
@@ -50,10 +49,10 @@ def show(ctx: Ctx) -> None:
                    + " of its size: far more than training ever does in one step (usually well under 1%). The "
                    "loss on this one input falls, but such a step can wreck what the network knew.")
     a, b = st.columns(2)
-    a.plotly_chart(prob_bars(step.probs_before, card.classes, int(step.probs_before.argmax())), key="p_before")
-    a.caption("before")
-    b.plotly_chart(prob_bars(step.probs_after, card.classes, int(step.probs_after.argmax())), key="p_after")
-    b.caption("after one step")
+    a.markdown("**before**")
+    a.html(figs.bars_html(step.probs_before, card.classes, int(step.probs_before.argmax()), ui.text_px(13)))
+    b.markdown("**after one step**")
+    b.html(figs.bars_html(step.probs_after, card.classes, int(step.probs_after.argmax()), ui.text_px(13)))
     st.table({"parameter": [u.name for u in step.updates], "||change||": [fmt(u.norm, 3) for u in step.updates],
               "change / size": [f"{u.relative:.3%}" for u in step.updates]})
     kernels = [u.name for u in step.updates if u.delta.ndim == 4]
@@ -62,5 +61,5 @@ def show(ctx: Ctx) -> None:
     k = st.slider("kernel (output channel)", 0, upd.delta.shape[0] - 1, 0, key="learn_k") \
         if upd.delta.shape[0] > 1 else 0
     c = st.slider("input channel", 0, upd.delta.shape[1] - 1, 0, key="learn_c") if upd.delta.shape[1] > 1 else 0
-    st.plotly_chart(figs.matrix_figure(upd.delta[k, c], f"change of {which}[{k},{c}]", ui.text_px(14), signed=True,
-                                       digits=2), key="learn_delta")
+    st.html(figs.matrix_html(upd.delta[k, c], f"change of {which}[{k},{c}] after one step", ui.text_px(14),
+                             signed=True, digits=2))

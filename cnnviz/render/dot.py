@@ -97,13 +97,13 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
 
     Args:
         step: from :func:`cnnviz.handwork.mlp.train`.
-        font_px: text size (ui.text_px() on a page; graphviz points map to SVG pixels one to one).
+        font_px: text size in graphviz points (ui.text_px() on a page). At its natural size a point is 4/3 px;
+            a diagram wider than the page is scaled down to fit it.
     """
     p = mlp.preset_of(step.preset)
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
     v, g, w = step.values, step.grads, step.weights
-    small = max(font_px - 2, 12)
 
     def num(value: float) -> str:
         return _fmt(value, style=s)
@@ -118,7 +118,7 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
         return f'<font color="#1a7f37">{html.escape(name)} = {num(v[name])}</font>'
 
     def grad(name: str) -> str:
-        return f'<font color="#c62828" point-size="{small}">{d}/d{html.escape(name)} = {num(g[name])}</font>'
+        return f'<font color="#c62828">{d}/d{html.escape(name)} = {num(g[name])}</font>'
 
     def edge(src: str, dst: str, weight: str, share: float | None = None) -> str:
         second = f"{d}/d{weight} = {num(g[weight])}" if share is None else f"this path: {num(share)}"
@@ -126,14 +126,13 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
         return f'  {src} -> {dst} [label="{weight} = {num(w[weight])}\\n{second}" tooltip="{tip}" fontcolor="#333333"];'
 
     def weight_box(src: str, dst: str, weight: str) -> str:
-        rows = [f"{weight} = {num(w[weight])}", f'<font color="#c62828" point-size="{small}">{d}/d{weight} = '
-                f"{num(g[weight])}</font>"]
+        rows = [f"{weight} = {num(w[weight])}", f'<font color="#c62828">{d}/d{weight} = {num(g[weight])}</font>']
         box = node(f"wt_{weight}", f"{weight}: {src} → {dst}", rows, "#f3f6fb")
         return f"{box}\n  {src} -> wt_{weight} [arrowhead=none];\n  wt_{weight} -> {dst};"
 
-    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.2; ranksep=0.45;',
-             f'  node [fontname="Helvetica", fontsize={font_px}, color="#555555", margin="0.10,0.05"];',
-             f'  edge [fontname="Helvetica", fontsize={small}, color="#777777", arrowsize=0.7];']
+    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.15; ranksep=0.3;',
+             f'  node [fontname="Helvetica", fontsize={font_px}, color="#555555", margin="0.08,0.04"];',
+             f'  edge [fontname="Helvetica", fontsize={font_px}, color="#777777", arrowsize=0.7];']
     if p.key == "relu":
         x, y = step.inputs["x"], step.targets["y"]
         loss_fill = "#fde2e2" if not math.isfinite(step.loss) else "#fff3c4"
@@ -159,8 +158,8 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
             node("h2", "h2", [val("h2"), val("a_h2"), grad("a_h2")]),
             node("o1", "o1", [val("o1"), val("a_o1"), grad("a_o1")]),
             node("o2", "o2", [val("o2"), val("a_o2"), grad("a_o2")]),
-            node("E", "E_total", [f'<font color="#1a7f37">{num(step.loss)}</font>',
-                                  f't1 = {num(step.targets["t1"])}, t2 = {num(step.targets["t2"])}'], "#fff3c4"),
+            node("E", "E_total", [f'<font color="#1a7f37">{num(step.loss)}</font>', f't1 = {num(step.targets["t1"])}',
+                                  f't2 = {num(step.targets["t2"])}'], "#fff3c4"),
             weight_box("i1", "h1", "w1"), weight_box("i2", "h1", "w2"),
             weight_box("i1", "h2", "w3"), weight_box("i2", "h2", "w4"),
             weight_box("h1", "o1", "w5"), weight_box("h2", "o1", "w6"),

@@ -22,7 +22,7 @@ _VIRIDIS = np.array([[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], 
 _DIVERGING = np.array([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
                        [247, 247, 247], [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
                        [103, 0, 31]], dtype=np.float64)
-DIVERGING_SCALE = "RdBu_r"
+DIVERGING_SCALE = "RdBu_r"  # plotly's names of the same two scales
 SEQUENTIAL_SCALE = "Viridis"
 
 
@@ -102,101 +102,6 @@ def pixels_image(pixels: np.ndarray, size: int = 196) -> Image.Image:
     return img.resize((size, size), Image.NEAREST)
 
 
-def heatmap(arr: np.ndarray, title: str = "", signed: bool | None = None, cell: tuple[int, int] | None = None,
-            height: int = 320, text: bool = False, value_name: str = "value", showscale: bool = True,
-            text_format: str = "%{z:.2f}", text_size: int | None = None) -> go.Figure:
-    """A plotly heatmap of one map with hover values; ``cell`` is outlined. Row 0 is at the top.
-
-    The figure is described as one dict and validated once: plotly's update_* calls each re-validate the whole
-    layout, which made a page of a dozen maps spend most of its time in plotly."""
-    arr = np.asarray(arr, dtype=np.float64)
-    signed = is_signed(arr) if signed is None else signed
-    trace: dict = {
-        "type": "heatmap", "z": arr, "colorscale": DIVERGING_SCALE if signed else SEQUENTIAL_SCALE,
-        "hoverongaps": False, "hovertemplate": f"row %{{y}}, col %{{x}}<br>{value_name} %{{z:.4g}}<extra></extra>",
-        "showscale": showscale, "colorbar": {"thickness": 10},
-    }
-    if text:
-        trace["texttemplate"] = text_format
-        if text_size is not None:
-            trace["textfont"] = {"size": text_size}
-    if signed:
-        vmax = float(np.abs(arr).max()) or 1.0
-        trace.update(zmin=-vmax, zmax=vmax, zmid=0.0)
-    layout = _square_layout(arr.shape, title, height)
-    if cell is not None:
-        r, c = cell
-        layout["shapes"] = [{"type": "rect", "x0": c - 0.5, "x1": c + 0.5, "y0": r - 0.5, "y1": r + 0.5,
-                             "line": {"color": "#00d000", "width": 3}}]
-    return go.Figure({"data": [trace], "layout": layout})
-
-
-def _square_layout(shape: tuple[int, ...], title: str, height: int) -> dict:
-    yaxis = {"autorange": "reversed", "scaleanchor": "x", "constrain": "domain", "showgrid": False, "zeroline": False}
-    xaxis = {"constrain": "domain", "showgrid": False, "zeroline": False, "side": "top"}
-    if len(shape) == 2 and max(shape) <= 12:  # small maps: one tick per cell
-        xaxis["dtick"] = yaxis["dtick"] = 1
-    return {"xaxis": xaxis, "yaxis": yaxis, "title": {"text": title, "font": {"size": 13}, "y": 0.98},
-            "height": height, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}
-
-
-def pool_figure(input_map: np.ndarray, windows: Sequence, title: str = "", height: int = 380) -> go.Figure:
-    """The pooled layer's input map with every window outlined and its chosen (argmax) cell marked."""
-    fig = heatmap(input_map, title, height=height)
-    shapes = [
-        {"type": "rect", "x0": w.left - 0.5, "x1": w.left + w.width - 0.5, "y0": w.top - 0.5,
-         "y1": w.top + w.height - 0.5, "line": {"color": "rgba(255,255,255,0.8)", "width": 1}}
-        for w in windows
-    ]
-    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
-    fig.add_trace(go.Scatter(
-        x=[w.arg_col for w in windows], y=[w.arg_row for w in windows], mode="markers",
-        marker={"symbol": "x", "size": 8, "color": "#ff2020", "line": {"width": 1}},
-        hovertemplate="chosen cell (%{y}, %{x})<extra></extra>", showlegend=False,
-    ))
-    return fig
-
-
-def route_figure(grad_in: np.ndarray, windows: Sequence, title: str = "", height: int = 380) -> go.Figure:
-    """Max-pool backward for one channel: dL/d(input) with each window's gradient landing on its argmax cell."""
-    fig = heatmap(grad_in, title, signed=True, height=height, value_name="dL/dx")
-    fig.add_trace(go.Scatter(
-        x=[w.arg_col for w in windows], y=[w.arg_row for w in windows], mode="markers",
-        marker={"symbol": "square-open", "size": 9, "color": "#101010"},
-        hovertemplate="receives its window's gradient<extra></extra>", showlegend=False,
-    ))
-    return fig
-
-
-def prob_bars(probs: np.ndarray, classes: Sequence[str], pred: int, target: int | None = None,
-              height: int | None = None, font_px: int = 13) -> go.Figure:
-    """Horizontal probability bars, one labelled row per class (readable for long class names too)."""
-    colors = ["#d94f3d" if i == pred else "#9bb0c9" for i in range(len(classes))]
-    labels = [f"{c} (target)" if i == target and target != pred else str(c) for i, c in enumerate(classes)]
-    layout: dict = {"height": height or 24 * len(classes) + 30, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-                    "font": {"size": font_px}, "bargap": 0.2,
-                    "xaxis": {"range": [0, 1.25], "tickformat": ".0%", "showgrid": False, "visible": False},
-                    "yaxis": {"type": "category", "autorange": "reversed", "automargin": True}}
-    bar = {"type": "bar", "orientation": "h", "y": labels, "x": np.asarray(probs), "marker": {"color": colors},
-           "hovertemplate": "%{y}: %{x:.2%}<extra></extra>", "text": [f"{p:.1%}" for p in probs],
-           "textposition": "outside", "cliponaxis": False}
-    return go.Figure({"data": [bar], "layout": layout})
-
-
-def grad_norms(names: Sequence[str], norms: Sequence[float], current: int | None = None,
-               height: int = 260) -> go.Figure:
-    """The size of dL/d(output) per layer, in forward order, log scale, current layer highlighted."""
-    colors = ["#d94f3d" if i == current else "#6a8caf" for i in range(len(names))]
-    safe = [max(float(n), 1e-30) for n in norms]
-    bar = {"type": "bar", "x": list(names), "y": safe, "marker": {"color": colors},
-           "hovertemplate": "%{x}<br>||dL/dy|| = %{y:.3g}<extra></extra>"}
-    layout = {"height": height, "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-              "yaxis": {"type": "log", "dtick": 1, "exponentformat": "power",  # one tick per decade: 10^-3, ...
-                        "title": {"text": "||dL/d output||"}},
-              "xaxis": {"tickangle": -60}}
-    return go.Figure({"data": [bar], "layout": layout})
-
-
 def training_curve(history: Sequence[dict]) -> go.Figure | None:
     """The one accuracy-per-epoch figure: train and test accuracy from a model card's history; None if empty."""
     rows = [h for h in history if "epoch" in h]
@@ -214,12 +119,6 @@ def training_curve(history: Sequence[dict]) -> go.Figure | None:
               "xaxis": {"title": {"text": "epoch"}, "dtick": 1}, "yaxis": {"title": {"text": "accuracy (%)"}},
               "legend": {"orientation": "h", "y": -0.3}}
     return go.Figure({"data": data, "layout": layout})
-
-
-def small_matrix(arr: np.ndarray, title: str, signed: bool | None = None, height: int = 230) -> go.Figure:
-    """A small matrix with every number printed in its cell (kernels, patches, products)."""
-    return heatmap(arr, title, signed=signed, height=height, text=True, showscale=False, text_format="%{z:.3g}",
-                   text_size=13)
 
 
 def overlay(picture: np.ndarray, heat: np.ndarray, opacity: float = 0.5, signed: bool | None = None,

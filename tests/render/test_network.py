@@ -1,56 +1,16 @@
-"""render.py: the figures carry exactly the numbers they are given (the page's hover values and printed cells)."""
+"""render: the figures and HTML carry exactly the numbers they are given (hover values, printed cells, ranges)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
+from cnnviz.numbers import fmt
+from cnnviz.render import inspect as figs
 from cnnviz.render import network as render
-
-
-def test_heatmap_carries_the_values_and_a_symmetric_scale_when_signed():
-    arr = np.array([[-2.0, 0.5], [1.0, 3.0]])
-    fig = render.heatmap(arr, "t", cell=(1, 0))
-    trace = fig.data[0]
-    np.testing.assert_array_equal(np.asarray(trace.z), arr)
-    assert (trace.zmin, trace.zmax, trace.zmid) == (-3.0, 3.0, 0.0)
-    assert fig.layout.yaxis.autorange == "reversed"  # row 0 at the top, like the matrix
-    (shape,) = fig.layout.shapes
-    assert (shape.x0, shape.x1, shape.y0, shape.y1) == (-0.5, 0.5, 0.5, 1.5)  # the outlined cell is (row 1, col 0)
-    assert fig.layout.xaxis.dtick == 1 and fig.layout.title.text == "t"
-
-
-def test_heatmap_unsigned_uses_the_sequential_scale_and_no_forced_range():
-    fig = render.heatmap(np.arange(6.0).reshape(2, 3))
-    assert fig.data[0].zmin is None and fig.data[0].zmid is None
-    assert fig.layout.shapes == ()
-
-
-def test_small_matrix_prints_every_cell():
-    fig = render.small_matrix(np.array([[1.23456, -2.0]]), "k")
-    trace = fig.data[0]
-    assert trace.texttemplate == "%{z:.3g}" and trace.showscale is False and trace.textfont.size == 13
-    np.testing.assert_array_equal(np.asarray(trace.z), [[1.23456, -2.0]])
-
-
-def test_pool_and_route_figures_mark_each_windows_argmax():
-    import torch
-
-    from cnnviz.engine.capture import capture
-    from cnnviz.engine.layer_rules import pool_windows
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
-    rec = capture(net, torch.randn(1, 1, 4, 4)).layers[0]
-    x = np.asarray(rec.input[0])
-    windows = pool_windows(rec, 0)
-    fig = render.pool_figure(x, windows)
-    assert len(fig.layout.shapes) == len(windows)
-    marks = fig.data[1]
-    for w, r, c in zip(windows, marks.y, marks.x, strict=True):
-        assert x[r, c] == x[w.top:w.top + w.height, w.left:w.left + w.width].max()
-    route = render.route_figure(np.zeros((4, 4)), windows)
-    assert list(route.data[1].x) == list(marks.x)
+from cnnviz.render.overview import Column, Scale, overview_html, tiles_png
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -76,15 +36,49 @@ def test_colour_lookup_equals_interpolation_between_the_scale_entries_within_a_l
         assert np.abs(got - want).max() < 1.4
 
 
-def test_prob_bars_grad_norms_and_training_curve_carry_their_numbers():
-    probs = np.array([0.1, 0.7, 0.2])
-    fig = render.prob_bars(probs, ["a", "b", "c"], pred=1, target=2)
-    np.testing.assert_array_equal(np.asarray(fig.data[0].y), probs)
-    assert list(fig.data[0].marker.color) == ["#9bb0c9", "#d94f3d", "#9bb0c9"]
-    assert fig.layout.annotations[0].x == "c" and fig.layout.annotations[0].y == 0.2
-    assert render.prob_bars(probs, ["a", "b", "c"], pred=1, target=1).layout.annotations == ()
-    norms = render.grad_norms(["x", "y"], [0.0, 2.5], current=0)
-    assert list(norms.data[0].y) == [1e-30, 2.5] and norms.layout.yaxis.type == "log"
+def test_norms_and_training_curve_carry_their_numbers():
+    norms = figs.norms_figure(["loss", "y"], [0.0, 2.5], current=0)
+    assert list(norms.data[0].x) == [1e-30, 2.5] and norms.layout.xaxis.type == "log"
+    assert list(norms.data[0].y) == ["loss", "y"] and norms.data[0].marker.color[0] != norms.data[0].marker.color[1]
     curve = render.training_curve([{"epoch": 1, "train_accuracy": 90.0, "test_accuracy": 95.0},
                                    {"epoch": 2, "train_accuracy": 97.0, "test_accuracy": 98.5}])
     assert [list(t.y) for t in curve.data] == [[90.0, 97.0], [95.0, 98.5]]
+    assert render.training_curve([]) is None
+
+
+def test_matrix_html_prints_every_cell_with_its_index_and_marks():
+    arr = np.array([[1.23456, -2.0], [0.0, 1e-10]])
+    html = figs.matrix_html(arr, "k", row0=5, col0=7, marks={(1, 1): "#ff0000"}, digits=3)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells == ["1.23", "-2", "0", "1e-10"]  # a tiny non-zero number is never printed as 0
+    assert re.findall(r"<th>(\d+)</th>", html) == ["7", "8", "5", "6"]
+    assert html.count("outline:3px solid #ff0000") == 1
+
+
+def test_bars_html_writes_each_probability():
+    html = figs.bars_html([0.1, 0.7, 0.2], ["a", "b", "c"], highlight=1)
+    assert re.findall(r"<span>([\d.]+%)</span>", html) == ["10.0%", "70.0%", "20.0%"]
+    assert html.count("#d94f3d") == 1
+
+
+def test_overview_tiles_hold_each_channel_and_ranges_are_per_layer_or_shared():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 4, 4)), rng.uniform(0, 5, size=(2, 6, 6))
+    png, cols, rows = tiles_png(a, Scale(True, -3.0, 3.0))
+    assert (cols, rows) == (1, 3) and png.startswith(b"\x89PNG")
+    html = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)])
+    ranges = re.findall(r'<div class="cv-range"><span>([^<]+)</span><span>([^<]+)</span>', html)
+    vmax_a = float(np.abs(a).max())
+    assert ranges == [(fmt(-vmax_a, 2), fmt(vmax_a, 2)), (fmt(float(b.min()), 2), fmt(float(b.max()), 2))]
+    shared = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)], shared=True, current=1)
+    top = max(vmax_a, float(b.max()))
+    assert re.findall(r'<div class="cv-range"><span>([^<]+)</span>', shared) == [fmt(-top, 2)] * 2
+    assert 'class="cv-col cv-current" data-layer="2"' in shared
+
+
+def test_overlay_blends_by_strength():
+    pic = np.zeros((1, 4, 4))
+    heat = np.zeros((4, 4))
+    heat[1, 2] = 1.0
+    out = render.overlay(pic, heat, opacity=1.0, signed=False)
+    assert out.shape == (4, 4, 3) and out[0, 0].tolist() == [0, 0, 0] and out[1, 2].tolist() != [0, 0, 0]

@@ -109,11 +109,12 @@ def test_a_killed_replica_is_restarted_and_its_sessions_continue_on_the_other(ba
         await victim.draw("seven")  # its websocket closed: reconnects to r2, reruns, and the numbers are right
         for s in sessions.values():
             await s.client.close()
-        return reconnects, victim.client.reconnects, victim.client.cookies["CNNVIZ_REPLICA"]
+        return reconnects, victim.client.reconnects, victim.client.cookies, survivor.client.cookies
 
-    survivor_reconnects, victim_reconnects, victim_cookie = run(scenario())
-    assert survivor_reconnects == 0
-    assert victim_reconnects == 1 and victim_cookie == "r2"
+    survivor_reconnects, victim_reconnects, victim_cookies, survivor_cookies = run(scenario())
+    assert survivor_reconnects == 0 and "CNNVIZ_MOVED" not in survivor_cookies
+    assert victim_reconnects == 1 and victim_cookies["CNNVIZ_REPLICA"] == "r2"
+    assert victim_cookies.get("CNNVIZ_MOVED") == "r1", "the page can tell the learner they were moved"
     assert tally.checks >= 3 and not tally.problems, tally.problems
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not (replicas(balancer)["r1"][0] != before["r1"][0]

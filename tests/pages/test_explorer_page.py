@@ -11,11 +11,12 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from bench.canvas import canvas_value
-from cnnviz.engine.capture import capture, sgd_step
+from bench.protocol import canvas_value
+from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.datasets import dataset, dataset_available
 from cnnviz.engine.layer_rules import backward_rule, conv_cell
+from cnnviz.engine.learn import heldout_batch, learn_step
 from cnnviz.engine.pictures import preprocess
 from cnnviz.numbers import fmt
 from tests.conftest import ROOT
@@ -196,10 +197,17 @@ def test_one_sgd_step_matches_the_backend():
     assert not at.exception
     model, card = load_model("mnist")
     x = preprocess(drawing("one"), card)
-    step = sgd_step(model, x, int(capture(model, x).pred), 0.5)
+    batch = heldout_batch("mnist") if HAVE_MNIST else None
+    hx, hy = (batch.normalized(card), batch.labels) if batch is not None else (None, None)
+    step = learn_step(model, x, int(capture(model, x).pred), 0.5, hx, hy)
     values = {m.label: m.value for m in at.metric}
     assert values["loss before"] == fmt(step.loss_before, 4)
     assert values["loss after"] == fmt(step.loss_after, 4)
+    if batch is not None:
+        assert values["held-out accuracy"] == f"{step.heldout_after.accuracy:.1%}"
+    layer_table = at.table[-1].value
+    assert list(layer_table["change / size"]) == [f"{c.relative:.3%}" + (" (large)" if c.large else "")
+                                                 for c in step.layers]
 
 
 def test_a_saved_step_is_not_shown_for_other_weights():

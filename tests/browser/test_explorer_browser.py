@@ -1,0 +1,144 @@
+"""The network explorer in a real Chromium: layouts at projector sizes, the overview, Play to the pixels, links,
+Mistakes, the attribution overlay, and redrawing that keeps the view."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from tests.conftest import IDLE, open_page, wait_for_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SIZES = [(1024, 768), (1280, 720), (1920, 1080)]
+
+
+def draw(page, points) -> None:
+    box = page.locator(".st-key-canvas canvas").last.bounding_box()
+    page.mouse.move(box["x"] + points[0][0] * box["width"] / 280, box["y"] + points[0][1] * box["height"] / 280)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280)
+    page.mouse.up()
+
+
+def stroke_one():
+    return [(140, 40 + 10 * k) for k in range(21)]
+
+
+def stroke_zero():
+    return [(140 + 55 * math.sin(2 * math.pi * k / 48), 140 - 95 * math.cos(2 * math.pi * k / 48)) for k in range(49)]
+
+
+def prediction(page) -> str:
+    page.wait_for_selector(".st-key-prediction h3", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    return page.locator(".st-key-prediction h3").inner_text()
+
+
+def no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
+
+
+def choose_view(page, label: str) -> None:
+    page.locator(".st-key-view").get_by_text(label, exact=True).click()
+    wait_for_idle(page, 60_000)
+
+
+@pytest.mark.parametrize("width,height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width, height):
+    page.set_viewport_size({"width": width, "height": height})
+    open_page(page, f"{app_url}/explorer")
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    shown = prediction(page)  # the teaching default: a hard test sample, not a 100%-confident drawing
+    p = float(re.search(r"\(([\d.]+)%\)", shown).group(1))
+    assert p < 99.0, shown
+    canvas = page.locator(".st-key-canvas canvas").last.bounding_box()
+    assert canvas["y"] >= 0 and canvas["y"] + canvas["height"] <= height, f"canvas clipped: {canvas}"
+    assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= width
+    for label in ("Draw", "Test sample", "Mistakes", "Upload"):
+        box = page.locator(f"[data-testid='stRadio'] label:has-text('{label}')").first.bounding_box()
+        assert box and box["x"] + box["width"] <= width and box["width"] > 0, label
+    page.screenshot(path=str(tmp_path / f"explorer_{width}.png"))
+    strip = page.locator(".st-key-overview .cv-strip")
+    names = strip.locator(".cv-name").all_inner_texts()
+    assert len(names) == 28 and names[0].endswith("block1.conv1")
+    for col in strip.locator(".cv-col").all():  # every layer visible: no inner scroll box clips any of them
+        col.scroll_into_view_if_needed()
+        box = col.bounding_box()
+        assert box and box["width"] > 20 and box["x"] + box["width"] <= width
+    overflow = page.evaluate("""() => [...document.querySelectorAll('.st-key-overview *')]
+        .filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY) && e.scrollHeight > e.clientHeight)
+        .length""")
+    assert overflow == 0
+    font = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('.cv-name')).fontSize)")
+    assert font >= 12
+    no_exception(page)
+
+
+def test_play_walks_the_backprop_slider_to_the_pixels(page, app_url, tmp_path):
+    open_page(page, f"{app_url}/explorer?view=backward")
+    page.wait_for_selector(".st-key-backprop__play", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    page.locator(".st-key-backprop__speed").click()
+    page.get_by_role("option", name="fast").click()
+    wait_for_idle(page)
+    page.locator(".st-key-backprop__play button").click()
+    page.wait_for_function("() => document.body.innerText.includes('The input: dL/d(pixel)')", timeout=120_000)
+    page.wait_for_selector(".st-key-backprop__play button:has-text('Play')", timeout=30_000)  # stopped at the end
+    assert "input=" in page.url or "layer=input" in page.url
+    page.screenshot(path=str(tmp_path / "backprop_end.png"))
+    no_exception(page)
+
+
+def test_a_link_restores_the_view_on_a_new_browser(page, app_url):
+    open_page(page, f"{app_url}/explorer?model=mnist&sample=42&view=backward&layer=block2.conv1&target=3")
+    page.wait_for_selector(".st-key-backprop", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    assert "test image #42" in page.inner_text("body")
+    assert "block2.conv1: convolution" in page.inner_text("body")
+    no_exception(page)
+
+
+def test_mistakes_pick_and_attribution_overlay(page, app_url, tmp_path):
+    open_page(page, f"{app_url}/explorer")
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    page.locator("[data-testid='stRadio'] label:has-text('Mistakes')").first.click()
+    wait_for_idle(page, 60_000)
+    shown = prediction(page)
+    assert "(true:" in shown, shown  # a mistake: the prediction is not the true class
+    page.goto(page.url.split("?")[0] + "?" + re.sub(r"view=[a-z]+", "", page.url.split("?")[1]) + "&view=backward"
+              "&layer=input")
+    page.wait_for_selector(".st-key-attr_method", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    for method in ("Grad-CAM", "Integrated gradients"):
+        page.locator(".st-key-attr_method").get_by_text(method, exact=True).click()
+        wait_for_idle(page, 120_000)
+        assert page.locator("[data-testid='stImage'] img").count() >= 1
+        assert "Objective:" in page.inner_text("body")
+    page.screenshot(path=str(tmp_path / "attribution.png"))
+    no_exception(page)
+
+
+def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
+    open_page(page, f"{app_url}/explorer")
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    draw(page, stroke_one())
+    assert "Prediction: 1" in prediction(page)
+    choose_view(page, "Backward pass")
+    for _ in range(3):
+        page.locator(".st-key-backprop__next button").click()
+        wait_for_idle(page)
+    before = page.locator(".st-key-backprop").inner_text()
+    page.locator(".st-key-canvas").get_by_role("button").last.click()  # the toolbar's bin: clear
+    wait_for_idle(page)
+    draw(page, stroke_zero())
+    assert "Prediction: 0" in prediction(page)
+    assert page.locator(".st-key-backprop").inner_text() == before
+    no_exception(page)
+    assert page.locator(IDLE).count() == 1

@@ -86,7 +86,7 @@ def test_play_walks_the_backprop_slider_to_the_pixels(page, app_url, tmp_path):
     page.locator(".st-key-backprop__speed").click()
     page.get_by_role("option", name="fast").click()
     wait_for_idle(page)
-    page.locator(".st-key-backprop__play button").click()
+    page.locator(".st-key-backprop__play button").first.click()
     page.wait_for_function("() => document.body.innerText.includes('The input: dL/d(pixel)')", timeout=120_000)
     page.wait_for_selector(".st-key-backprop__play button:has-text('Play')", timeout=30_000)  # stopped at the end
     assert "input=" in page.url or "layer=input" in page.url
@@ -132,7 +132,7 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     assert "Prediction: 1" in prediction(page)
     choose_view(page, "Backward pass")
     for _ in range(3):
-        page.locator(".st-key-backprop__next button").click()
+        page.locator(".st-key-backprop__next button").first.click()
         wait_for_idle(page)
     before = page.locator(".st-key-backprop").inner_text()
     page.locator(".st-key-canvas").get_by_role("button").last.click()  # the toolbar's bin: clear

@@ -42,13 +42,17 @@ class JobError(Exception):
 
 
 def default_settings(preset: str | None = None, dataset: str = "mnist") -> Settings:
-    """The page's default hyperparameters for a preset (one epoch of MNIST at batch 128 is 469 steps)."""
+    """The page's default hyperparameters for a preset.
+
+    Shipped architecture: one epoch of MNIST (938 steps of 64), SGD with momentum, one-cycle to 0.05 (98.67% held
+    out; at batch 128 and 0.1 it was 98.46%). Tiny: 300 steps of 128 with Adam (200 steps gave 97.74%).
+    """
     if preset is not None and preset.startswith("Shipped"):
-        return Settings(optimizer="momentum", lr=0.1, schedule="onecycle", batch_size=128, steps=469, augment=False,
+        return Settings(optimizer="momentum", lr=0.05, schedule="onecycle", batch_size=64, steps=938, augment=False,
                         seed=0, weight_decay=1e-4)
     if preset is not None and preset.startswith("Deep"):
         return Settings(optimizer="sgd", lr=0.1, schedule="constant", batch_size=64, steps=600, augment=False)
-    return Settings(optimizer="adam", lr=0.01, schedule="onecycle", batch_size=128, steps=938, augment=False)
+    return Settings(optimizer="adam", lr=0.01, schedule="onecycle", batch_size=128, steps=300, augment=False)
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,8 @@ def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, tuple
                       format_func=lambda c: options[c][0] if c in options else "type your own")
     if choice != "typed":
         return options[choice][1]
-    g = matrix_input(name, f"{key}_text", "g", mx.matrix_rows_text(np.ones(shape)))
+    g = matrix_input(name, f"{key}_text", "g", mx.matrix_rows_text(np.ones(shape)),
+                     max_shape=(max(8, shape[0]), max(8, shape[1])))
     if g is not None and g.shape != shape:
         st.warning(f"{name} must have the output's shape, {shape[0]}x{shape[1]}; you typed "
                    f"{g.shape[0]}x{g.shape[1]}. Edit it to {shape[0]} rows of {shape[1]} numbers.")
@@ -350,7 +351,7 @@ def size_section() -> None:
     st.markdown(f"W_out = {size.formula()}  →  **{w}×{w}×{depth} → {size.out}×{size.out}×{depth}**")
     level, text = size.coverage()
     (st.success if level == "success" else st.warning)(text)
-    walk("os_pos", "pos", size.out, "Kernel position (counting from 0)", size_view, size)
+    walk("os_pos", "pos", size.out, "Kernel position", size_view, size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -512,11 +513,12 @@ st.markdown(
     "(`1 2` / `3 4`), or as `[[1, 2], [3, 4]]`. "
     "Every matrix here is tested against PyTorch (`F.conv2d`, `F.max_pool2d`, `F.avg_pool2d` and autograd)."
 )
-ui.seed_from_url("section", "cl_section", _one_of(list(SECTIONS)))
-st.session_state.setdefault("cl_section", "forward")
+ui.seed_from_url("section", "cl_section", lambda raw: SECTIONS[_one_of(list(SECTIONS))(raw)])
+st.session_state.setdefault("cl_section", SECTIONS["forward"])
 top = st.columns([6, 1.4], vertical_alignment="bottom")
-chosen = top[0].radio("Section", list(SECTIONS), key="cl_section", horizontal=True, format_func=SECTIONS.get,
-                      label_visibility="collapsed")
+label = top[0].radio("Section", list(SECTIONS.values()), key="cl_section", horizontal=True,
+                     label_visibility="collapsed")
+chosen = next(code for code, name in SECTIONS.items() if name == label)
 VIEWS[chosen]()
 write_state(chosen)
 with top[1]:

@@ -83,15 +83,16 @@ if history is not None:
 
 
 def digit_row(draw: ds.DigitDraw) -> None:
-    """The digits with their true and predicted labels, ten columns wide, each digit at a fixed 84 px."""
+    """The digits with their true and predicted labels (true → predicted), ten columns wide, each digit at most
+    84 px wide (one drawn digit is not stretched to the page)."""
     cols = st.columns(ds.DIGITS)
     for k, (index, img, true, pred, conf) in enumerate(zip(draw.indices, draw.images, draw.true_labels,
                                                            draw.predicted, draw.confidence, strict=True)):
         with cols[k % ds.DIGITS]:
             st.image(render_ds.upscale((np.clip(img, 0, 1) * 255).astype(np.uint8), 3), width=DIGIT_PX)
             mark = "✓" if pred == true else "✗"
-            st.markdown(f"true **{true}** → **{pred}** {mark}")
-            st.caption(f"{conf:.0%} sure" + (f" · test #{index}" if index >= 0 else ""))
+            st.markdown(f"{true} → **{pred}** {mark}", help="true label → the network's answer")
+            st.caption(f"{conf:.0%} sure" + (f", test #{index}" if index >= 0 else ""))
 
 
 def sums(draw: ds.DigitDraw) -> None:

@@ -33,36 +33,43 @@ st.title("Network explorer")
 st.caption("Draw or pick an input, see what every layer computes, then walk the gradient from the loss back to the "
            "pixels. Every number is PyTorch's own; the hand-worked ones are tested against it.")
 
-top = st.columns([1.2, 1, 1.1], gap="medium")
+controls = st.columns([1, 1, 1.1, 1.1, 1], vertical_alignment="bottom")
+top = st.columns([1, 1.3], gap="medium")
 
 # ------------------------------------------------------------------------------------------------- model, weights
-with top[2]:
+with controls[0]:
     yours = ui.session_model()
     models = [m for m in MODELS if m != "yours" or yours is not None or st.session_state.get("_uploaded_model")]
     ui.seed_from_url("model", "model_name", _choice(models), "model")
-    name = st.radio("Model", models, format_func=MODELS.get, horizontal=True, key="model_name")
-    stages = [s for s in ("final", "epoch1", "init") if s in available_stages(name)] if name != "yours" else []
-    stage = "final"
+    name = st.selectbox("Model", models, format_func=MODELS.get, key="model_name")
+stages = [s for s in ("final", "epoch1", "init") if s in available_stages(name)] if name != "yours" else []
+stage = "final"
+with controls[1]:
     if len(stages) > 1:
         ui.seed_from_url("weights", f"stage_{name}", _choice(stages), "weights")
-        stage = st.radio("Weights", stages, format_func=STAGES.get, horizontal=True, key=f"stage_{name}",
-                         help="Snapshots taken while the network learned: compare the same input's maps.")
-    if name == "yours":
-        loaded = st.session_state.get("_uploaded_model") or yours
+        stage = st.selectbox("Weights", stages, format_func=STAGES.get, key=f"stage_{name}",
+                             help="Snapshots taken while the network learned: compare the same input's maps.")
     else:
-        loaded = ui.get_model(name, stage)
-    with st.expander("Explore a network trained elsewhere (.safetensors + .json)"):
+        st.selectbox("Weights", ["as trained"], disabled=True, key=f"stage_{name}_only")
+if name == "yours":
+    loaded = st.session_state.get("_uploaded_model") or yours
+else:
+    loaded = ui.get_model(name, stage)
+with controls[4]:
+    with st.popover("Your own network", icon=":material/upload_file:"):
+        st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
+                   "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
         weights_file = st.file_uploader("weights (.safetensors)", type=["safetensors"], key="up_weights")
         card_file = st.file_uploader("card (.json)", type=["json"], key="up_card")
         if weights_file is not None and card_file is not None:
             try:
                 st.session_state["_uploaded_model"] = load_uploaded_pair(
                     weights_file.getvalue(), card_file.getvalue(), weights_file.name, card_file.name)
-                st.success("Loaded: choose \"Your model\" above.")
+                st.success("Loaded: choose \"Your model\" as the model.")
             except (CheckpointError, ValueError) as exc:
                 st.error(f"This checkpoint cannot be used: {exc}")
 if loaded is None:
-    with top[2]:
+    with top[1]:
         st.info(f"Train it with `python -m cnnviz.train {name}`, or choose the other model.")
     st.stop()
 model, card = loaded
@@ -76,8 +83,8 @@ with top[0]:
     source = st.radio("Input", sources, horizontal=True, key=f"source_{name}")
     picked, note = None, None
     if source == "Draw":
-        st.caption("Draw one digit, large, in the middle. The bin icon clears the canvas.")
         picked = ui.canvas_input("canvas", size=240)
+        st.caption("Draw one digit, large, in the middle. The bin icon (top right on hover) clears it.")
         if picked is None:
             picked = ui.teaching_sample(name, stage, card.classes)
             note = "Until you draw, this is a test image the model finds hard." if picked is not None else None
@@ -105,8 +112,9 @@ with top[1]:
                 if source == "Draw" else "Pick an input to see the network's prediction.")
         st.stop()
     prediction_box = st.container(key="prediction")
-    pic, words = st.columns([1, 1.4])
+    pic, bars = st.columns([1, 1.3])
     pic.image(pixels_image(unnormalize(x[0].numpy(), card), size=112), width=112)
+    words = pic
     words.caption(f"What the network receives: {card.input_shape[1]}x{card.input_shape[2]}, {picked.description}."
                   + (" Cropped to the ink, scaled to 20 px and centred by mass, as MNIST's digits were."
                      if is_digits and picked.source != "sample" else ""))
@@ -123,11 +131,11 @@ if st.session_state.get("_target_for") != (name, key_x):
 k = len(card.classes)
 ui.seed_from_url("target", "target", lambda t: ui.index_in(t, k, "class index"), "target")
 ui.seed_from_url("objective", "objective", _choice(list(OBJECTIVES)), "objective")
-with top[2]:
-    target = st.selectbox("Explain class (target of the backward pass)", range(k),
-                          format_func=lambda i: card.classes[i], key="target")
-    objective = st.radio("Differentiate", list(OBJECTIVES), horizontal=True, key="objective",
-                         format_func=OBJECTIVES.get)
+with controls[2]:
+    target = st.selectbox("Explain class (backward target)", range(k), format_func=lambda i: card.classes[i],
+                          key="target")
+with controls[3]:
+    objective = st.selectbox("Differentiate", list(OBJECTIVES), key="objective", format_func=OBJECTIVES.get)
 with top[1]:
     with prediction_box:
         p = float(first.probs[first.pred])
@@ -141,7 +149,7 @@ with top[1]:
             st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
                       on_click=lambda r=runner: st.session_state.update(target=r))
     labels = [f"{c} (target)" if i == target and target != first.pred else c for i, c in enumerate(card.classes)]
-    with st.container(key="probs"):
+    with bars.container(key="probs"):
         st.html(figs.bars_html(first.probs, labels, first.pred, ui.text_px(13)))
 
 first, trace = traces(name, stage, model, x, key_x, target, objective)
@@ -160,7 +168,7 @@ ui.write_url(model=name, weights=stage if len(stages) > 1 else None,
              sample=picked.index if picked.source == "sample" else None,
              target=target, objective=objective, view=view, layer=None if view not in ("forward", "backward") else
              st.query_params.get("layer"))
-with top[2]:
+with controls[4]:
     ui.link_button("A drawn digit or an upload is not put in the link; a test sample is (by its index)."
                    if picked.source != "sample" else None)
 

@@ -129,8 +129,8 @@ def walk(g: graph.ComputationalGraph, font_px: int) -> None:
         st.caption(detail)
     if index == last:
         st.success(graph_text.summary(g), icon=":material/functions:")
-    # small graphs at their natural size (stretching a 5-node graph makes it huge), larger ones fit the page
-    st.graphviz_chart(dot.graph_dot(g, index, font_px), width="content")
+    st.html(dot.graph_text_css(font_px))
+    st.graphviz_chart(dot.graph_dot(g, index, font_px), width="content")  # natural size; narrower screens shrink it
     st.caption(f"Boxes are values (green) with their gradient d{g.output_name}/d· (red); circles are operations. "
                "The highlighted box is the node of this step, the pale ones are the nodes it reads; "
                "**?** means that pass has not reached the node yet. Hover a box for its numbers.")

@@ -140,20 +140,17 @@ def step_view(history: mlp.MLPHistory) -> None:
     step = history.steps[k]
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
-    summary, curve = st.columns([1, 1.7], gap="large", vertical_alignment="center")
-    with summary:
-        top, bottom = st.columns(2), st.columns(2)
-        top[0].metric("step", k)
-        top[1].metric(p.loss_name, fmt(step.loss, style=s))
-        bottom[0].metric(f"{p.loss_name} at step {last}", fmt(history.steps[-1].loss, style=s))
-        bottom[1].metric("status", "diverged" if not step.finite else "finite")
-        note = mlp.stuck_note(step)
-        if note:
-            st.info(note, icon=":material/block:")
-    with curve:
-        st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
-                                                          height=280, font_px=ui.text_px()),
-                        width="stretch", key=f"mlp_loss_curve::{p.key}")
+    metrics = st.columns(4)  # one row: a six-decimal loss needs the width of a quarter page
+    metrics[0].metric("step", k)
+    metrics[1].metric(p.loss_name, fmt(step.loss, style=s))
+    metrics[2].metric(f"{p.loss_name} at step {last}", fmt(history.steps[-1].loss, style=s))
+    metrics[3].metric("status", "diverged" if not step.finite else "finite")
+    note = mlp.stuck_note(step)
+    if note:
+        st.info(note, icon=":material/block:")
+    st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
+                                                      height=260, font_px=ui.text_px()),
+                    width="stretch", key=f"mlp_loss_curve::{p.key}")
 
     st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="content")  # never enlarged past 4/3
     if p.key == "relu":

@@ -52,8 +52,7 @@ def attribution_panel(ctx: Ctx) -> None:
     trace, card = ctx.trace, ctx.card
     st.markdown("#### Which pixels mattered? Three attribution methods, on the picture")
     a, b, c = st.columns([1.3, 1, 1])
-    method = a.segmented_control("Method", list(METHODS), format_func=METHODS.get, default="saliency",
-                                 key="attr_method") or "saliency"
+    method = a.radio("Method", list(METHODS), format_func=METHODS.get, key="attr_method")
     objective = b.radio("They all explain", ["logit", "loss"], horizontal=True, key="attr_objective",
                         format_func={"logit": "the class's logit", "loss": "the loss"}.get)
     opacity = c.slider("heat-map opacity", 0.0, 1.0, 0.6, 0.05, key="attr_opacity")

@@ -215,7 +215,7 @@ def test_a_saved_step_is_not_shown_for_other_weights():
     at = open_view(explorer_with(drawing("one")), "learn")
     at.button(key="learn_go").click().run()
     before = {m.label: m.value for m in at.metric}["loss before"]
-    at.radio(key="stage_mnist").set_value("epoch1").run()
+    at.selectbox(key="stage_mnist").set_value("epoch1").run()
     assert not at.exception
     assert not at.metric or {m.label: m.value for m in at.metric}.get("loss before") != before
     assert any("changed since the last step" in i.value for i in at.info)

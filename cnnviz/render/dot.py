@@ -26,14 +26,41 @@ _CURRENT, _INVOLVED, _PLAIN = "#ffd54f", "#fff3c4", "#ffffff"
 _VALUE_COLOR, _GRAD_COLOR = "#1a7f37", "#c62828"
 
 
-def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int = 15) -> str:
+def graph_text_css(font_px: int = 15) -> str:
+    """CSS that gives graph_dot's labels their size: Streamlit's chart styles set every SVG text to 9.6 px."""
+    rules = [f'[data-testid="stGraphVizChart"] svg text[font-size="{_units(px)}.00"] {{ font-size: {_units(px)}px '
+             "!important; }" for px in sorted({font_px, _small(font_px)})]
+    return "<style>" + " ".join(rules) + "</style>"
+
+
+def _units(px: int) -> int:
+    """A size in SVG units (graphviz points, whole: HTML labels round them) that shows as about ``px`` screen
+    pixels at natural size (1 pt = 4/3 px), never under 12 px (9 pt)."""
+    return max(9, round(px * 0.75))
+
+
+def _small(font_px: int) -> int:
+    return max(12, font_px - 2)
+
+
+def graph_levels(graph: ComputationalGraph) -> int:
+    """The most operations on one path from an input to the output (how wide a left-to-right drawing gets)."""
+    level: dict[str, int] = {}
+    for n in graph.nodes:
+        level[n.id] = 1 + max((level[i] for i in n.inputs), default=0) if n.kind == "op" else 0
+    return max(level.values())
+
+
+def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int = 15, rankdir: str | None = None) -> str:
     """The graph as a DOT string: value boxes (name, value, gradient) and operation circles, left to right.
 
     Args:
         graph: from :func:`build_graph`.
         step: index into ``graph.steps``; values appear once the forward pass reaches them, gradients once the
             backward pass does, and the step's node and the nodes it reads are highlighted. None shows everything.
-        font_px: label size (``ui.text_px()``: 15 normally, 18 in projector mode); gradients 2 px smaller, >= 12.
+        font_px: label size in screen pixels at natural size (``ui.text_px()``); gradients 2 px smaller, >= 12.
+            Show it with :func:`graph_text_css` on the page, which makes the browser use these sizes.
+        rankdir: "LR" or "TB"; by default left to right up to 3 operations deep, top to bottom beyond.
     Returns:
         DOT source for ``st.graphviz_chart``.
     """
@@ -47,8 +74,10 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int =
 
     lines = [
         "digraph G {",
-        '  rankdir=LR; bgcolor="transparent"; nodesep=0.3; ranksep=0.45;',
-        f'  node [fontname="Helvetica", fontsize={font_px}, style="filled", fillcolor="#ffffff", color="#555555"];',
+        f'  rankdir={rankdir or ("LR" if graph_levels(graph) <= 3 else "TB")}; bgcolor="transparent"; '
+        'nodesep=0.25; ranksep=0.3;',
+        f'  node [fontname="Helvetica", fontsize={_units(font_px)}, style="filled", fillcolor="#ffffff", '
+        'color="#555555", margin="0.08,0.04"];',
         '  edge [color="#777777", arrowsize=0.7];',
     ]
     for n in graph.nodes:
@@ -59,7 +88,7 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int =
             rows.append(f'<font color="{_VALUE_COLOR}">{html.escape(value)}</font>')
         if n.requires_grad:
             g = fmt(n.grad) if n.id in reached_grad else "?"
-            rows.append(f'<font color="{_GRAD_COLOR}" point-size="{max(12, font_px - 2)}">d{html.escape(out_name)}/d'
+            rows.append(f'<font color="{_GRAD_COLOR}" point-size="{_units(_small(font_px))}">d{html.escape(out_name)}/d'
                         f'{html.escape(n.name)} = {html.escape(g)}</font>')
         tip = f"{n.name} = {n.formula} = {value}" if n.kind == "op" else f"{n.name} = {value}"
         if n.requires_grad and n.id in reached_grad:
@@ -74,8 +103,8 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int =
                 (current.phase == "forward" and current.node == n.id) or
                 (current.phase == "backward" and n.id in involved)) else "#eef2f7"
             symbol = OPERATORS[n.op].symbol
-            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width={0.04 * font_px + 0.05:.2f} '
-                         f'fontsize={font_px} fillcolor="{op_fill}" '
+            lines.append(f'  op_{n.id} [shape=circle fixedsize=true width={0.03 * font_px + 0.05:.2f} '
+                         f'fontsize={_units(font_px)} fillcolor="{op_fill}" '
                          f'label="{dot_escape(symbol)}" tooltip="{dot_escape(n.formula)}"];')
             lines.append(f"  op_{n.id} -> {n.id};")
     for e in graph.edges:

@@ -99,7 +99,7 @@ def matrix_figure(
                "pad": {"t": 6, "l": 4}, "font": {"size": text_px + 2}},
         width=max(int(0.62 * (text_px + 2) * len(title)) + 40, w * cell_px + 40),
         height=h * cell_px + top + 30, margin={"l": text_px + 18, "r": 10, "t": top, "b": 10},
-        plot_bgcolor=ZERO_PAD, paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor=ZERO_PAD, paper_bgcolor="rgba(0,0,0,0)", font={"size": text_px},
     )
     fig.update_xaxes(showgrid=False, zeroline=False, tickmode="array", tickvals=list(range(w)), side="top",
                      tickfont={"size": text_px, "color": "#78909c"}, range=[-0.55, w - 0.45], fixedrange=True)

@@ -1,20 +1,49 @@
-"""Home: what cnnviz teaches, and a link to each page."""
+"""Home: what cnnviz teaches, a picture of the explorer, a suggested first lesson, and a link to each page."""
+
+from pathlib import Path
 
 import streamlit as st
 
 from app import SECTIONS
 
-st.title("cnnviz: watch a CNN think and learn")
-st.markdown(
-    "A convolutional neural network turns pixels into a prediction through a stack of simple steps: "
-    "convolutions, ReLUs, pooling. It learns by sending the gradient of its loss back through the same steps. "
-    "Here you can watch both passes, **number by number and map by map**, on real trained MNIST and CIFAR-10 "
-    "models, and follow the same mechanics by hand on examples small enough to check with a pencil. "
-    "Every number shown is tested against what PyTorch's autograd computes."
+PICTURE = Path(__file__).resolve().parents[1] / "docs" / "explorer.png"
+LESSON = (  # (page path, what to do there): a first lesson of about an hour, from the chain rule to a real CNN
+    ("app_pages/graph.py", "Press Play on f = (x + y) z: values flow forward, then the chain rule flows back."),
+    ("app_pages/mlp.py", "Step a tiny network's training: every gradient and weight update written out."),
+    ("app_pages/conv_lab.py", "A convolution and a max-pool on small matrices, forward and backward, by hand."),
+    ("app_pages/explorer.py", "Draw a digit: see every layer of a trained CNN, then Play the backward pass to the "
+                              "pixels."),
+    ("app_pages/train.py", "Train your own CNN and watch it learn; then explore it in the explorer."),
+    ("app_pages/digit_sum.py", "Ten digits, one sum: what a model's mistakes add up to."),
 )
+
+st.title("cnnviz: watch a CNN think and learn")
+left, right = st.columns([1.15, 1], gap="large")
+with left:
+    st.markdown(
+        "A convolutional neural network turns pixels into a prediction through a stack of simple steps: "
+        "convolutions, ReLUs, pooling. It learns by sending the gradient of its loss back through the same steps. "
+        "Here you can watch both passes, **number by number and map by map**, on real trained MNIST and CIFAR-10 "
+        "models, and follow the same mechanics by hand on examples small enough to check with a pencil. "
+        "Every number shown is tested against what PyTorch's autograd computes."
+    )
+    st.subheader("A first lesson, in this order")
+    specs = {p.path: p for pages in SECTIONS.values() for p in pages}
+    for n, (path, what) in enumerate(LESSON, start=1):
+        if path in specs:
+            a, b = st.columns([0.9, 2.1], vertical_alignment="center")
+            a.page_link(path, label=f"{n}. {specs[path].title}", icon=specs[path].icon)
+            b.markdown(what)
+with right:
+    if PICTURE.is_file():
+        st.image(str(PICTURE), caption="The Network explorer: every layer of a trained CNN at once, and its inspector.")
+    st.caption("Teachers: every page keeps its state in the address bar (\"Copy link to this view\"), and the "
+               "sidebar's projector mode enlarges the text of figures, diagrams and tables.")
+
 for section, pages in SECTIONS.items():
     st.subheader(section)
-    for spec in pages:
-        with st.container(border=True):
+    cols = st.columns(len(pages))
+    for col, spec in zip(cols, pages, strict=True):
+        with col.container(border=True):
             st.page_link(spec.path, label=spec.title, icon=spec.icon)
             st.caption(spec.summary)

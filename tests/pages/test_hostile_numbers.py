@@ -62,6 +62,26 @@ def test_graph_extreme_variable_values(value):
         assert at.warning
 
 
+@pytest.mark.parametrize("value", ["1e308", "-1e308", "1e-308", "5e-324", "0", "-0"])
+def test_graph_extreme_values_from_a_link_show_what_torch_gives(value):
+    import torch
+
+    from cnnviz.numbers import fmt
+
+    text = "exp(x) * y * y + log(z * z) + max(x, y) / z"
+    at = AppTest.from_file(GRAPH, default_timeout=120)
+    at.query_params.update({"expr": text, "x": value, "y": value, "z": value})
+    at.run()
+    alive(at)
+    at.button(key="graph_show_result").click().run()
+    alive(at)
+    x, y, z = (torch.tensor(float(value), dtype=torch.float64, requires_grad=True) for _ in range(3))
+    f = torch.exp(x) * y * y + torch.log(z * z) + torch.maximum(x, y) / z
+    f.backward()
+    grads = ", ".join(f"df/d{n} = {fmt(v.grad.item())}" for n, v in zip("xyz", (x, y, z), strict=True))
+    assert at.success[0].value == f"f = {fmt(f.item())}  ·  {grads}"
+
+
 # ------------------------------------------------------------------------------------------------ MLP page
 @pytest.mark.parametrize("preset", ["relu", "sigmoid"])
 @pytest.mark.parametrize("lr", [1e6, 1e300, 1.7976931348623157e308])
@@ -112,9 +132,11 @@ def test_conv_lab_bad_matrices_get_a_message_and_other_sections_keep_working(bad
     message = at.error[0].value
     assert "Input X" in message
     assert words.lower() in message.lower()
-    # the pooling section below still works with its own matrix
-    assert any(t.key == "pool_x" for t in at.text_area)
     assert len(at.error) == 1, [e.value for e in at.error]
+    # the pooling section still works with its own matrix
+    at.radio(key="cl_section").set_value("5 · Pooling").run()
+    alive(at)
+    assert any(t.key == "pool_x" for t in at.text_area) and not at.error
 
 
 def test_conv_lab_huge_finite_numbers_overflow_visibly_not_as_a_traceback():
@@ -129,6 +151,7 @@ def test_conv_lab_huge_finite_numbers_overflow_visibly_not_as_a_traceback():
 @pytest.mark.parametrize("lr", [1.5])
 def test_conv_lab_gradient_descent_divergence_is_named(lr):
     at = run(LAB)
+    at.radio(key="cl_section").set_value("8 · Gradient descent").run()
     next(s for s in at.slider if s.key == "gd_lr").set_value(lr).run()
     next(s for s in at.slider if s.key == "gd_steps").set_value(50).run()
     alive(at)

@@ -9,6 +9,7 @@ import itertools
 import math
 import operator
 import random
+import re
 import time
 
 import pytest
@@ -643,3 +644,17 @@ def only_numbers(written: str) -> bool:
     """Whether ``written`` is arithmetic on numbers (not a rule in names such as ``-q``, which equals the next part)."""
     names = {n.id for n in ast.walk(ast.parse(written, mode="eval")) if isinstance(n, ast.Name)}
     return names <= {"nan", "inf"}
+
+
+@pytest.mark.parametrize("font_px,least", [(15, 12), (12, 12), (18, 16)])  # normal, smallest, projector mode
+def test_dot_label_sizes_are_readable_and_the_page_css_covers_each(font_px, least):
+    g = graph.build_graph("sigmoid(w1*x1 + w2*x2 + b)", {})
+    source = dot.graph_dot(g, len(g.steps) - 1, font_px)
+    sizes = {float(v) for v in re.findall(r'(?:fontsize|point-size)="?([0-9.]+)', source)}
+    css = dot.graph_text_css(font_px)
+    for units in sizes:
+        assert units * 4 / 3 >= least, (units, source)  # 1 pt = 4/3 px at natural size
+        assert f'text[font-size="{units:.2f}"]' in css and f"font-size: {units:g}px" in css
+    for name in g.variables:  # every variable, x2 included, is drawn as a box with its name
+        line = next(ln for ln in source.splitlines() if ln.strip().startswith(f"{g.by_name(name).id} ["))
+        assert "shape=box" in line and f"<b>{name}</b>" in line

@@ -1,20 +1,19 @@
-"""A Streamlit client that speaks the app's own websocket protocol, for the load test (``bench/load.py``).
-
-On the wire it does what the browser's Streamlit frontend does: gets ``/_stcore/health`` (where a balancer sets its
-sticky cookie), opens ``/_stcore/stream`` with its cookies, asks for a page with a ``rerun_script`` BackMsg carrying
-every widget value it holds, reads that run's ForwardMsgs into elements keyed by delta path, fetches the page's
-images from ``/media``, and keeps widget values as the frontend does (a widget that leaves the page loses its
-value; a button press is sent once). When the websocket closes (its server died) it reconnects and reruns the
-page, as the frontend does. It does not render: its latency is the server's. The protocol buffers are Streamlit's.
-"""
+"""A Streamlit client speaking the app's websocket protocol (Streamlit's own protobufs), and the canvas it draws on.
+On the wire it does what the browser's frontend does, except rendering: ``/_stcore/health`` first (a balancer sets
+its cookie there), the websocket with the cookies, a ``rerun_script`` with every widget value it holds, the page's
+images from ``/media``; it reconnects and reruns the page when its server goes away."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.cookies
+import io
+import math
 import time
 import urllib.request
 
+from PIL import Image, ImageDraw
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.Element_pb2 import Element
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -26,7 +25,38 @@ class ProtocolError(Exception):
 
 
 class RunTimeout(TimeoutError):
-    pass
+    """No finished run (or no server to reconnect to) within the client's timeout."""
+
+
+STROKES: dict[str, list[tuple[float, float]]] = {  # one continuous stroke each, on the 280x280 canvas
+    "one": [(140, 40), (140, 240)],
+    "zero": [(140 + 55 * math.sin(2 * math.pi * k / 48), 140 - 95 * math.cos(2 * math.pi * k / 48)) for k in range(49)],
+    "seven": [(70, 50), (210, 50), (120, 240)],
+    "two": [(80, 80), (110, 45), (170, 45), (200, 90), (80, 230), (210, 230)],
+    "four": [(170, 240), (170, 40), (70, 170), (220, 170)],
+    "L": [(100, 40), (100, 230), (200, 230)],
+}
+
+
+def stroke_png(points: list[tuple[float, float]] | None, size: int = 280, width: int = 20) -> bytes:
+    """The canvas as its PNG: white strokes on black, as the page's canvas draws them."""
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    if points:
+        ImageDraw.Draw(img).line(points, fill=(255, 255, 255, 255), width=width, joint="curve")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def canvas_value(image: Image.Image | bytes | None, data_url: str | None = None) -> dict:
+    """What the canvas component sends for ``image`` (a picture or its PNG), or for any ``data_url`` payload."""
+    if data_url is None:
+        if isinstance(image, Image.Image):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            image = buf.getvalue()
+        data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": data_url}, "backgroundFit": None}
 
 
 def element_id(el: Element) -> str | None:
@@ -39,18 +69,13 @@ class StreamlitClient:
     run, by delta path; ``values`` what the frontend would send: the value of every widget the user changed."""
 
     def __init__(self, url: str, timeout_s: float = 120.0) -> None:
-        self.http, self.timeout_s = url.rstrip("/"), timeout_s
-        self.ws = None
+        self.http, self.timeout_s, self.ws, self.page_hash, self.reconnects = url.rstrip("/"), timeout_s, None, None, 0
         self.elements: dict[tuple[int, ...], Element] = {}
         self.fragments: dict[str, str] = {}  # widget id -> id of the fragment it was drawn in
         self.pages: dict[str, str] = {}  # url path -> page script hash (from the navigation message)
-        self.page_hash: str | None = None
         self.values: dict[str, WidgetState] = {}
-        self.seen_media: set[str] = set()
-        self.cookies: dict[str, str] = {}
-        self.reconnects = 0
+        self.seen_media, self.cookies = set(), {}
 
-    # -- the page
     def of_type(self, kind: str) -> list:
         return [getattr(self.elements[p], kind) for p in sorted(self.elements)
                 if self.elements[p].WhichOneof("type") == kind]
@@ -64,14 +89,12 @@ class StreamlitClient:
         return [f"{e.type}: {e.message}" for e in self.of_type("exception")]
 
     def widget(self, key: str) -> tuple[str, Element, WidgetState | None]:
-        """Widget ``key`` (Streamlit's ids end in ``-<key>``): its id, element, and the value last sent (None: its
-        default). Raises ProtocolError when the page has no such widget."""
+        """Widget ``key`` (ids end in ``-<key>``): its id, element and the value last sent (None: its default)."""
         for el in self.elements.values():
             if (wid := element_id(el)) and wid.endswith("-" + key):
                 return wid, el, self.values.get(wid)
         raise ProtocolError(f"no widget with key {key!r} on the page")
 
-    # -- the connection
     def get(self, path: str, timeout: float) -> bytes:
         """An HTTP GET with this tab's cookies; keeps the cookies the response sets."""
         with urllib.request.urlopen(urllib.request.Request(self.http + path, headers=self._cookie()),
@@ -95,20 +118,18 @@ class StreamlitClient:
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
-            self.ws = None
 
-    # -- runs
     async def open(self, path: str) -> float:
-        """The first visit: the address bar's path picks the page (as a deep link does). Returns the latency."""
+        """A visit by address (a deep link), as the first one is. Returns the run's latency."""
         if self.ws is None:
             await self.connect()
         self.values.clear()
         return await self._run(page_name=path)
 
     async def navigate(self, path: str) -> float:
-        """A click on the sidebar: the page by its script hash, the other page's widget values dropped."""
+        """A click on the sidebar: the page by its script hash (from the navigation message)."""
         if path not in self.pages:
-            raise ProtocolError(f"no page {path!r} in the navigation ({sorted(self.pages)})")
+            raise ProtocolError(f"no page {path!r} in the navigation")
         self.values.clear()
         return await self._run(page_hash=self.pages[path])
 
@@ -135,9 +156,11 @@ class StreamlitClient:
                 cs.context_info.timezone, cs.context_info.locale = "UTC", "en-US"
                 cs.context_info.url = f"{self.http}/{page_name or ''}"
                 await self.ws.send(msg.SerializeToString())
-                await self._receive(deadline)
+                await asyncio.wait_for(self._receive(), max(0.0, deadline - time.monotonic()))
                 await self._fetch_media(deadline)
                 return time.perf_counter() - start
+            except asyncio.TimeoutError:
+                raise RunTimeout(f"no finished run within {self.timeout_s:.0f} s") from None
             except ConnectionClosed:  # the server went away: what the frontend does, reconnect and rerun the page
                 self.reconnects += 1
                 while True:
@@ -151,17 +174,13 @@ class StreamlitClient:
                 page_name, page_hash, fragment_id = None if self.page_hash else page_name, self.page_hash, None
         raise ProtocolError("the websocket closed three times in one run")
 
-    async def _receive(self, deadline: float) -> None:
+    async def _receive(self) -> None:
         pending: dict[tuple[int, ...], Element] = {}
         fragments: dict[str, str] = {}
         run_id, is_fragment = None, False
         while True:
-            try:
-                raw = await asyncio.wait_for(self.ws.recv(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                raise RunTimeout(f"no finished run within {self.timeout_s:.0f} s") from None
             fm = ForwardMsg()
-            fm.ParseFromString(raw)
+            fm.ParseFromString(await self.ws.recv())
             kind = fm.WhichOneof("type")
             if kind == "new_session":
                 run_id, is_fragment = fm.metadata.run.script_run_id, bool(fm.metadata.run.fragment_ids)

@@ -7,27 +7,21 @@ import json
 import random
 import re
 import time
+from collections import namedtuple
 from dataclasses import dataclass, field
 
-from bench.canvas import STROKES, canvas_value, stroke_png
 from bench.oracle import Oracle
-from bench.protocol import ProtocolError, StreamlitClient
+from bench.protocol import STROKES, ProtocolError, StreamlitClient, canvas_value, stroke_png
 
 OTHER_PAGES = ("home", "graph", "mlp", "conv_lab", "digit_sum")
 MODEL_PREFIX = {"mnist": "MNIST", "cifar10": "CIFAR-10"}  # the explorer's model radio labels begin so
 
 
-@dataclass
-class Problem:
-    session: int
-    kind: str  # "exception", "mismatch" (a wrong number), "missing", "timeout", "protocol", "driver"
-    detail: str
+Problem = namedtuple("Problem", "session kind detail")  # kind: exception/mismatch/missing/timeout/protocol/driver
 
 
 @dataclass
 class Tally:
-    """What the sessions of a run add to."""
-
     updates: list[tuple[str, float]] = field(default_factory=list)  # (kind of interaction, latency s)
     problems: list[Problem] = field(default_factory=list)
     checks: int = 0  # numbers compared with the input run alone
@@ -35,16 +29,14 @@ class Tally:
 
 
 class ProtocolSession:
-    """A learner: draws digits (sometimes clears the canvas), picks test samples, switches models, moves the
-    backprop slider, visits other pages, pausing ``think`` seconds (a range) between interactions. Every prediction
-    and loss the page shows is compared with ``oracle``'s run of the same input alone."""
+    """A learner: draws digits (sometimes clears the canvas), picks test samples, moves the backprop slider, visits
+    other pages, pausing ``think`` seconds between interactions; every prediction and loss shown is checked."""
 
     def __init__(self, index: int, url: str, tally: Tally, oracle: Oracle, model: str, timeout_s: float,
                  seed: int, think: tuple[float, float] = (1.0, 4.0)) -> None:
         self.index, self.tally, self.oracle, self.model, self.think = index, tally, oracle, model, think
-        self.client = StreamlitClient(url, timeout_s=timeout_s)
+        self.client, self.rng = StreamlitClient(url, timeout_s=timeout_s), random.Random(seed)
         self.can_sample = model in oracle.sampled
-        self.rng = random.Random(seed)
         self.expected: tuple[str, str] | None = None  # (prediction line, loss fragment) of the input shown
 
     def problem(self, kind: str, detail: str) -> None:
@@ -54,35 +46,38 @@ class ProtocolSession:
         await self.act("visit", lambda: self.client.open(path), record=False)
 
     async def act(self, kind: str, run, record: bool = True) -> None:
-        reconnects = self.client.reconnects
         try:
             latency = await run()
         except ProtocolError as exc:
             self.problem("protocol", f"{kind}: {exc}")
             raise
-        self.tally.reconnects += self.client.reconnects - reconnects
         if record:
             self.tally.updates.append((kind, latency))
         for text in self.client.exceptions():
             self.problem("exception", f"{kind}: {text[:300]}")
 
+    async def guarded(self, step) -> bool:
+        """Await ``step``; a problem in it ends the session and is reported once (act reports protocol errors)."""
+        try:
+            await step
+            return True
+        except Exception as exc:  # noqa: BLE001 - report, do not hide, anything the driver hits
+            if not isinstance(exc, ProtocolError):
+                self.problem("timeout" if isinstance(exc, TimeoutError) else "driver", f"{exc!r}")
+            return False
+
     async def run_until(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            r = self.rng.random()
-            if self.expected is None and 0.65 <= r < 0.9:  # nothing shown yet (after a visit): no slider to move
-                r = self.rng.random() * 0.65
-            try:
-                if self.model == "mnist" and r < 0.35:
-                    await self.draw(None if self.expected and r < 0.03 else self.rng.choice(list(STROKES)))
-                else:
-                    await (self.new_sample() if r < 0.65 else self.slide() if r < 0.9 else self.visit())
-            except TimeoutError as exc:
-                return self.problem("timeout", f"{exc}")
-            except ProtocolError:
-                return  # reported by act
-            except Exception as exc:  # noqa: BLE001 - report, do not hide, anything the driver hits
-                return self.problem("driver", f"{type(exc).__name__}: {exc}")
+        while time.monotonic() < deadline and await self.guarded(self.step()):
             await asyncio.sleep(self.rng.uniform(*self.think))
+
+    async def step(self) -> None:
+        r = self.rng.random()
+        if self.expected is None and 0.65 <= r < 0.9:  # nothing shown yet (after a visit): no slider to move
+            r = self.rng.random() * 0.65
+        if self.model == "mnist" and r < 0.35:
+            await self.draw(None if self.expected and r < 0.03 else self.rng.choice(list(STROKES)))
+        else:
+            await (self.new_sample() if r < 0.65 else self.slide() if r < 0.9 else self.visit())
 
     def shown(self, part: str) -> list[str]:
         return [t for t in self.client.texts() if part in t]
@@ -94,15 +89,13 @@ class ProtocolSession:
             if lines:
                 self.problem("mismatch", f"{what}: a prediction {lines[0]!r} for an empty canvas")
             return
-        line, loss = self.expected
         self.tally.checks += 1
-        if lines != [line]:
-            self.problem("mismatch", f"{what}: page {lines}, alone {line!r}")
+        if lines != [self.expected[0]]:
+            self.problem("mismatch", f"{what}: page {lines}, alone {self.expected[0]!r}")
         if with_loss and self.current("backprop") == "loss":
-            texts = self.shown("L = -log p[target]")
-            self.tally.checks += 1
-            if not texts or loss not in texts[0].replace("**", ""):
-                self.problem("mismatch", f"{what}: loss {texts[:1]}, alone {loss!r}")
+            texts, self.tally.checks = self.shown("L = -log p[target]"), self.tally.checks + 1
+            if not texts or self.expected[1] not in texts[0].replace("**", ""):
+                self.problem("mismatch", f"{what}: loss {texts[:1]}, alone {self.expected[1]!r}")
 
     def current(self, key: str) -> str | None:
         """The value of widget ``key`` (a slider, radio or button group): the one sent last, else its default."""
@@ -122,13 +115,12 @@ class ProtocolSession:
     async def expect_sample(self, what: str) -> None:
         """The test sample the page names in its caption: its numbers become ``expected`` and are checked."""
         self.expected = None
-        if self.current(f"source_{self.model}") != "Test sample":
-            return
-        found = re.search(r"test image #(\d+)", " ".join(self.shown("test image #")))
-        if not found:
-            return self.problem("missing", f"{what}: no sample caption")
-        self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
-        self.check(f"{what} #{found.group(1)}")
+        if self.current(f"source_{self.model}") == "Test sample":
+            found = re.search(r"test image #(\d+)", " ".join(self.shown("test image #")))
+            if not found:
+                return self.problem("missing", f"{what}: no sample caption")
+            self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
+            self.check(f"{what} #{found.group(1)}")
 
     async def ensure_source(self, source: str) -> None:
         label = next(o for o in self.client.widget("model_name")[1].radio.options
@@ -167,11 +159,6 @@ class ProtocolSession:
         self.check(f"slider to {to}", with_loss=True)
 
     async def visit(self) -> None:
-        target = self.rng.choice(OTHER_PAGES)
-        await self.act("visit", lambda: self.client.navigate(target))
-        if not [t for t in self.client.texts() if t.strip()]:
-            self.problem("missing", f"visit {target}: an empty page")
+        await self.act("visit", lambda: self.client.navigate(self.rng.choice(OTHER_PAGES)))
         await self.act("visit", lambda: self.client.navigate("explorer"))
         self.expected = None  # widgets start afresh on the page
-        if self.current("model_name") is None:
-            self.problem("missing", "visit explorer: no model picker")

@@ -43,9 +43,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def healthy(address: str) -> bool:
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether the Streamlit server (or the balancer) at ``url`` answers its health check."""
     try:
-        with urllib.request.urlopen(f"http://{address}/_stcore/health", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as resp:
             return resp.read().strip() == b"ok"
     except OSError:
         return False
@@ -118,7 +119,7 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
                     print(f"{child.name} (pid {child.process.pid}) exited with {code}; starting it again "
                           f"(log: {child.log_path})", flush=True)
                     child.start()
-            if not up and all(healthy(b) for b in backends):
+            if not up and all(healthy(f"http://{b}") for b in backends):
                 up = True
                 print(f"cnnviz.serve: all {len(backends)} replicas up; open http://{address}:{port}", flush=True)
             time.sleep(0.5)

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES
-from bench.canvas import canvas_value
+from bench.protocol import canvas_value
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
 from cnnviz.engine.datasets import dataset_available
 from cnnviz.engine.models import REGISTRY, ModelCard, build_model, new_card

@@ -89,6 +89,9 @@ with top[0]:
             picked = ui.teaching_sample(name, stage, card.classes)
             note = "Until you draw, this is a test image the model finds hard." if picked is not None else None
     elif source == "Test sample":
+        ex = ui.examples_of(name, stage)
+        if f"sample_{name}_index" not in st.session_state and ex is not None and ex.hard:
+            st.session_state[f"sample_{name}_index"] = ex.hard[0].index  # start on a test image the model finds hard
         picked = ui.sample_input(name, card.classes, key=f"sample_{name}")
     elif source == "Mistakes":
         picked = ui.mistake_input(name, stage, card.classes, key=f"mistake_{name}_{stage}")

@@ -27,6 +27,14 @@ def t(value: float, grad: bool = True) -> torch.Tensor:
     return torch.tensor(float(value), dtype=F64, requires_grad=grad)
 
 
+def backward_keeping(out: torch.Tensor, ops: list[torch.Tensor]) -> None:
+    """out.backward(), keeping d out / d op for every intermediate result that needs a gradient."""
+    for o in ops:
+        if o.requires_grad:
+            o.retain_grad()
+    out.backward()
+
+
 # --------------------------------------------------------------------------------------------- the worked example
 def test_default_example_is_the_issue_numbers_and_torch_agrees():
     g = graph.build_graph(graph.DEFAULT_EXPRESSION, graph.DEFAULT_VALUES)
@@ -182,11 +190,7 @@ def test_random_expression_values_and_gradients_equal_torch(text, fn, values):
     g = graph.build_graph(text, values)
     env = {name: t(v) for name, v in values.items()}
     ops: list[torch.Tensor] = []
-    out = fn(env, ops)
-    for o in ops:
-        if o.requires_grad:
-            o.retain_grad()
-    out.backward()
+    backward_keeping(fn(env, ops), ops)
 
     op_nodes = [n for n in g.nodes if n.kind == "op"]
     assert len(op_nodes) == len(ops), text
@@ -620,10 +624,7 @@ def test_random_hostile_formulas_every_number_equals_torch(text, values):
     g = graph.build_graph(text, values)
     env = {name: t(v) for name, v in values.items()}
     out, ops = torch_eval(text, env)
-    for o in ops:
-        if o.requires_grad:
-            o.retain_grad()
-    out.backward()
+    backward_keeping(out, ops)
     op_nodes = [n for n in g.nodes if n.kind == "op"]
     assert len(op_nodes) == len(ops), text
     for node, o in zip(op_nodes, ops, strict=True):

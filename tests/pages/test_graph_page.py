@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from cnnviz.handwork import graph
 from cnnviz.numbers import fmt
 from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
-from tests.handwork.test_graph import hostile_cases, torch_eval
+from tests.handwork.test_graph import backward_keeping, hostile_cases, torch_eval
 
 GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
 F64 = torch.float64
@@ -250,10 +250,7 @@ def test_graph_page_text_equals_torch_for_random_formulas(text, values):
 
     env = {k: torch.tensor(v, dtype=F64, requires_grad=True) for k, v in values.items()}
     out, ops = torch_eval(text, env)
-    for o in ops:
-        if o.requires_grad:
-            o.retain_grad()
-    out.backward()
+    backward_keeping(out, ops)
     names = [n.name for n in parsed.nodes if n.kind == "op"]  # the page's names, in the order torch_eval records
     forward, backward = [c.value for c in at.code if not c.value.startswith("?")][1:3]
     printed_value = {ln.split(" = ")[0]: ln.rsplit(" = ", 1)[1] for ln in forward.splitlines() if not ln.endswith(")")}

@@ -117,7 +117,7 @@ def walk(g: graph.ComputationalGraph, font_px: int) -> None:
                        help="Each position shows one node's value (forward) or gradient (backward).")
     _saved()["step"] = index
     ui.write_url(step=index)
-    row = st.columns([4, 1.3, 1.3], vertical_alignment="center")
+    row = st.columns([3, 1.5, 1.9], vertical_alignment="center")
     row[0].markdown(f"**{graph_text.step_heading(g, index)}** (step {index} of {last})")
     row[1].button("Show the result", key="graph_show_result", on_click=_show_result, args=(last,),
                   icon=":material/fast_forward:", disabled=index == last, width="stretch")

@@ -432,11 +432,6 @@ def default_values(variables: tuple[str, ...] | list[str]) -> dict[str, float]:
     return {name: chosen[name] if name in chosen else next(spare) for name in variables}
 
 
-def default_value(name: str) -> float:
-    """The starting value of one variable on its own (see :func:`default_values` for several)."""
-    return default_values([name])[name]
-
-
 # ------------------------------------------------------------------------------------------------------ links
 LINK_PARAMS = ("expr", "step")  # the page's own query parameters; a variable of that name uses "v.<name>"
 

@@ -109,6 +109,15 @@ def matrix_input(label: str, key: str, param: str, default: str, max_shape: tupl
         return None
 
 
+def matrix_inputs(columns, specs: list[tuple[str, str, str, str, tuple[int, int]]]) -> list[np.ndarray | None]:
+    """Matrix text boxes side by side, one per column: specs are (label, key, param, default, max_shape)."""
+    out = []
+    for col, (label, key, param, default, max_shape) in zip(columns, specs, strict=True):
+        with col:
+            out.append(matrix_input(label, key, param, default, max_shape))
+    return out
+
+
 def int_slider(label: str, lo: int, hi: int, default: int, key: str, param: str, where=st, **kw) -> int:
     linked(param, key, default, _int_in(lo, hi), label)
     return int(where.slider(label, lo, hi, key=key, **kw))
@@ -172,11 +181,9 @@ def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, tuple
 def conv_inputs(prefix: str, padding_label: str) -> cm.ConvForward | None:
     """X, F, stride and padding as the learner sets them (keys ``<prefix>_x``, ``_f``, ``_stride``, ``_pad``) and
     their forward pass; None, after saying why, when they cannot be used."""
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        x = matrix_input("Input X", f"{prefix}_x", "x", "1 2 3\n4 5 6\n7 8 9")
-    with c2:
-        f = matrix_input("Filter F", f"{prefix}_f", "f", "1 0\n2 -1", max_shape=(5, 5))
+    *boxes, c3 = st.columns(3)
+    x, f = matrix_inputs(boxes, [("Input X", f"{prefix}_x", "x", "1 2 3\n4 5 6\n7 8 9", (8, 8)),
+                                 ("Filter F", f"{prefix}_f", "f", "1 0\n2 -1", (5, 5))])
     stride = int_slider("Stride S", 1, 3, 1, f"{prefix}_stride", "stride", c3)
     padding = int_slider(padding_label, 0, 2, 0, f"{prefix}_pad", "pad", c3)
     if x is None or f is None:
@@ -301,16 +308,11 @@ def chain_section() -> None:
     st.subheader("Two layers chained: image → conv1 → conv2 → max-pool → loss")
     st.markdown("Both convolutions have stride 1, no padding, no bias and no activation; the pool is 2x2 with "
                 "stride 2 and the loss is E = ½ Σ (P − T)². Walk back one step at a time, or press Play.")
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    with c1:
-        image = matrix_input("Image", "ch_img", "image", "1 0 2 1 0 3\n0 1 3 2 1 0\n2 1 0 1 2 1\n1 3 1 0 1 2\n"
-                             "0 2 1 3 0 1\n1 0 2 1 2 0")
-    with c2:
-        f1 = matrix_input("F1", "ch_f1", "f1", "1 0\n-1 2", max_shape=(4, 4))
-    with c3:
-        f2 = matrix_input("F2", "ch_f2", "f2", "0 1\n1 -1", max_shape=(4, 4))
-    with c4:
-        target = matrix_input("Target T", "ch_t", "t", "0 0\n0 0", max_shape=(4, 4))
+    image, f1, f2, target = matrix_inputs(st.columns([3, 2, 2, 2]), [
+        ("Image", "ch_img", "image", "1 0 2 1 0 3\n0 1 3 2 1 0\n2 1 0 1 2 1\n1 3 1 0 1 2\n0 2 1 3 0 1\n1 0 2 1 2 0",
+         (8, 8)),
+        ("F1", "ch_f1", "f1", "1 0\n-1 2", (4, 4)), ("F2", "ch_f2", "f2", "0 1\n1 -1", (4, 4)),
+        ("Target T", "ch_t", "t", "0 0\n0 0", (4, 4))])
     if image is None or f1 is None or f2 is None or target is None:
         return
     try:
@@ -443,13 +445,10 @@ def network_section() -> None:
     st.subheader("One conv + sigmoid + fully connected + sigmoid")
     st.markdown("A tiny image X, one filter f, a sigmoid, a fully connected layer with one weight per activation "
                 "(W) and a bias b, another sigmoid, and the squared error against the target y'.")
-    c1, c2, c3, c4 = st.columns(4)
-    with c1:
-        x = matrix_input("Image X", "net_x", "x", "1 0 1\n0 1 0\n1 1 0", max_shape=(6, 6))
-    with c2:
-        f = matrix_input("Filter f", "net_f", "f", "0.5 -0.5\n0.25 0.5", max_shape=(4, 4))
-    with c3:
-        w = matrix_input("Weights W (shape of Z1)", "net_w", "w", "0.3 -0.2\n0.1 0.4", max_shape=(6, 6))
+    *boxes, c4 = st.columns(4)
+    x, f, w = matrix_inputs(boxes, [("Image X", "net_x", "x", "1 0 1\n0 1 0\n1 1 0", (6, 6)),
+                                    ("Filter f", "net_f", "f", "0.5 -0.5\n0.25 0.5", (4, 4)),
+                                    ("Weights W (shape of Z1)", "net_w", "w", "0.3 -0.2\n0.1 0.4", (6, 6))])
     with c4:
         linked("b", "net_b", 0.1, _float_in(-10.0, 10.0), "bias b", _float_link)
         b = st.number_input("Bias b", -10.0, 10.0, step=0.1, key="net_b")
@@ -497,7 +496,8 @@ def descent_section() -> None:
         st.caption("On this parabola each step multiplies the distance to the bottom by (1 − 2·lr): below lr = 0.5 "
                    "a walks straight down, between 0.5 and 1 it oscillates and settles, at 1 it bounces forever, "
                    "above 1 it diverges.")
-    show(rc.descent_figure(rec, text_px=PX), "gd_fig")
+    st.plotly_chart(rc.descent_figure(rec, text_px=PX), width="stretch", config={"displayModeBar": False},
+                    key="gd_fig")
     st.dataframe(pd.DataFrame(rec.table()), hide_index=True, width="stretch")
 
 

@@ -170,6 +170,17 @@ def descent_range(rec: DescentRecord) -> tuple[float, float]:
     return lo - margin, hi + margin
 
 
+def _spread_labels(positions: tuple[float, ...], gap: float) -> list[str]:
+    """"a3" beside a point only where it does not sit on an earlier label (iterates pile up near a minimum)."""
+    placed: list[float] = []
+    labels = []
+    for i, p in enumerate(positions):
+        free = all(abs(p - q) > gap for q in placed)
+        labels.append(f"a{i}" if free else "")
+        placed += [p] if free else []
+    return labels
+
+
 def descent_figure(rec: DescentRecord, text_px: int = 12) -> go.Figure:
     """The loss curve and the path a takes on it, one numbered point per step; the axes follow the iterates."""
     curve = CURVES[rec.curve]
@@ -180,7 +191,7 @@ def descent_figure(rec: DescentRecord, text_px: int = 12) -> go.Figure:
     fig = go.Figure(go.Scatter(x=a, y=values, mode="lines", name=curve.formula, line={"color": "#546e7a"}))
     fig.add_trace(go.Scatter(
         x=list(rec.positions), y=list(rec.losses), mode="lines+markers+text",
-        text=[f"a{i}" if i < 12 or i == len(rec.positions) - 1 else "" for i in range(len(rec.positions))],
+        text=_spread_labels(rec.positions, (hi - lo) / 25),
         textposition="top center", textfont={"size": text_px},
         marker={"size": 10, "color": list(range(len(rec.positions))), "colorscale": "Viridis"},
         line={"color": "#c62828", "width": 1, "dash": "dot"}, name="a after each step",

@@ -457,15 +457,11 @@ def main_text(page) -> str:
 
 
 @pytest.fixture
-def fresh_server():
-    from tests.conftest import require_browser
-
-    require_browser()
+def fresh_server(browser):
+    """A server no browser has visited: the link is the first thing it serves (``browser`` skips without one)."""
     server = start_server()
-    try:
-        yield server.url
-    finally:
-        stop_server(server)
+    yield server.url
+    stop_server(server)
 
 
 @pytest.mark.browser

@@ -27,8 +27,11 @@ def difference_histogram(differences: np.ndarray, counts: np.ndarray, font_px: i
     top = float(counts.max()) if len(counts) else 1.0
     fig.update_layout(height=340, margin={"l": 60, "r": 10, "t": 30, "b": 50}, font={"size": font_px},
                       xaxis_title="predicted sum − true sum", yaxis_title="trials (log scale)", bargap=0.15)
-    fig.update_yaxes(type="log", range=[-0.1, np.log10(max(top, 1.0)) + 0.35])  # from just under 1 to above the top
-    fig.update_xaxes(dtick=1 if len(differences) and np.ptp(differences) <= 30 else None)
+    fig.update_yaxes(type="log", range=[-0.1, np.log10(max(top, 1.0)) + 0.35],  # just under 1 to above the top
+                     dtick=1, tickfont={"size": font_px}, title_font={"size": font_px})  # 1, 10, 100: no small 2s, 5s
+    fig.update_xaxes(dtick=1 if len(differences) and np.ptp(differences) <= 30 else None,
+                     tickfont={"size": font_px}, title_font={"size": font_px})
+    fig.update_traces(textfont={"size": font_px})
     return fig
 
 

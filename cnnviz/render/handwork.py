@@ -23,6 +23,10 @@ def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool, height: int, 
         height=height, margin={"l": 60, "r": 20, "t": 60, "b": 50}, template="plotly_white",
         xaxis_title="training step", yaxis_title=y_title, hovermode="closest", legend=legend,
     )
+    # explicit sizes: Streamlit's chart theme would otherwise set ticks and legend to 12 px
+    fig.update_xaxes(tickfont={"size": font_px}, title_font={"size": font_px})
+    fig.update_yaxes(tickfont={"size": font_px}, title_font={"size": font_px})
+    fig.update_layout(legend_font={"size": font_px}, hoverlabel_font={"size": font_px})
     if log_y:
         fig.update_yaxes(type="log")
     return fig

@@ -476,7 +476,8 @@ def test_browser_links_open_their_view_on_a_fresh_server(page, fresh_server):
     printed_close(matrices_after(body, "output")[-1], out[0, 0])
     assert "section=pooling" in page.url and "pos=3" in page.url
     # moving the window writes the address bar
-    page.locator(".st-key-pool_pos__prev button").click()
+    wait_for_idle(page)
+    page.locator(".st-key-pool_pos__prev button").first.click()
     wait_for_idle(page)
     page.wait_for_function("() => location.search.includes('pos=2')")
     assert "Window (1, 0)" in main_text(page)

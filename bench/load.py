@@ -31,8 +31,7 @@ from cnnviz.heap_trim import COLLECT_EVERY_S, TRIM_EVERY_S  # noqa: E402
 SETTLE_S = COLLECT_EVERY_S + TRIM_EVERY_S + 2  # one cycle collection and one heap trim after the last session
 
 
-def server_processes(server) -> list[psutil.Process]:
-    """The `streamlit run`, or every process under `cnnviz.serve` (replicas, HAProxy); none for ``--url``."""
+def server_processes(server) -> list[psutil.Process]:  # streamlit, or all under cnnviz.serve; none for --url
     try:
         top = psutil.Process(server.process.pid)
         return top.children(recursive=True) if "cnnviz.serve" in top.cmdline() else [top]
@@ -40,9 +39,10 @@ def server_processes(server) -> list[psutil.Process]:
         return []
 
 
-async def warm_up(url: str, result: LoadResult, oracle: Oracle, timeout_s: float) -> None:
-    """Session -1, alone on its replica: every page once and a drawing, checked like the others but not timed."""
+async def warm_up(url: str, result: LoadResult, oracle: Oracle, timeout_s: float, replica: int = 1) -> None:
+    """Session -1 on each replica (its sticky cookie set): every page once and a drawing, checked but not timed."""
     solo = ProtocolSession(-1, url, Tally(), oracle, "mnist", timeout_s, seed=0, think=(0, 0))
+    solo.client.cookies["CNNVIZ_REPLICA"] = f"r{replica}"  # cnnviz.serve's names; a plain server ignores it
     await solo.open("")  # a learner arrives at the home page
     for target in (*OTHER_PAGES, "explorer"):
         await solo.act("visit", lambda t=target: solo.client.navigate(t))
@@ -67,7 +67,7 @@ async def run_load_async(sessions: int = 30, seconds: float = 60.0, checkpoint_d
     try:
         log(f"load against {result.target}; {env['CNNVIZ_CHECKPOINT_DIR']}; {n_cifar} CIFAR-10 sessions")
         result.stats["cold"] = stats()
-        await asyncio.gather(*(warm_up(url, result, oracle, timeout_s) for _ in range(max(1, replicas))))
+        await asyncio.gather(*(warm_up(url, result, oracle, timeout_s, r) for r in range(1, max(1, replicas) + 1)))
         result.stats["start"] = stats()
         runners = [ProtocolSession(i, url, result, oracle, "cifar10" if i < n_cifar else "mnist", timeout_s,
                                    seed=seed * 1000 + i, think=think) for i in range(sessions)]

@@ -58,8 +58,10 @@ class Child:
     def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str], address: str = "") -> None:
         self.name, self.cmd, self.log_path, self.env, self.address = name, cmd, log_path, env, address
         self.process: subprocess.Popen | None = None
+        self.started, self.quick_exits = 0.0, 0  # exits within 10 s of a start, in a row
 
     def start(self) -> None:
+        self.started = time.monotonic()
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(self.cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         print(f"{self.name}: pid {self.process.pid}" + (f", {self.address}" if self.address else ""), flush=True)
@@ -116,6 +118,11 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
             for child in children:
                 code = child.exited()
                 if code is not None and not stopping:
+                    child.quick_exits = child.quick_exits + 1 if time.monotonic() - child.started < 10 else 0
+                    if child.quick_exits >= 3:  # it cannot start (a port in use, a broken app): say so and stop
+                        print(f"{child.name} exits as soon as it starts; giving up. Its log ({child.log_path}):\n"
+                              + child.log_path.read_text(errors="replace")[-2000:], flush=True)
+                        return 1
                     print(f"{child.name} (pid {child.process.pid}) exited with {code}; starting it again "
                           f"(log: {child.log_path})", flush=True)
                     child.start()

@@ -54,28 +54,18 @@ def dataset(name: str, split: str, data_dir: str | Path | None = None, transform
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     train = split == "train"
-    if name == "mnist":
-        try:
-            return tvd.MNIST(str(root), train=train, download=False, transform=transform)
-        except RuntimeError:
-            pass
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            return tvd.MNIST(str(root), train=train, download=True, transform=transform)
-        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
-            raise _unavailable("MNIST", root, exc) from None
-    folder = root / "cifar10" / split
-    if folder.is_dir():
-        return tvd.ImageFolder(str(folder), transform=transform)
+    if name == "cifar10" and (root / "cifar10" / split).is_dir():  # the image-folder copy (see README: Data)
+        return tvd.ImageFolder(str(root / "cifar10" / split), transform=transform)
+    make, label = (tvd.MNIST, "MNIST") if name == "mnist" else (tvd.CIFAR10, "CIFAR-10")
     try:
-        return tvd.CIFAR10(str(root), train=train, download=False, transform=transform)
-    except RuntimeError:
+        return make(str(root), train=train, download=False, transform=transform)
+    except RuntimeError:  # not on disk: try torchvision's download
         pass
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return tvd.CIFAR10(str(root), train=train, download=True, transform=transform)
-    except Exception as exc:  # noqa: BLE001
-        raise _unavailable("CIFAR-10", root, exc) from None
+        return make(str(root), train=train, download=True, transform=transform)
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+        raise _unavailable(label, root, exc) from None
 
 
 def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:

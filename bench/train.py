@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import statistics
 import sys
@@ -119,10 +120,15 @@ def explorer(runs: int) -> None:
     busy = statistics.median(timed(runs))
     steps_while = job.step
     job.stop()
+    job.wait()  # its final evaluation on the whole test set is done too
     again = statistics.median(timed(runs))
     print(f"explorer: MNIST capture() median {alone * 1000:.2f} ms alone, {busy * 1000:.2f} ms while a training "
           f"runs ({steps_while} steps done), {again * 1000:.2f} ms after; ratio {busy / alone:.2f}x "
           f"(target at most 1.5x), {runs} runs each, training on {jobs.THREADS} torch thread(s)")
+
+
+def load() -> str:
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
@@ -138,6 +144,7 @@ def main() -> None:
         memory()
     else:
         explorer(args.runs)
+    print(f"({load()} on {os.cpu_count()} cores at the end)")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ class LearnRecord:
     params: tuple[LayerUpdate, ...]  # per parameter, with its delta array
     threshold: float  # a layer changed by more than this fraction of its size is flagged (0.10)
     large_layers: tuple[str, ...]  # layers with relative > threshold
-    warning: str  # "" or a sentence naming them, for the page
+    warning: str  # "" or sentences naming them and any held-out accuracy drop above 5 points, for the page
     heldout_before: HeldOutScore | None  # None when no held-out batch was given
     heldout_after: HeldOutScore | None
     heldout_text: str  # what the held-out batch is, e.g. "256 test images (seed 0)"

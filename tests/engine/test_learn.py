@@ -188,3 +188,29 @@ def test_heldout_batch_is_the_test_images_the_explorer_shows(name):
         assert int(batch.labels[row]) == label
         assert_close(batch.normalized(card)[row], preprocess(image, card, dataset_sample=True)[0])
     assert len(set(batch.labels.tolist())) == 10
+
+
+def test_a_step_that_ruins_the_held_out_accuracy_is_named_even_below_the_size_threshold():
+    """MNIST, trained: one step of lr 0.01 towards a wrong class moves no layer by 10% of its size, yet the held-out
+    accuracy collapses (measured: 100% -> 14% on the 256 images). The warning must say so."""
+    from cnnviz.engine.datasets import dataset_available
+
+    ok, message = dataset_available("mnist")
+    if not ok:
+        pytest.skip(message)
+    from cnnviz.engine.checkpoints import CheckpointError, load_model
+
+    try:
+        model, card = load_model("mnist")
+    except CheckpointError as exc:
+        pytest.skip(str(exc))
+    batch = heldout_batch("mnist")
+    held_x = batch.normalized(card)
+    x, label = held_x[:1], int(batch.labels[0])
+    assert label == 7  # the batch is fixed: its first image is a 7
+    rec = learn_step(model, x, 3, 0.01, held_x, batch.labels)
+    assert rec.large_layers == ()  # no layer moved by 10% of its size ...
+    assert rec.heldout_before.accuracy - rec.heldout_after.accuracy > 0.5  # ... yet the model is ruined
+    assert "held-out test images fell from" in rec.warning
+    gentle = learn_step(model, x, label, 0.01, held_x, batch.labels)
+    assert gentle.warning == "" and gentle.heldout_after.accuracy == gentle.heldout_before.accuracy

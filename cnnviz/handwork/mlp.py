@@ -399,79 +399,78 @@ def compare_learning_rates(config: MLPConfig, rates: Sequence[float], steps: int
 
 
 # ---------------------------------------------------------------------------------------------------- equations
+# Each line of hand-worked math: phase, symbol = formula = the formula with {numbers} in; "; note" at the end.
+# D1 and D2 stand for the output units' deltas, (a_o - t) * a_o * (1 - a_o), written with numbers.
+_EQUATIONS = {
+    "relu": """
+forward a = ReLU(w1 * x) = ReLU({w1}*{x})
+forward b = ReLU(w1 * x) = ReLU({w1}*{x})
+forward c = ReLU(w2 * a) = ReLU({w2}*{a})
+forward e = ReLU(w3 * b) = ReLU({w3}*{b})
+forward o = w4 * c + w5 * e = {w4}*{c} + {w5}*{e}
+forward L = 1/2 (o - y)^2 = 1/2 ({o} - {y})^2
+backward dL/do = o - y = {o} - {y}
+backward dL/dw4 = dL/do * c = {dL/do}*{c}
+backward dL/dw5 = dL/do * e = {dL/do}*{e}
+backward dL/dc = dL/do * w4 = {dL/do}*{w4}
+backward dL/de = dL/do * w5 = {dL/do}*{w5}
+backward dL/dw2 = dL/dc * ReLU'(w2 * a) * a = {dL/dc}*{r_c}*{a}
+backward dL/dw3 = dL/de * ReLU'(w3 * b) * b = {dL/de}*{r_e}*{b}
+backward dL/da = dL/dc * ReLU'(w2 * a) * w2 = {dL/dc}*{r_c}*{w2}
+backward dL/db = dL/de * ReLU'(w3 * b) * w3 = {dL/de}*{r_e}*{w3}
+backward da/dw1 = ReLU'(w1 * x) * x = {r_a}*{x}
+backward db/dw1 = ReLU'(w1 * x) * x = {r_b}*{x}
+backward dL/dw1 = da/dw1 * dL/da + db/dw1 * dL/db = {da/dw1}*{dL/da} + {db/dw1}*{dL/db}; w1 is shared: its two paths add
+""",
+    "sigmoid": """
+forward h1 = w1 * i1 + w2 * i2 = {w1}*{i1} + {w2}*{i2}
+forward a_h1 = sigmoid(h1) = sigmoid({h1})
+forward h2 = w3 * i1 + w4 * i2 = {w3}*{i1} + {w4}*{i2}
+forward a_h2 = sigmoid(h2) = sigmoid({h2})
+forward o1 = w5 * a_h1 + w6 * a_h2 = {w5}*{a_h1} + {w6}*{a_h2}
+forward a_o1 = sigmoid(o1) = sigmoid({o1})
+forward o2 = w7 * a_h1 + w8 * a_h2 = {w7}*{a_h1} + {w8}*{a_h2}
+forward a_o2 = sigmoid(o2) = sigmoid({o2})
+forward E_total = 1/2 (t1 - a_o1)^2 + 1/2 (t2 - a_o2)^2 = 1/2 ({t1} - {a_o1})^2 + 1/2 ({t2} - {a_o2})^2
+backward dE/dw5 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1 = D1*{a_h1}
+backward dE/dw6 = (a_o1 - t1) * a_o1 * (1 - a_o1) * a_h2 = D1*{a_h2}
+backward dE/dw7 = (a_o2 - t2) * a_o2 * (1 - a_o2) * a_h1 = D2*{a_h1}
+backward dE/dw8 = (a_o2 - t2) * a_o2 * (1 - a_o2) * a_h2 = D2*{a_h2}
+backward dE/da_h1 = (a_o1 - t1) * a_o1 * (1 - a_o1) * w5 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w7 = D1*{w5} + D2*{w7}
+backward dE/da_h2 = (a_o1 - t1) * a_o1 * (1 - a_o1) * w6 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w8 = D1*{w6} + D2*{w8}
+backward dE/dw1 = dE/da_h1 * a_h1 * (1 - a_h1) * i1 = {dE/da_h1}*{a_h1}*(1 - {a_h1})*{i1}
+backward dE/dw2 = dE/da_h1 * a_h1 * (1 - a_h1) * i2 = {dE/da_h1}*{a_h1}*(1 - {a_h1})*{i2}
+backward dE/dw3 = dE/da_h2 * a_h2 * (1 - a_h2) * i1 = {dE/da_h2}*{a_h2}*(1 - {a_h2})*{i1}
+backward dE/dw4 = dE/da_h2 * a_h2 * (1 - a_h2) * i2 = {dE/da_h2}*{a_h2}*(1 - {a_h2})*{i2}
+""",
+}
+_DELTAS = {"D1": "({a_o1} - {t1})*{a_o1}*(1 - {a_o1})", "D2": "({a_o2} - {t2})*{a_o2}*(1 - {a_o2})"}
+
+
 def explain_step(step: MLPStep) -> tuple[Equation, ...]:
     """Every forward value, gradient and update of ``step`` as a line of math with the numbers substituted."""
     p = preset_of(step.preset)
-    s = p.style
-    num = {**step.inputs, **step.targets, **step.weights, **step.values, "lr": step.learning_rate}
-    out: list[Equation] = []
-
-    def line(phase: str, symbol: str, formula: str, template: str, value: float, note: str = "") -> None:
-        substituted = _written(template, num, s, float(value))
-        parts = [symbol, formula]
-        if substituted != formula:
-            parts.append(substituted)
-        parts.append(fmt(value, style=s))
-        text = " = ".join(parts) + (f"   ({note})" if note else "")
-        out.append(Equation(phase, symbol, substituted, float(value), text))
-
-    v, g = step.values, step.grads
-    if p.key == "relu":
-        line("forward", "a", "ReLU(w1 * x)", "ReLU({w1}*{x})", v["a"])
-        line("forward", "b", "ReLU(w1 * x)", "ReLU({w1}*{x})", v["b"])
-        line("forward", "c", "ReLU(w2 * a)", "ReLU({w2}*{a})", v["c"])
-        line("forward", "e", "ReLU(w3 * b)", "ReLU({w3}*{b})", v["e"])
-        line("forward", "o", "w4 * c + w5 * e", "{w4}*{c} + {w5}*{e}", v["o"])
-        line("forward", "L", "1/2 (o - y)^2", "1/2 ({o} - {y})^2", step.loss)
-        num.update({"dL/do": g["o"], "dL/dc": g["c"], "dL/de": g["e"], "dL/da": g["a"], "dL/db": g["b"],
-                    "r_a": relu_grad(v["a"]), "r_b": relu_grad(v["b"]), "r_c": relu_grad(v["c"]),
-                    "r_e": relu_grad(v["e"])})
-        line("backward", "dL/do", "o - y", "{o} - {y}", g["o"])
-        line("backward", "dL/dw4", "dL/do * c", "{dL/do}*{c}", g["w4"])
-        line("backward", "dL/dw5", "dL/do * e", "{dL/do}*{e}", g["w5"])
-        line("backward", "dL/dc", "dL/do * w4", "{dL/do}*{w4}", g["c"])
-        line("backward", "dL/de", "dL/do * w5", "{dL/do}*{w5}", g["e"])
-        line("backward", "dL/dw2", "dL/dc * ReLU'(w2 * a) * a", "{dL/dc}*{r_c}*{a}", g["w2"])
-        line("backward", "dL/dw3", "dL/de * ReLU'(w3 * b) * b", "{dL/de}*{r_e}*{b}", g["w3"])
-        line("backward", "dL/da", "dL/dc * ReLU'(w2 * a) * w2", "{dL/dc}*{r_c}*{w2}", g["a"])
-        line("backward", "dL/db", "dL/de * ReLU'(w3 * b) * w3", "{dL/de}*{r_e}*{w3}", g["b"])
-        num["da/dw1"] = relu_grad(v["a"]) * step.inputs["x"]
-        num["db/dw1"] = relu_grad(v["b"]) * step.inputs["x"]
-        line("backward", "da/dw1", "ReLU'(w1 * x) * x", "{r_a}*{x}", num["da/dw1"])
-        line("backward", "db/dw1", "ReLU'(w1 * x) * x", "{r_b}*{x}", num["db/dw1"])
-        line("backward", "dL/dw1", "da/dw1 * dL/da + db/dw1 * dL/db", "{da/dw1}*{dL/da} + {db/dw1}*{dL/db}",
-             g["w1"], note="w1 is shared: its two paths add")
-    else:
-        line("forward", "h1", "w1 * i1 + w2 * i2", "{w1}*{i1} + {w2}*{i2}", v["h1"])
-        line("forward", "a_h1", "sigmoid(h1)", "sigmoid({h1})", v["a_h1"])
-        line("forward", "h2", "w3 * i1 + w4 * i2", "{w3}*{i1} + {w4}*{i2}", v["h2"])
-        line("forward", "a_h2", "sigmoid(h2)", "sigmoid({h2})", v["a_h2"])
-        line("forward", "o1", "w5 * a_h1 + w6 * a_h2", "{w5}*{a_h1} + {w6}*{a_h2}", v["o1"])
-        line("forward", "a_o1", "sigmoid(o1)", "sigmoid({o1})", v["a_o1"])
-        line("forward", "o2", "w7 * a_h1 + w8 * a_h2", "{w7}*{a_h1} + {w8}*{a_h2}", v["o2"])
-        line("forward", "a_o2", "sigmoid(o2)", "sigmoid({o2})", v["a_o2"])
-        line("forward", "E_total", "1/2 (t1 - a_o1)^2 + 1/2 (t2 - a_o2)^2",
-             "1/2 ({t1} - {a_o1})^2 + 1/2 ({t2} - {a_o2})^2", step.loss)
-        d1 = "({a_o1} - {t1})*{a_o1}*(1 - {a_o1})"
-        d2 = "({a_o2} - {t2})*{a_o2}*(1 - {a_o2})"
-        line("backward", "dE/dw5", "(a_o1 - t1) * a_o1 * (1 - a_o1) * a_h1", d1 + "*{a_h1}", g["w5"])
-        line("backward", "dE/dw6", "(a_o1 - t1) * a_o1 * (1 - a_o1) * a_h2", d1 + "*{a_h2}", g["w6"])
-        line("backward", "dE/dw7", "(a_o2 - t2) * a_o2 * (1 - a_o2) * a_h1", d2 + "*{a_h1}", g["w7"])
-        line("backward", "dE/dw8", "(a_o2 - t2) * a_o2 * (1 - a_o2) * a_h2", d2 + "*{a_h2}", g["w8"])
-        line("backward", "dE/da_h1", "(a_o1 - t1) * a_o1 * (1 - a_o1) * w5 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w7",
-             d1 + "*{w5} + " + d2 + "*{w7}", g["a_h1"])
-        line("backward", "dE/da_h2", "(a_o1 - t1) * a_o1 * (1 - a_o1) * w6 + (a_o2 - t2) * a_o2 * (1 - a_o2) * w8",
-             d1 + "*{w6} + " + d2 + "*{w8}", g["a_h2"])
-        num.update({"dE/da_h1": g["a_h1"], "dE/da_h2": g["a_h2"]})
-        line("backward", "dE/dw1", "dE/da_h1 * a_h1 * (1 - a_h1) * i1", "{dE/da_h1}*{a_h1}*(1 - {a_h1})*{i1}", g["w1"])
-        line("backward", "dE/dw2", "dE/da_h1 * a_h1 * (1 - a_h1) * i2", "{dE/da_h1}*{a_h1}*(1 - {a_h1})*{i2}", g["w2"])
-        line("backward", "dE/dw3", "dE/da_h2 * a_h2 * (1 - a_h2) * i1", "{dE/da_h2}*{a_h2}*(1 - {a_h2})*{i1}", g["w3"])
-        line("backward", "dE/dw4", "dE/da_h2 * a_h2 * (1 - a_h2) * i2", "{dE/da_h2}*{a_h2}*(1 - {a_h2})*{i2}", g["w4"])
     d = "dL" if p.key == "relu" else "dE"
-    for name, _ in p.weights:
-        num[f"{d}/d{name}"] = g[name]
-        line("update", f"new {name}", f"{name} - lr * {d}/d{name}", f"{{{name}}} - {{lr}}*{{{d}/d{name}}}",
-             step.new_weights[name])
+    v, g = step.values, step.grads
+    num = {**step.inputs, **step.targets, **step.weights, **v, "lr": step.learning_rate, p.loss_name: step.loss,
+           **{f"{d}/d{name}": grad for name, grad in g.items()},
+           **{f"new {name}": w for name, w in step.new_weights.items()}}
+    if p.key == "relu":
+        num.update({f"r_{n}": relu_grad(v[n]) for n in ("a", "b", "c", "e")})
+        num.update({"da/dw1": num["r_a"] * step.inputs["x"], "db/dw1": num["r_b"] * step.inputs["x"]})
+    rows = _EQUATIONS[p.key].strip().splitlines()
+    rows += [f"update new {w} = {w} - lr * {d}/d{w} = {{{w}}} - {{lr}}*{{{d}/d{w}}}" for w, _ in p.weights]
+    out = []
+    for row in rows:
+        phase, rest = row.split(" ", 1)
+        rest, _, note = rest.partition("; ")
+        symbol, formula, template = rest.split(" = ")
+        for macro, text in _DELTAS.items():
+            template = template.replace(macro, text)
+        value = float(num[symbol])
+        substituted = _written(template, num, p.style, value)
+        text = " = ".join([symbol, formula, substituted, fmt(value, style=p.style)]) + (f"   ({note})" if note else "")
+        out.append(Equation(phase, symbol, substituted, value, text))
     return tuple(out)
 
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import mlp
 from cnnviz.numbers import fmt
-from tests.conftest import ROOT, open_page, wait_for_idle
+from tests.conftest import ROOT, open_page, require_browser, start_server, stop_server, wait_for_idle
 from tests.handwork.test_mlp import (
     assert_drawing_numbers,
     assert_equation_lines,
@@ -31,27 +31,32 @@ F64 = torch.float64
 
 
 def page_text(at: AppTest) -> str:
-    parts = []
-    for kind in ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    parts += [f"{m.label}: {m.value}" for m in at.metric]
-    return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))  # equations broken over lines, joined again
+    """Everything the page writes, the metrics as "label: value", each equation on one line."""
+    kinds = ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader")
+    parts = [str(e.value) for kind in kinds for e in getattr(at, kind)] + [f"{m.label}: {m.value}" for m in at.metric]
+    return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))
 
 
-def run(path: str = MLP_PAGE, **query: str) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=60)
+def run(**query: str) -> AppTest:
+    """The page opened with this query string (a link), after its first run, which must not raise."""
+    at = AppTest.from_file(MLP_PAGE, default_timeout=60)
     at.query_params.update(query)
-    at.run()
+    return ok(at.run())
+
+
+def ok(at: AppTest) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     return at
 
 
-def number_input(at: AppTest, label: str):
+def field(at: AppTest, label: str):
+    """The number box labelled ``label`` ("w1", "learning rate") of the network on screen."""
     return next(n for n in at.number_input if n.label == label)
 
 
-def graphviz_sources(at: AppTest) -> list[str]:
-    return [e.proto.spec for e in at.get("graphviz_chart")]
+def drawing(at: AppTest) -> str:
+    """The DOT source of the network diagram."""
+    return at.get("graphviz_chart")[0].proto.spec
 
 
 def plotly_values(data) -> list[float]:
@@ -82,12 +87,12 @@ RELU_LINES = (
 
 
 def test_mlp_page_shows_the_relu_worked_example():
-    at = run(MLP_PAGE)
+    at = run()
     text = page_text(at)
     for line in RELU_LINES:
         assert line in text, line
     assert "L: 220.5" in text
-    dot = graphviz_sources(at)[0]
+    dot = drawing(at)
     for label in ("o = 24", "L = 220.5", "dL/dw1", "this path: 168", "this path: 84"):
         assert label in dot, label
     assert at.get("plotly_chart") and at.dataframe
@@ -97,7 +102,7 @@ def test_mlp_page_shows_the_relu_worked_example():
 
 
 def test_mlp_page_shows_the_sigmoid_worked_example():
-    at = run(MLP_PAGE)
+    at = run()
     at.segmented_control[0].set_value("sigmoid").run()
     assert not at.exception
     text = page_text(at)
@@ -111,10 +116,10 @@ def test_mlp_page_shows_the_sigmoid_worked_example():
 
 
 def test_mlp_page_numbers_follow_edited_weights_like_torch():
-    at = run(MLP_PAGE)
-    number_input(at, "w1").set_value(0.5)
-    number_input(at, "x").set_value(1.5)
-    number_input(at, "w4").set_value(-2.0)
+    at = run()
+    field(at, "w1").set_value(0.5)
+    field(at, "x").set_value(1.5)
+    field(at, "w4").set_value(-2.0)
     at.run()
     assert not at.exception
     weights = {"w1": 0.5, "w2": 1.0, "w3": 2.0, "w4": -2.0, "w5": 1.0}
@@ -130,7 +135,7 @@ def test_mlp_page_numbers_follow_edited_weights_like_torch():
 
 
 def test_mlp_page_step_slider_shows_what_torch_computes_at_that_step():
-    at = run(MLP_PAGE)
+    at = run()
     at.segmented_control[0].set_value("sigmoid").run()
     at.select_slider(key="mlp_step_sigmoid").set_value(7).run()
     assert not at.exception
@@ -144,8 +149,8 @@ def test_mlp_page_step_slider_shows_what_torch_computes_at_that_step():
 
 
 def test_mlp_page_absurd_learning_rate_shows_diverged_and_no_exception():
-    at = run(MLP_PAGE)
-    number_input(at, "learning rate").set_value(1e308)
+    at = run()
+    field(at, "learning rate").set_value(1e308)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("diverged at step 0" in e.value for e in at.error)
@@ -156,7 +161,7 @@ def test_mlp_page_absurd_learning_rate_shows_diverged_and_no_exception():
 
 
 def test_mlp_page_learning_rate_list_errors_are_messages():
-    at = run(MLP_PAGE)
+    at = run()
     at.text_input[0].set_value("0.1, fast").run()
     assert not at.exception
     assert any("'fast' is not a number" in e.value for e in at.error)
@@ -164,12 +169,12 @@ def test_mlp_page_learning_rate_list_errors_are_messages():
 
 
 def test_mlp_page_reset_brings_the_worked_example_back():
-    at = run(MLP_PAGE)
-    number_input(at, "w3").set_value(-7.0)
+    at = run()
+    field(at, "w3").set_value(-7.0)
     at.run()
     assert "L: 220.5" not in page_text(at)
     at.button(key="mlp_reset_relu").click().run()
-    assert number_input(at, "w3").value == 2.0
+    assert field(at, "w3").value == 2.0
     assert "L: 220.5" in page_text(at)
 
 
@@ -177,7 +182,7 @@ def test_mlp_page_overflow_before_any_update_is_not_blamed_on_the_learning_rate(
     """Issue 12: w1 = 1e308 said "the learning rate 0.1 is too large"; 2 * 1e308 overflows in the forward pass of
     step 0, before the learning rate is used."""
     at = run()
-    number_input(at, "w1").set_value(1e308)
+    field(at, "w1").set_value(1e308)
     at.run()
     assert not at.exception
     message = " ".join(e.value for e in at.error)
@@ -190,8 +195,8 @@ def test_mlp_link_opens_that_view_with_torchs_numbers():
     at = run(net="sigmoid", i1="0.3", w5="-1.5", w8="2", lr="0.25", steps="12", step="5")
     assert not at.warning, [w.value for w in at.warning]
     assert at.segmented_control[0].value == "sigmoid"
-    assert number_input(at, "i1").value == 0.3 and number_input(at, "w5").value == -1.5
-    assert number_input(at, "learning rate").value == 0.25 and number_input(at, "training steps").value == 12
+    assert field(at, "i1").value == 0.3 and field(at, "w5").value == -1.5
+    assert field(at, "learning rate").value == 0.25 and field(at, "training steps").value == 12
     assert at.select_slider(key="mlp_step_sigmoid").value == 5
     base = mlp.default_config("sigmoid")
     config = mlp.make_config("sigmoid", {**base.inputs, "i1": 0.3}, base.targets,
@@ -201,13 +206,13 @@ def test_mlp_link_opens_that_view_with_torchs_numbers():
     assert "Forward pass at step 5" in text and "step: 5" in text
     assert f"E_total: {fmt(reference[5][2], style='f')}" in text
     assert assert_equation_lines(equation_lines(at), expected_numbers("sigmoid", config, reference[5]), "link") >= 25
-    assert_drawing_numbers(graphviz_sources(at)[0], reference[5], "sigmoid", config, "link")
+    assert_drawing_numbers(drawing(at), reference[5], "sigmoid", config, "link")
 
 
 def test_mlp_url_is_written_as_the_view_changes():
     at = run()
     assert at.query_params["net"] == "relu" and at.query_params["w1"] == "2" and at.query_params["step"] == "0"
-    number_input(at, "w3").set_value(-0.5).run()
+    field(at, "w3").set_value(-0.5).run()
     assert at.query_params["w3"] == "-0.5"
     at.select_slider(key="mlp_step_relu").set_value(3).run()
     assert at.query_params["step"] == "3"
@@ -261,7 +266,7 @@ def test_mlp_sigmoid_diagram_names_each_weight_on_its_own_edge():
     """Issue 15: the crossing edges' labels were ambiguous; each weight is now a box on its edge, named with the
     units it joins."""
     at = run(net="sigmoid")
-    source = graphviz_sources(at)[0]
+    source = drawing(at)
     for weight, src, dst in (("w1", "i1", "h1"), ("w2", "i2", "h1"), ("w3", "i1", "h2"), ("w4", "i2", "h2"),
                              ("w5", "h1", "o1"), ("w6", "h2", "o1"), ("w7", "h1", "o2"), ("w8", "h2", "o2")):
         assert f"{weight}: {src} → {dst}" in source
@@ -274,9 +279,8 @@ def test_mlp_diagram_text_size(projector, least):
     at = AppTest.from_file(MLP_PAGE, default_timeout=60)
     at.session_state["projector"] = projector
     at.run()
-    for source in graphviz_sources(at):
-        sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", source)]
-        assert sizes and min(sizes) >= least, sizes
+    sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", drawing(at))]
+    assert sizes and min(sizes) >= least, sizes
 
 
 @pytest.mark.slow
@@ -302,39 +306,81 @@ def test_property_random_links_show_torchs_numbers_on_the_page():
         assert metrics["step"] == str(k)
         loss_name = mlp.PRESETS[preset].loss_name
         assert_printed(metrics[loss_name], reference[k][2], f"{where}: the loss metric")
-        assert_drawing_numbers(graphviz_sources(at)[0], reference[k], preset, config, where)
+        assert_drawing_numbers(drawing(at), reference[k], preset, config, where)
     assert checked > 40 * 20
 
 
 # ------------------------------------------------------------------------------------------------------ browser
-def wait_for_text(page, text: str, timeout: float = 30_000) -> None:
-    """Wait until the page shows ``text``: widgets paint a moment after the script run has finished."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+DIAGRAM_TEXT_PX = """() => Math.min(...[...document.querySelectorAll('[data-testid=stGraphVizChart] svg')]
+  .flatMap(svg => {
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    return [...svg.querySelectorAll('text')].map(t => parseFloat(t.getAttribute('font-size')) * scale);
+}))"""
 
+
+@pytest.fixture(scope="module")
+def mlp_url():
+    """A server started for these tests: the first thing it serves is a deep link with parameters."""
+    require_browser()
+    server = start_server()
+    yield server.url  # pytest runs the rest even when a test failed
+    stop_server(server)
+
+
+def shows(page, text: str, timeout: float = 60_000) -> None:
+    """Wait until the main area shows ``text`` (widgets paint a moment after the run ends); no traceback."""
+    main = page.locator("[data-testid='stMainBlockContainer']")
     try:
-        page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout)
-    except PlaywrightTimeout as exc:
-        raise AssertionError(f"{text!r} never appeared:\n{page.inner_text('body')[:3000]}") from exc
-
-
-def assert_no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
-
-
+        main.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+    except Exception as exc:
+        raise AssertionError(f"{text!r} never appeared:\n{main.inner_text()[:3000]}") from exc
+    assert page.locator("[data-testid='stException']").count() == 0, main.inner_text()[:3000]
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_mlp_page_in_browser(page, app_url):
-    open_page(page, app_url)
-    open_page(page, f"{app_url}/mlp")
-    wait_for_text(page, "= 2*84 + 2*42")
-    page.get_by_text("2-2-2 sigmoid network (worked example 2)").click()
+def test_browser_link_opens_that_view_first_on_a_fresh_server(browser, mlp_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    try:
+        open_page(page, f"{mlp_url}/mlp?net=sigmoid&i1=0.3&w5=-1.5&lr=0.25&steps=12&step=5")
+        shows(page, "Forward pass at step 5")
+        base = mlp.default_config("sigmoid")
+        config = mlp.make_config("sigmoid", {**base.inputs, "i1": 0.3}, base.targets, {**base.weights, "w5": -1.5},
+                                 0.25)
+        reference = torch_train(config, 12)
+        shows(page, "E_total = 1/2 (t1 - a_o1)^2 + 1/2 (t2 - a_o2)^2")
+        body = page.locator("[data-testid='stMainBlockContainer']").inner_text()
+        assert fmt(reference[5][2], style="f") in body and fmt(reference[5][4]["w5"], style="f") in body
+        assert page.locator(".st-key-mlp_sigmoid_i1 input").input_value() == "0.3"
+        assert "w5=-1.5" in page.url and "step=5" in page.url and "net=sigmoid" in page.url
+        page.locator("[data-testid='stGraphVizChart'] svg").first.wait_for()
+        assert page.evaluate(DIAGRAM_TEXT_PX) >= 12, "diagram text below 12 px at 1280x720"
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_bad_link_values_give_messages_and_the_worked_example(page, mlp_url):
+    open_page(page, f"{mlp_url}/mlp?net=cnn&w1=abc&step=999")
+    shows(page, "The link's network = 'cnn' cannot be used")
+    shows(page, "The link's w1 = 'abc' cannot be used")
+    shows(page, "The link's training step = '999' cannot be used")
+    shows(page, "= 2*84 + 2*42 = 252")
+    assert "net=relu" in page.url and "w1=2" in page.url and "step=0" in page.url
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_play_reaches_the_last_step_by_itself(page, mlp_url):
+    open_page(page, f"{mlp_url}/mlp?net=relu&steps=4&step=0")
+    shows(page, "Forward pass at step 0")
+    page.locator(".st-key-mlp_step_relu__speed").click()
+    page.get_by_role("option", name="fast").click()
     wait_for_idle(page)
-    wait_for_text(page, "0.242520")
-    page.locator("[data-testid='stSlider'] input[type='range']").first.focus()
-    page.keyboard.press("ArrowRight")
-    wait_for_idle(page)
-    wait_for_text(page, "Forward pass at step 1")
-    assert_no_exception(page)
-    assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
+    page.get_by_role("button", name="Play").click()
+    shows(page, "Forward pass at step 3", timeout=90_000)
+    page.get_by_role("button", name="Play").wait_for(timeout=30_000)  # it stopped by itself, ready to play again
+    assert "step=3" in page.url
+    shows(page, "L at step 3")

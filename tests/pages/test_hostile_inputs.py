@@ -566,8 +566,8 @@ def explorer(monkeypatch, model_dir: Path, model: str = "mnist", source: str = "
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page(EXPLORER).run()
     if model != "mnist":
-        at.radio(key="model_name").set_value(model).run()
-    at.segmented_control(key=f"source_{model}").set_value(source).run()
+        at.selectbox(key="model_name").set_value(model).run()
+    at.radio(key=f"source_{model}").set_value(source).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -672,8 +672,8 @@ def test_page_with_a_broken_checkpoint_names_it_and_the_other_model_works(monkey
     errors = [e.value for e in at.error]
     assert any(str(tmp_path / "mnist.safetensors") in e and "not a safetensors file" in e for e in errors), errors
     assert any("python -m cnnviz.train mnist" in i.value for i in at.info)
-    at.radio(key="model_name").set_value("cifar10").run()
-    at.segmented_control(key="source_cifar10").set_value("Upload").run()
+    at.selectbox(key="model_name").set_value("cifar10").run()
+    at.radio(key="source_cifar10").set_value("Upload").run()
     assert not at.exception and not at.error
     page_still_works(at, "cifar10")
 
@@ -714,9 +714,10 @@ def choose(page, model: str, source: str) -> None:
     Streamlit disables every widget while its websocket is reconnecting, which a loaded 2-core machine can make
     last longer than Playwright's default 30 s: controls get up to 2 minutes."""
     if model != "mnist":
-        page.locator(".st-key-model_name label", has_text="CIFAR-10").click(timeout=120_000)
+        page.locator(".st-key-model_name [data-baseweb='select']").click(timeout=120_000)
+        page.get_by_role("option", name="CIFAR-10 photos").click(timeout=120_000)
         page.wait_for_selector(f".st-key-source_{model}", timeout=120_000)
-    page.locator(f".st-key-source_{model} button", has_text=source).click(timeout=120_000)
+    page.locator(f".st-key-source_{model} label", has_text=source).first.click(timeout=120_000)
     page.wait_for_selector(SOURCE_SHOWS[source].format(model=model), timeout=120_000)
     page.wait_for_selector(IDLE, timeout=120_000)
 

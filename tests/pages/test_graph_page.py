@@ -338,10 +338,13 @@ def test_graph_play_reaches_the_last_step_by_itself_and_the_url_follows(page, fr
     page.get_by_role("option", name="fast").click()
     wait_for_idle(page)
     page.locator(".st-key-graph_step__play button").click()
-    wait_for_text(page, f"(step {last} of {last})", timeout=60_000)
-    wait_for_text(page, summary_from_torch(text, values, ("x", "y")).replace("  ", " "))
+    page.wait_for_function("() => document.querySelector('.st-key-graph_step__play button').innerText"
+                           ".includes('Pause')")
+    wait_for_text(page, f"(step {last} of {last})", timeout=90_000)
+    wait_for_text(page, summary_from_torch(text, values, ("x", "y")).replace("  ", " "), timeout=60_000)
     page.wait_for_function(  # it stopped by itself: the button says Play again
-        "() => document.querySelector('.st-key-graph_step__play button').innerText.includes('Play')")
+        "() => document.querySelector('.st-key-graph_step__play button').innerText.includes('Play')", timeout=60_000)
+    wait_for_idle(page)
     assert parse_qs(urlparse(page.url).query)["step"] == [str(last)]
     assert_no_exception(page)
 

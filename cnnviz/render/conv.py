@@ -97,7 +97,7 @@ def matrix_figure(
     fig.update_layout(
         title={"text": title, "x": 0, "xanchor": "left", "y": 1, "yanchor": "top", "yref": "container",
                "pad": {"t": 6, "l": 4}, "font": {"size": text_px + 2}},
-        width=max(int(0.62 * (text_px + 2) * len(title)) + 40, w * cell_px + 40),
+        width=max(160, int(0.62 * (text_px + 2) * len(title)) + 40, w * cell_px + text_px + 40),
         height=h * cell_px + top + 30, margin={"l": text_px + 18, "r": 10, "t": top, "b": 10},
         plot_bgcolor=ZERO_PAD, paper_bgcolor="rgba(0,0,0,0)", font={"size": text_px},
     )

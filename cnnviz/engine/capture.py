@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnviz.engine.trace import GradientCheck, LayerRecord, LayerUpdate, StepRecord, Trace
+from cnnviz.engine.trace import GradientCheck, LayerRecord, Trace
 
 OBJECTIVES = ("loss", "logit")
 _KINDS: tuple[tuple[type, str], ...] = (
@@ -118,7 +117,7 @@ def _np(t: torch.Tensor | None, batch: bool = True) -> np.ndarray | None:
 
     No copy is needed: activations and gradients are fresh tensors this call made and nothing writes to them
     afterwards (the private copy has no in-place ops), and the shared model's parameters are never changed in
-    place (``sgd_step`` trains a full copy). Read-only, so a page that tried to edit a trace would fail loudly
+    place (``learn.learn_step`` trains a full copy). Read-only, so a page that tried to edit a trace would fail loudly
     instead of changing the weights.
     """
     if t is None:
@@ -294,50 +293,6 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
         logits=_np(logits), probs=_np(probs), pred=pred, target=tgt, objective=objective,
         loss=float(loss.detach()), objective_value=float(obj.detach()),
         input=view(x_in), input_grad=view(grad_of[id(x_in)]), layers=tuple(layers),
-    )
-
-
-def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Class probabilities (K,) for one input, without gradients, on a private copy."""
-    with borrowed(model) as net, torch.no_grad():
-        return torch.softmax(net(x), dim=1)[0].numpy()
-
-
-def sgd_step(model: nn.Module, x: torch.Tensor, target: int, lr: float) -> StepRecord:
-    """One plain SGD step (theta <- theta - lr * dL/dtheta) on this single input, on a full copy of the model.
-
-    The shared model is never changed. ``diverged`` is set when the step produces inf/nan.
-    """
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr):
-        raise ValueError(f"learning rate must be a finite number, got {lr!r}")
-    _check_inputs(model, x, "loss")
-    net = copy.deepcopy(model).eval()
-    names, params = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad], strict=True)
-    x = x.detach()
-    tgt = torch.tensor([int(target)])
-    with torch.enable_grad():
-        logits = net(x)
-        loss_before = F.cross_entropy(logits, tgt)
-        grads = torch.autograd.grad(loss_before, params)
-    before = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p, g in zip(params, grads, strict=True):
-            p.sub_(lr * g)
-        logits_after = net(x)
-        loss_after = F.cross_entropy(logits_after, tgt)
-    updates = []
-    diverged = not bool(torch.isfinite(loss_after))
-    for name, p, old in zip(names, params, before, strict=True):
-        delta = p.detach() - old
-        norm = float(delta.norm())
-        old_norm = float(old.norm())
-        diverged = diverged or not math.isfinite(norm)
-        updates.append(LayerUpdate(name, delta.numpy(), norm, norm / old_norm if old_norm > 0 else float("inf")))
-    return StepRecord(
-        lr=float(lr), target=int(target), loss_before=float(loss_before.detach()), loss_after=float(loss_after),
-        probs_before=torch.softmax(logits.detach(), 1)[0].numpy(),
-        probs_after=torch.softmax(logits_after, 1)[0].numpy(),
-        updates=tuple(updates), diverged=diverged,
     )
 
 

@@ -63,26 +63,6 @@ class LayerUpdate:
 
 
 @dataclass(frozen=True)
-class StepRecord:
-    """One plain SGD step on a single input, applied to a private copy of the model."""
-
-    lr: float
-    target: int
-    loss_before: float
-    loss_after: float
-    probs_before: np.ndarray
-    probs_after: np.ndarray
-    updates: tuple[LayerUpdate, ...]
-    diverged: bool  # the step produced inf/nan
-
-    def update(self, name: str) -> LayerUpdate:
-        for u in self.updates:
-            if u.name == name:
-                return u
-        raise KeyError(name)
-
-
-@dataclass(frozen=True)
 class GradientCheck:
     autograd: float
     finite_difference: float

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from cnnviz.engine import capture as capture_mod
-from cnnviz.engine.capture import capture, gradient_check, sgd_step
+from cnnviz.engine.capture import capture, gradient_check
+from cnnviz.engine.learn import learn_step
 from tests.helpers import leaf_chain, reference_pass, shipped_or_random, small_cnn
 
 MODELS = {
@@ -104,7 +105,7 @@ def test_capture_never_changes_the_shared_model():
     classes = [type(m) for m in model.modules()]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     capture(model, torch.randn(1, 1, 28, 28))
-    sgd_step(model, torch.randn(1, 1, 28, 28), 3, lr=0.5)
+    learn_step(model, torch.randn(1, 1, 28, 28), 3, lr=0.5)
     gradient_check(model, torch.randn(1, 1, 28, 28), 3, "block1.conv1.weight", (0, 0, 1, 1))
     assert not model.training
     assert all(p.grad is None for p in model.parameters())
@@ -148,8 +149,6 @@ def test_bad_arguments_are_refused():
         capture(model, torch.randn(2, 2, 9, 9))
     with pytest.raises(ValueError, match="inf or nan"):
         capture(model, torch.full((1, 2, 9, 9), float("nan")))
-    with pytest.raises(ValueError, match="learning rate"):
-        sgd_step(model, torch.randn(1, 2, 9, 9), 0, lr=float("inf"))
 
 
 @pytest.mark.slow
@@ -220,31 +219,6 @@ def test_gradient_check_agrees_with_autograd(param_name, index, objective):
         rec = trace.layer(layer)
         expected = (rec.weight_grad if kind == "weight" else rec.bias_grad)[index]
     assert result.autograd == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
-
-
-def test_sgd_step_matches_autograd_update():
-    model = small_cnn()
-    x = torch.randn(1, 2, 9, 9)
-    lr = 0.3
-    step = sgd_step(model.double(), x.double(), 1, lr)
-    net = copy.deepcopy(model).double()
-    loss = F.cross_entropy(net(x.double()), torch.tensor([1]))
-    grads = torch.autograd.grad(loss, list(net.parameters()))
-    assert step.loss_before == pytest.approx(float(loss), rel=1e-12)
-    with torch.no_grad():
-        for (name, p), g in zip(net.named_parameters(), grads, strict=True):
-            assert_close(t(step.update(name).delta), -lr * g)
-            p.sub_(lr * g)
-        after = F.cross_entropy(net(x.double()), torch.tensor([1]))
-    assert step.loss_after == pytest.approx(float(after), rel=1e-12)
-    assert step.loss_after < step.loss_before
-    assert not step.diverged
-
-
-def test_sgd_step_reports_divergence():
-    model = small_cnn()
-    step = sgd_step(model, torch.randn(1, 2, 9, 9), 0, lr=1e38)
-    assert step.diverged
 
 
 def test_trace_arrays_are_read_only_views_so_a_page_cannot_change_the_weights():

@@ -128,7 +128,7 @@ def _data_or_skip(name):
 @pytest.mark.parametrize(("name", "stage"), SHIPPED)
 def test_shipped_lists_match_what_the_models_predict(name, stage):
     """The listed images, run through the explorer's own path (test sample -> preprocess -> model)."""
-    from cnnviz.engine.capture import predict
+    from cnnviz.engine.capture import capture
     from cnnviz.engine.pictures import preprocess
 
     ds = _data_or_skip(name)
@@ -138,7 +138,7 @@ def test_shipped_lists_match_what_the_models_predict(name, stage):
     listed += [(m.index, m.true, m.pred, m.confidence) for m in ex.mistakes[:40]]
     for index, true, pred, p in listed:
         image, label = ds[index]
-        probs = predict(model, preprocess(image, card, dataset_sample=True))
+        probs = capture(model, preprocess(image, card, dataset_sample=True)).probs
         assert label == true, index
         assert int(np.argmax(probs)) == pred, index
         assert float(probs[pred]) == pytest.approx(p, abs=1e-4), index

@@ -486,8 +486,8 @@ def session_model() -> tuple[nn.Module, ModelCard] | None:
     """ "Your model": the network this session trained on the "Train a CNN" page, as (model, card), or None.
 
     The model is in eval mode and never changes again (the next training builds a new one); treat it like a shared
-    model (capture, learn_step and the attributions all work on it). Its card's ``name`` is the dataset it was trained on
-    ("mnist" or "cifar10"), so ``pictures.preprocess`` and the dataset pickers work with it unchanged.
+    model (capture, learn_step and the attributions all work on it). Its card's ``name`` is the dataset it was
+    trained on ("mnist" or "cifar10"), so ``pictures.preprocess`` and the dataset pickers work with it unchanged.
     """
     job = training_job()
     if job is not None and job.result() is not None:

@@ -10,6 +10,7 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.datasets import dataset, dataset_available
 from cnnviz.engine.pictures import EmptyImage, canvas_picture, preprocess
+from cnnviz.numbers import fmt, fmt_close_to_one
 
 
 class Oracle:
@@ -40,7 +41,7 @@ class Oracle:
         trace = capture(model, x, target=first.pred if label is None else label, objective="loss")
         verdict = "" if label is None else " (correct)" if first.pred == label else f" (true: {card.classes[label]})"
         line = f"Prediction: {card.classes[first.pred]} ({float(first.probs[first.pred]):.1%}){verdict}"
-        return line, f"-log {float(trace.probs[trace.target]):.4g} = {trace.loss:.4g}"
+        return line, f"-log {fmt_close_to_one(float(trace.probs[trace.target]))} = {fmt(trace.loss, 4)}"
 
 
 @cache

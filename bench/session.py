@@ -79,12 +79,9 @@ class ProtocolSession:
         else:
             await (self.new_sample() if r < 0.65 else self.slide() if r < 0.9 else self.visit())
 
-    def shown(self, part: str) -> list[str]:
-        return [t for t in self.client.texts() if part in t]
-
     def check(self, what: str, with_loss: bool = False) -> None:
         """The prediction (and, with the slider on 'loss', the loss) against the same input run alone."""
-        lines = [t.removeprefix("### ").strip() for t in self.shown("Prediction:")]
+        lines = [t.removeprefix("### ").strip() for t in self.client.texts() if "Prediction:" in t]
         if self.expected is None:
             if lines:
                 self.problem("mismatch", f"{what}: a prediction {lines[0]!r} for an empty canvas")
@@ -93,7 +90,8 @@ class ProtocolSession:
         if lines != [self.expected[0]]:
             self.problem("mismatch", f"{what}: page {lines}, alone {self.expected[0]!r}")
         if with_loss and self.current("backprop") == "loss":
-            texts, self.tally.checks = self.shown("L = -log p[target]"), self.tally.checks + 1
+            self.tally.checks += 1
+            texts = [t for t in self.client.texts() if "L = -log p[target]" in t]
             if not texts or self.expected[1] not in texts[0].replace("**", ""):
                 self.problem("mismatch", f"{what}: loss {texts[:1]}, alone {self.expected[1]!r}")
 
@@ -103,37 +101,35 @@ class ProtocolSession:
             _, el, sent = self.client.widget(key)
         except ProtocolError:
             return None
-        kind = el.WhichOneof("type")
+        kind, one = el.WhichOneof("type"), el.WhichOneof("type") in ("radio", "selectbox")
         if sent is not None:
-            return sent.string_value if kind == "radio" else sent.string_array_value.data[0]
-        if kind == "radio":
-            return el.radio.options[el.radio.default]
+            return sent.string_value if one else sent.string_array_value.data[0]
+        if one:
+            return getattr(el, kind).options[getattr(el, kind).default]
         if kind == "slider":
             return el.slider.options[int(el.slider.default[0])]
         return el.button_group.options[el.button_group.default[0]].content if el.button_group.default else None
 
+    async def choose(self, kind: str, key: str, start: str) -> None:
+        """Pick the option of widget ``key`` (radio, selectbox, segmented control) that begins with ``start``."""
+        el = self.client.widget(key)[1]
+        w = getattr(el, el.WhichOneof("type"))
+        label = next(o if isinstance(o, str) else o.content for o in w.options
+                     if (o if isinstance(o, str) else o.content).startswith(start))
+        value = {"string_value": label} if isinstance(w.options[0], str) else {"string_array_value": {"data": [label]}}
+        if self.current(key) != label:
+            await self.act(kind, lambda: self.client.interact(key, **value))
+            await self.expect_sample(kind)
+
     async def expect_sample(self, what: str) -> None:
-        """The test sample the page names in its caption: its numbers become ``expected`` and are checked."""
-        self.expected = None
-        if self.current(f"source_{self.model}") == "Test sample":
-            found = re.search(r"test image #(\d+)", " ".join(self.shown("test image #")))
-            if not found:
-                return self.problem("missing", f"{what}: no sample caption")
-            self.expected = await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
-            self.check(f"{what} #{found.group(1)}")
+        """The test image a caption names, if any: its numbers become ``expected`` (else none), and are checked."""
+        found = re.search(r"test image #(\d+)", " ".join(self.client.texts()))
+        self.expected = found and await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
+        self.check(f"{what} {found.group(0) if found else ''}")
 
     async def ensure_source(self, source: str) -> None:
-        label = next(o for o in self.client.widget("model_name")[1].radio.options
-                     if o.startswith(MODEL_PREFIX[self.model]))
-        if self.current("model_name") != label:
-            await self.act("model", lambda: self.client.interact("model_name", string_value=label))
-            await self.expect_sample("model")
-        if self.current(f"source_{self.model}") != source:
-            await self.act("source", lambda: self.client.interact(f"source_{self.model}",
-                                                                  string_array_value={"data": [source]}))
-            await self.expect_sample("source")
-            if source == "Draw":
-                self.check("source draw")  # a fresh canvas: no prediction
+        await self.choose("model", "model_name", MODEL_PREFIX[self.model])
+        await self.choose("source", f"source_{self.model}", source)
 
     async def draw(self, name: str | None) -> None:
         """One stroke on a fresh canvas (``name`` None: the canvas cleared)."""
@@ -142,7 +138,9 @@ class ProtocolSession:
         value = json.dumps(canvas_value(png))
         await self.act("draw" if name else "clear", lambda: self.client.interact("canvas", json_value=value))
         self.expected = await asyncio.to_thread(self.oracle.drawing, png)
-        self.check(f"draw {name or 'nothing'}")
+        if self.expected is None:  # nothing drawn: no prediction, or the test image the page shows instead
+            return await self.expect_sample("clear")
+        self.check(f"draw {name}")
 
     async def new_sample(self) -> None:
         if not self.can_sample:
@@ -152,6 +150,8 @@ class ProtocolSession:
         await self.expect_sample("new sample")
 
     async def slide(self) -> None:
+        if self.current("backprop") is None:  # the backward pass is a view of its own
+            await self.choose("view", "view", "Backward")
         options = list(self.client.widget("backprop")[1].slider.options)
         at, last = options.index(self.current("backprop")), len(options) - 1
         to = options[self.rng.choice(sorted({0, last, max(0, at - 1), min(last, at + 1)} - {at}))]

@@ -262,3 +262,22 @@ def test_shipped_model_accuracy_on_the_test_set_matches_its_card():
     assert preds.accuracy == pytest.approx(card.test_accuracy, abs=0.05)
     draw = ds.draw_and_classify(model, card, images, labels, "one of each", 0)
     assert draw.predicted.tolist() == preds.predicted[draw.indices].tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One sampler for a single draw and for many trials
+
+
+@pytest.mark.parametrize("mode", ds.MODES)
+def test_draws_and_trials_use_the_one_sampler(mode):
+    labels = np.arange(120) % 10
+    predicted = np.where(labels == 7, 1, labels)
+    idx = ds.sample_indices(labels, mode, np.random.default_rng(3), trials=50)  # (50, 10)
+    assert idx.shape == (50, 10)
+    assert all(len(set(row)) == 10 for row in idx.tolist())  # never the same image twice in a draw
+    if mode == "one of each":
+        assert (labels[idx] == np.arange(10)).all()
+    stats = ds.run_trials(ds.TestPredictions(predicted, labels), 50, mode, 3)
+    assert stats.differences.tolist() == (predicted[idx].sum(1) - labels[idx].sum(1)).tolist()
+    one = ds.sample_indices(labels, mode, np.random.default_rng(3))  # (1, 10): the page's ten digits
+    assert ds.draw_indices(labels, mode, 3).tolist() == one[0].tolist()

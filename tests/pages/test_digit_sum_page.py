@@ -1,12 +1,13 @@
-"""The convolution & pooling lab and the digit-sum challenge as a learner uses them: AppTest and a real browser.
+"""The digit-sum challenge as a learner uses it: AppTest and a real browser.
 
-Expected numbers are recomputed here with PyTorch (or taken from the issue's examples), never copied from the app.
+Expected numbers are recomputed here with PyTorch from the same fake test set and random model, never copied from
+the app.
 """
 
 from __future__ import annotations
 
 import base64
-import io
+import json
 import struct
 from pathlib import Path
 
@@ -16,19 +17,14 @@ import torch
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
+from bench.protocol import canvas_value
 from cnnviz.engine import digit_sum as ds
 from cnnviz.engine.checkpoints import load_path, save
 from cnnviz.engine.models import build_model, new_card
 from cnnviz.engine.pictures import normalize, preprocess
 from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
 
-LAB = "app_pages/conv_lab.py"
 DIGIT_SUM = "app_pages/digit_sum.py"
-DT = torch.float64
-
-
-def t4(rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=DT)[None, None]
 
 
 def run_page(path: str, timeout: float = 120) -> AppTest:
@@ -38,40 +34,17 @@ def run_page(path: str, timeout: float = 120) -> AppTest:
     return at
 
 
-def texts(at: AppTest) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+def open_link(**query: str) -> AppTest:
+    """The page opened from a link with this query string."""
+    at = AppTest.from_file(str(ROOT / DIGIT_SUM), default_timeout=120)
+    at.query_params.update(query)
+    return rerun(at)
 
 
 def rerun(at: AppTest) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Convolution & pooling lab
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,13 +146,6 @@ def test_digit_sum_trials(fake_world):
     assert "ds_run" not in [b.key for b in at.button]  # the run button goes once the trials have run
 
 
-def canvas_value(img: Image.Image) -> dict:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url}, "backgroundFit": None}
-
-
 def drawn_one(size: int = 140) -> Image.Image:
     img = Image.new("RGBA", (size, size), (0, 0, 0, 255))
     ImageDraw.Draw(img).line([(size // 2, 20), (size // 2, size - 20)], fill=(255, 255, 255, 255), width=10)
@@ -219,6 +185,76 @@ def test_digit_sum_without_data_or_checkpoint(tmp_path, monkeypatch):
     assert any("cannot be loaded" in e.value for e in at.error)
 
 
+def test_digit_sum_without_data_says_so_once(fake_world, tmp_path, monkeypatch):
+    """Issue 15: the no-data message said "set CNNVIZ_DATA_DIR" twice in one box."""
+    monkeypatch.setenv("CNNVIZ_DATA_DIR", str(tmp_path / "no-data-here"))
+    at = run_page(DIGIT_SUM)
+    info = " ".join(i.value for i in at.info).lower()
+    assert info.count("cnnviz_data_dir") == 1 and info.count("is not in") == 1, info
+
+
+def test_digit_sum_link_opens_that_set_and_the_url_follows(fake_world):
+    model, card, images, labels, _, _ = fake_world
+    at = open_link(seed="5", mode="random")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.number_input(key="ds_seed").value == 5 and at.radio(key="ds_mode").value == "random"
+    idx = ds.draw_indices(labels, "random", 5)
+    m = metrics(at)
+    assert m["True sum"] == str(int(labels[idx].sum()))
+    assert m["Predicted sum"] == str(predicted_sum(model, card, images, idx))
+    assert any(f"test #{idx[0]}" in c.value for c in at.caption)
+    at.button(key="ds_new").click()
+    rerun(at)
+    assert at.query_params["seed"] == "6" and at.query_params["mode"] == "random"
+    at.radio(key="ds_mode").set_value("one of each")
+    rerun(at)
+    assert at.query_params["mode"] == "one-of-each"
+    assert [c.value for c in at.code if "seed=6" in c.value], "the link button holds this view's address"
+
+
+@pytest.mark.parametrize("query,why", [
+    ({"seed": "-3"}, "0 to 1,000,000"), ({"seed": "abc"}, "whole number"), ({"seed": "9" * 40}, "0 to 1,000,000"),
+    ({"seed": "1.5"}, "whole number"), ({"mode": "all"}, "one-of-each or random"),
+])
+def test_digit_sum_bad_link_values_give_a_message_and_the_default(fake_world, query, why):
+    model, card, images, labels, _, _ = fake_world
+    at = open_link(**query)
+    warnings = " ".join(w.value for w in at.warning)
+    assert why in warnings and "default" in warnings, warnings
+    assert at.number_input(key="ds_seed").value == 0 and at.radio(key="ds_mode").value == "one of each"
+    idx = ds.draw_indices(labels, "one of each", 0)
+    assert metrics(at)["Predicted sum"] == str(predicted_sum(model, card, images, idx))
+
+
+def plotly_values(data) -> list[float]:
+    if isinstance(data, dict):  # numpy data: {"dtype": "i8", "bdata": base64}
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return list(data)
+
+
+def test_digit_sum_histogram_shows_every_difference_on_a_log_axis(fake_world):
+    """Issue 15: on a linear axis the bars beside the one at 0 were invisible; now the count axis is logarithmic
+    and every difference that happened has a labelled bar, its count equal to the trials' own count."""
+    model, card, images, labels, _, _ = fake_world
+    at = run_page(DIGIT_SUM)
+    at.radio(key="ds_trials_mode").set_value("random")  # a random model answers one class: one of each gives one bar
+    at.button(key="ds_run").click()
+    rerun(at)
+    chart = next(c for c in at.get("plotly_chart") if "difference" in c.proto.spec)
+    figure = json.loads(chart.proto.spec)
+    assert figure["layout"]["yaxis"]["type"] == "log"
+    assert figure["layout"]["yaxis"]["range"][0] < 0, "a bar of 1 trial must rise above the axis"
+    bar = figure["data"][0]
+    with torch.no_grad():
+        predicted = model(normalize(images, card)).argmax(1).numpy()
+    stats = ds.run_trials(ds.TestPredictions(predicted, labels), 1000, "random", 0)
+    values, counts = stats.histogram
+    assert plotly_values(bar["x"]) == values[counts > 0].tolist()
+    assert plotly_values(bar["y"]) == counts[counts > 0].tolist()
+    assert [int(t) for t in plotly_values(bar["text"])] == counts[counts > 0].tolist()
+    assert len(values[counts > 0]) >= 3, "this fake world should give several differences"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A real browser
 
@@ -227,52 +263,52 @@ def no_exception(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
 
 
-def slider(page, key: str):
-    """The keyboard-operable thumb of a keyed st.slider (a visually hidden range input)."""
-    thumb = page.locator(f".st-key-{key} input[type='range']")
-    thumb.wait_for(state="attached")
-    return thumb
-
-
-def open_app_page(page, url: str, path: str) -> None:
-    open_page(page, url)  # the app's root first: a cold deep link can skip st.navigation
-    open_page(page, f"{url}/{path}")
-
-
 
 
 @pytest.fixture(scope="module")
-def digit_sum_server(tmp_path_factory):
+def digit_sum_world(tmp_path_factory):
+    """A fresh server on a fake MNIST and a random model: (its url, the fake labels, the model, its card)."""
     from tests.conftest import require_browser
 
     require_browser()
     root = tmp_path_factory.mktemp("digit_sum_world")
-    write_fake_mnist(root / "data")
+    images, labels = write_fake_mnist(root / "data")
     torch.manual_seed(0)
     model = build_model("mnist")
     save(model, new_card("mnist", model), root / "ckpt" / "mnist.safetensors")
+    loaded, card = load_path(root / "ckpt" / "mnist.safetensors")
     server = start_server(env={"CNNVIZ_DATA_DIR": str(root / "data"), "CNNVIZ_CHECKPOINT_DIR": str(root / "ckpt")})
     try:
-        yield server.url
+        yield server.url, torch.from_numpy(images)[:, None], labels, loaded, card
     finally:
         stop_server(server)
 
 
+def metric_value(page, label: str) -> str:
+    metric = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return metric.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_browser_digit_sum(page, digit_sum_server, tmp_path):
+def test_browser_digit_sum(page, digit_sum_world, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    open_app_page(page, digit_sum_server, "digit_sum")
-    main = "[data-testid='stMainBlockContainer']"
-    assert "True sum" in page.inner_text(main)
+    url, images, labels, model, card = digit_sum_world
+    open_page(page, f"{url}/digit_sum?seed=5&mode=random")  # a link, the first page this server serves
+    assert page.locator(".st-key-ds_seed input").input_value() == "5"
+    idx = ds.draw_indices(labels, "random", 5)
+    assert metric_value(page, "True sum") == str(int(labels[idx].sum()))
+    assert metric_value(page, "Predicted sum") == str(predicted_sum(model, card, images, idx))
     page.get_by_role("button", name="Draw a new set").click()
     wait_for_idle(page)
-    assert page.locator(".st-key-ds_seed input").input_value() == "1"
+    assert page.locator(".st-key-ds_seed input").input_value() == "6"
+    assert "seed=6" in page.url and "mode=random" in page.url
     page.get_by_role("tab", name="Many trials").click()
     page.get_by_role("button", name="Run 1,000 trials").click()
-    wait_for_idle(page)
+    wait_for_idle(page, timeout=120_000)
     page.wait_for_selector(".st-key-ds_hist")
+    main = "[data-testid='stMainBlockContainer']"
     assert "Sums agree, a digit wrong" in page.inner_text(main)
     no_exception(page)
     page.get_by_role("tab", name="Draw your own ten").click()
@@ -287,7 +323,7 @@ def test_browser_digit_sum(page, digit_sum_server, tmp_path):
             page.mouse.move(box["x"] + 70, box["y"] + 20 + 5 * i, steps=2)
         page.mouse.up()
         try:
-            page.wait_for_selector("text=Not drawn yet: 0, 2, 3, 4, 5, 6, 7, 8, 9", timeout=10_000)
+            page.wait_for_selector("text=Not drawn yet: 0, 2, 3, 4, 5, 6, 7, 8, 9", timeout=20_000)
             break
         except PlaywrightTimeout:  # draw again
             if attempt == 2:
@@ -295,4 +331,21 @@ def test_browser_digit_sum(page, digit_sum_server, tmp_path):
                 raise
     wait_for_idle(page)
     no_exception(page)
+    widths = page.evaluate("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                           ".filter(i => i.offsetParent).map(i => i.getBoundingClientRect().width)")
+    assert widths and max(widths) <= 84, f"one drawn digit is shown {widths} px wide (issue 15: about 1040)"
     page.screenshot(path=str(tmp_path / "digit_sum.png"))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_digit_sum_bad_link(page, digit_sum_world):
+    url, images, labels, model, card = digit_sum_world
+    open_page(page, f"{url}/digit_sum?seed=abc&mode=all")
+    main = page.locator("[data-testid='stMainBlockContainer']")
+    main.get_by_text("The link's set number (seed) = 'abc' cannot be used").wait_for()
+    main.get_by_text("The link's which ten = 'all' cannot be used").wait_for()
+    assert page.locator(".st-key-ds_seed input").input_value() == "0"
+    idx = ds.draw_indices(labels, "one of each", 0)
+    assert metric_value(page, "Predicted sum") == str(predicted_sum(model, card, images, idx))
+    no_exception(page)

@@ -110,12 +110,18 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
     children.append(Child("haproxy", [haproxy, "-f", str(config), "-db"], folder / "haproxy.log", env))
     print(f"cnnviz.serve: {replicas or len(backends)} replicas behind HAProxy on {address}:{port}; config and logs in "
           f"{folder}", flush=True)
-    up = False
+    up, began = False, time.monotonic()
     try:
-        for child in children:
+        for child in children[:-1]:
             child.start()
         while not stopping:
-            for child in children:
+            # HAProxy starts once every replica answers (its servers start UP; before, a replica still starting
+            # would be marked down and its first learners sent elsewhere), or after 120 s whatever their state.
+            if not up and (all(healthy(f"http://{b}") for b in backends) or time.monotonic() - began > 120):
+                up = True
+                children[-1].start()
+                print(f"cnnviz.serve: all {len(backends)} replicas up; open http://{address}:{port}", flush=True)
+            for child in children if up else children[:-1]:
                 code = child.exited()
                 if code is not None and not stopping:
                     child.quick_exits = child.quick_exits + 1 if time.monotonic() - child.started < 10 else 0
@@ -126,9 +132,6 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
                     print(f"{child.name} (pid {child.process.pid}) exited with {code}; starting it again "
                           f"(log: {child.log_path})", flush=True)
                     child.start()
-            if not up and all(healthy(f"http://{b}") for b in backends):
-                up = True
-                print(f"cnnviz.serve: all {len(backends)} replicas up; open http://{address}:{port}", flush=True)
             time.sleep(0.5)
     finally:
         print("cnnviz.serve: stopping HAProxy and the replicas", flush=True)

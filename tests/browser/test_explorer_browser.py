@@ -94,13 +94,28 @@ def test_play_walks_the_backprop_slider_to_the_pixels(page, app_url, tmp_path):
     no_exception(page)
 
 
-def test_a_link_restores_the_view_on_a_new_browser(page, app_url):
-    open_page(page, f"{app_url}/explorer?model=mnist&sample=42&view=backward&layer=block2.conv1&target=3")
-    page.wait_for_selector(".st-key-backprop", timeout=60_000)
-    wait_for_idle(page, 60_000)
-    assert "test image #42" in page.inner_text("body")
-    assert "block2.conv1: convolution" in page.inner_text("body")
-    no_exception(page)
+def test_links_open_that_view_on_a_freshly_started_server(page):
+    """The first request a new server gets is a link: it must open that sample, view, layer and target; a bad
+    value gets a message and the default."""
+    from bench.server import start_server, stop_server
+
+    server = start_server()
+    try:
+        open_page(page, f"{server.url}/explorer?model=mnist&sample=42&view=backward&layer=block2.conv1&target=3")
+        page.wait_for_selector(".st-key-backprop", timeout=60_000)
+        wait_for_idle(page, 60_000)
+        body = page.inner_text("body")
+        assert "test image #42" in body and "block2.conv1: convolution" in body
+        assert page.locator(".st-key-target input").input_value() == "3"
+        no_exception(page)
+        open_page(page, f"{server.url}/explorer?view=sideways&layer=nowhere&sample=-5")
+        page.wait_for_selector(".st-key-prediction h3", timeout=60_000)
+        wait_for_idle(page, 60_000)
+        body = page.inner_text("body")
+        assert "cannot be used" in body and "Forward pass" in body
+        no_exception(page)
+    finally:
+        stop_server(server)
 
 
 def test_mistakes_pick_and_attribution_overlay(page, app_url, tmp_path):

@@ -714,7 +714,7 @@ def choose(page, model: str, source: str) -> None:
     Streamlit disables every widget while its websocket is reconnecting, which a loaded 2-core machine can make
     last longer than Playwright's default 30 s: controls get up to 2 minutes."""
     if model != "mnist":
-        page.locator(".st-key-model_name [data-baseweb='select']").click(timeout=120_000)
+        page.locator(".st-key-model_name input").click(timeout=120_000)
         page.get_by_role("option", name="CIFAR-10 photos").click(timeout=120_000)
         page.wait_for_selector(f".st-key-source_{model}", timeout=120_000)
     page.locator(f".st-key-source_{model} label", has_text=source).first.click(timeout=120_000)

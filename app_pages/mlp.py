@@ -152,7 +152,10 @@ def step_view(history: mlp.MLPHistory) -> None:
                                                       height=260, font_px=ui.text_px()),
                     width="stretch", key=f"mlp_loss_curve::{p.key}")
 
-    st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="content")  # never enlarged past 4/3
+    with st.container(key="mlp_diagram"):
+        # Streamlit's own CSS sets diagram text to 9.6 px, over the DOT's font size: set it back to the DOT's
+        st.html(f"<style>.st-key-mlp_diagram svg text {{ font-size: {ui.text_px()}px !important; }}</style>")
+        st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="content")  # never enlarged
     if p.key == "relu":
         st.caption("Green: values of the forward pass. Red: gradients dL/d(node) of the backward pass. Edges carry "
                    "the weight and dL/d(weight); for the shared w1, each edge shows its path's share of it.")

@@ -314,7 +314,7 @@ def test_property_random_links_show_torchs_numbers_on_the_page():
 DIAGRAM_TEXT_PX = """() => Math.min(...[...document.querySelectorAll('[data-testid=stGraphVizChart] svg')]
   .flatMap(svg => {
     const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
-    return [...svg.querySelectorAll('text')].map(t => parseFloat(t.getAttribute('font-size')) * scale);
+    return [...svg.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale);
 }))"""
 
 

@@ -155,7 +155,7 @@ def test_browser_build_train_pause_resume(browser):
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
-        open_page(page, f"{server.url}/train")
+        open_page(page, f"{server.url}/train", timeout=180_000)
         page.get_by_text("Total:").first.wait_for()
         preset = page.locator(".st-key-train_preset")
         preset.click()

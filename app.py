@@ -62,6 +62,10 @@ def run() -> None:
     current = st.navigation(navigation)
     st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.2rem;}</style>")  # room above the fold
     ui.projector_toggle()
+    if st.context.cookies.get("CNNVIZ_MOVED") and not st.session_state.get("_cnnviz_moved_told"):
+        st.session_state["_cnnviz_moved_told"] = True  # HAProxy's cookie: this browser's server stopped (see deploy/)
+        st.toast("The server you were on stopped, so you are now on another one. Pick your input again if it "
+                 "is gone; everything else works as before.", icon=":material/sync:")
     current.run()
 
 

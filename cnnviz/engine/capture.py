@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnviz.engine.trace import GradientCheck, LayerRecord, Trace
+from cnnviz.engine.trace import GradientCheck, LayerRecord, LazyRecords, Trace
 
 OBJECTIVES = ("loss", "logit")
 _KINDS: tuple[tuple[type, str], ...] = (
@@ -273,26 +273,31 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
         g = grad_of.get(id(t))
         return torch.zeros_like(t) if g is None else g
 
-    layers = []
     seen_calls: dict[str, int] = {}
+    plan = []  # what each record needs, gathered now (cheap); the numpy records are built when first read
     for index, (name, module, inp, out, indices) in enumerate(calls):
         call = seen_calls.get(name, 0)
         seen_calls[name] = call + 1
         leaf = info[id(module)]
+        plan.append((index, name, call, leaf, inp, out, indices, leaf.extra()))
+
+    def build(i: int) -> LayerRecord:
+        index, name, call, leaf, inp, out, indices, extra = plan[i]
         weight, bias = leaf.weight, leaf.bias
-        layers.append(LayerRecord(
+        return LayerRecord(
             name=name, kind=leaf.kind, index=index, call=call,
             input=view(inp), output=view(out), grad_output=view(grad(out)), grad_input=view(grad(inp)),
             weight=leaf.weight_view, bias=leaf.bias_view,
             weight_grad=_np(grad(weight), False) if weight is not None else None,
             bias_grad=_np(grad(bias), False) if bias is not None else None,
-            hparams=dict(leaf.hparams), pool_indices=_np(indices), extra=leaf.extra(),
-        ))
+            hparams=dict(leaf.hparams), pool_indices=_np(indices), extra=extra,
+        )
+
     probs = torch.softmax(logits.detach(), dim=1)
     return Trace(
         logits=_np(logits), probs=_np(probs), pred=pred, target=tgt, objective=objective,
         loss=float(loss.detach()), objective_value=float(obj.detach()),
-        input=view(x_in), input_grad=view(grad_of[id(x_in)]), layers=tuple(layers),
+        input=view(x_in), input_grad=view(grad_of[id(x_in)]), layers=LazyRecords(len(plan), build),
     )
 
 

@@ -71,6 +71,15 @@ FRESH_PREDICTION = """() => {
 }"""
 
 
+# One backprop step is shown: the slider's label changed, no element is stale, and the app is idle.
+STEP_SHOWN = """before => {
+    const slider = document.querySelector('.st-key-backprop');
+    const app = document.querySelector("[data-testid='stApp']");
+    return slider && slider.innerText !== before && app.getAttribute('data-test-script-state') === 'notRunning'
+        && document.querySelectorAll('[data-stale="true"]').length === 0;
+}"""
+
+
 def browser(n: int) -> tuple[list[float], list[float], list[float]]:
     from playwright.sync_api import sync_playwright
 
@@ -114,10 +123,10 @@ def browser(n: int) -> tuple[list[float], list[float], list[float]]:
             page.wait_for_selector(IDLE, timeout=60_000)
             steps: list[float] = []
             for _ in range(min(n, 25)):
+                before = page.locator(".st-key-backprop").first.inner_text()
                 start = time.perf_counter()
                 page.locator(".st-key-backprop__next button").first.click()
-                page.wait_for_selector("[data-testid='stApp'][data-test-script-state='running']", timeout=5_000)
-                page.wait_for_selector(IDLE, timeout=60_000)
+                page.wait_for_function(STEP_SHOWN, arg=before, timeout=60_000, polling=20)
                 steps.append((time.perf_counter() - start) * 1000)
             b.close()
     finally:

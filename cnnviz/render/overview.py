@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cnnviz.numbers import fmt
-from cnnviz.render.network import colorize
+from cnnviz.render.network import _DIVERGING, _VIRIDIS, _interpolate
 
 MAX_ROWS = 8  # tiles per column of a layer before another column of tiles is added
 
@@ -63,25 +63,40 @@ def _grid(c: int) -> tuple[int, int]:
     return cols, math.ceil(c / cols)
 
 
-def tiles_png(maps: np.ndarray, scale: Scale) -> tuple[bytes, int, int]:
-    """Every channel of (C, H, W) as one PNG at native resolution, 1 px white gaps, channels row by row.
+_LEVELS = 255  # palette entries per scale; entry 255 is the white gap between tiles
 
-    Returns (PNG bytes, tiles per row, rows)."""
+
+def _palette(signed: bool) -> list[int]:
+    table = _DIVERGING if signed else _VIRIDIS
+    colours = _interpolate(np.linspace(0.0, 1.0, _LEVELS), table)  # (255, 3) uint8
+    return [*colours.reshape(-1).tolist(), 255, 255, 255]
+
+
+_PALETTES = {True: _palette(True), False: _palette(False)}
+
+
+def tiles_png(maps: np.ndarray, scale: Scale) -> tuple[bytes, int, int]:
+    """Every channel of (C, H, W) as one palette PNG at native resolution, 1 px white gaps, channels row by row.
+
+    A palette image (one byte per pixel, 255 colour levels) is about a third of the size of an RGB one and
+    quicker to encode; the page sends one per layer. Returns (PNG bytes, tiles per row, rows)."""
     maps = np.nan_to_num(np.asarray(maps, dtype=np.float64))
     c, h, w = maps.shape
     cols, rows = _grid(c)
-    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, 3), 255, dtype=np.uint8)
-    flat = maps.reshape(c * h, w)
     if scale.signed:
-        colored = colorize(flat, True, max(abs(scale.low), abs(scale.high)) or 1.0)
+        vmax = max(abs(scale.low), abs(scale.high)) or 1.0
+        level = 0.5 + 0.5 * maps / vmax
     else:
-        colored = colorize(np.concatenate([flat, np.full((1, w), scale.low)]), False, scale.high)[:-1]
-    colored = colored.reshape(c, h, w, 3)
+        level = (maps - scale.low) / ((scale.high - scale.low) or 1.0)
+    index = np.rint(np.clip(level, 0.0, 1.0) * (_LEVELS - 1)).astype(np.uint8)  # (C, H, W)
+    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), _LEVELS, dtype=np.uint8)
     for k in range(c):
         r, q = divmod(k, cols)
-        canvas[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = colored[k]
+        canvas[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = index[k]
+    image = Image.fromarray(canvas, mode="P")
+    image.putpalette(_PALETTES[scale.signed])
     buf = io.BytesIO()
-    Image.fromarray(canvas).save(buf, format="PNG", optimize=False, compress_level=1)
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue(), cols, rows
 
 

@@ -148,6 +148,13 @@ def backward_rule(rec: LayerRecord, cell: tuple[int, ...]) -> Rule:
         value = float(g.reshape(x.shape)[cell])
         formula = "dL/dx = dL/dy (identity in eval mode)" if kind == "dropout" else "dL/dx = dL/dy, reshaped"
         return Rule(kind, formula, f"dL/dx = {_fmt(value)}", value, recorded)
+    if kind in ("sigmoid", "tanh"):  # the Train a CNN page's activations: the local slope from the output y
+        y, up = float(rec.output[cell]), float(g[cell])
+        slope = y * (1.0 - y) if kind == "sigmoid" else 1.0 - y * y
+        text = f"y (1 - y) = {_fmt(y)} x (1 - {_fmt(y)})" if kind == "sigmoid" else f"1 - y^2 = 1 - {_fmt(y)}^2"
+        formula = "dL/dx = dL/dy * y (1 - y)" if kind == "sigmoid" else "dL/dx = dL/dy * (1 - y^2)"
+        return Rule(kind, formula, f"slope {text} = {_fmt(slope)}; dL/dx = {_fmt(up)} x {_fmt(slope)} = "
+                    f"{_fmt(up * slope)}", up * slope, recorded, [("slope", up, slope)])
     if kind not in _RULES:
         raise ValueError(f"no hand-written rule for a {kind} layer")
     return _RULES[kind](rec, cell, recorded)

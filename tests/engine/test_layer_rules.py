@@ -120,3 +120,14 @@ def test_architecture_receptive_fields():
     assert rows["head.conv3x3"].receptive_field == 24
     assert sum(r.params for r in rows.values()) == sum(p.numel() for p in model.parameters())
     assert rows["head.flatten"].output_shape == (10,)
+
+
+@pytest.mark.parametrize("activation", [torch.nn.Sigmoid, torch.nn.Tanh])
+def test_sigmoid_and_tanh_rules_equal_autograd(activation):
+    """The Train a CNN page's activations: dL/dx = dL/dy * local slope, written from the recorded output."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), activation(), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    trace = capture(net.double(), torch.randn(1, 1, 4, 4, dtype=torch.float64))
+    rec = trace.layers[1]
+    for cell in [(0, 0, 0), (1, 1, 1), (0, 1, 0)]:
+        rule = backward_rule(rec, cell)
+        torch.testing.assert_close(torch.tensor(rule.value), torch.tensor(float(rec.grad_input[cell])))

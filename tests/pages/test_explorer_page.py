@@ -289,3 +289,36 @@ def test_missing_checkpoint_explains_how_to_train(tmp_path, monkeypatch):
     assert not at.exception
     assert any("checkpoint file is missing" in e.value for e in at.error)
     assert any("python -m cnnviz.train mnist" in i.value for i in at.info)
+
+
+def test_your_model_from_an_uploaded_pair_runs_every_view_and_backprop_position():
+    """A network built from blocks (sigmoid, no batch norm) explored as "Your model": every view and every slider
+    position renders, and the printed rule at each layer equals autograd's number."""
+    from cnnviz.engine.builder import PRESETS, CustomNet
+    from cnnviz.engine.checkpoints import load_uploaded_pair, to_bytes
+    from cnnviz.engine.models import new_card
+
+    torch_model = CustomNet(PRESETS["Deep plain sigmoid (no batch norm)"]).eval()
+    card = new_card("mnist", load_model("mnist")[0])
+    card.param_count = sum(p.numel() for p in torch_model.parameters())
+    model, card = load_uploaded_pair(*to_bytes(torch_model, card))
+    at = explorer_with(drawing("one"))
+    at.session_state["_uploaded_model"] = (model, card)
+    at.run()
+    at.selectbox(key="model_name").set_value("yours").run()
+    assert not at.exception, [e.value for e in at.exception]
+    x = preprocess(drawing("one"), card)
+    trace = capture(model, x)
+    shown = [t for t in texts(at) if t.startswith("### Prediction")]
+    assert shown == [f"### Prediction: {card.classes[trace.pred]} ({trace.probs[trace.pred]:.1%})"]
+    for view in ("architecture", "card", "learn", "forward"):
+        open_view(at, view)
+    open_view(at, "backward")
+    for s in range(len(trace.layers) + 2):
+        at.select_slider(key="backprop").set_value(s).run()
+        assert not at.exception, (s, [e.value for e in at.exception])
+        if 0 < s <= len(trace.layers):
+            rec = trace.layers[len(trace.layers) - s]
+            line = next(t for t in texts(at) if t.startswith("Autograd says"))
+            cell = tuple(int(v) for v in re.search(r"dL/dx\[([\d, ]+)\]", line).group(1).split(","))
+            assert line.endswith(f"**{fmt(float(rec.grad_input[cell]), 4)}**"), (rec.name, line)

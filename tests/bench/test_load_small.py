@@ -201,7 +201,7 @@ def test_a_deep_link_as_first_request_keeps_app_navigation_for_everyone(browser)
             sidebar_ok(page, f"student {student} opening /explorer")
             for target in ("graph", "explorer"):
                 page.locator(f"[data-testid='stSidebarNav'] a[href$='/{target}']").click()
-                page.wait_for_url(f"**/{target}")
+                page.wait_for_url(f"**/{target}**")  # pages write their state into the query string
                 sidebar_ok(page, f"student {student} clicking {target}")
     finally:
         for context in contexts:

@@ -240,7 +240,7 @@ def test_cifar_grad_cam_default_layer_is_not_degenerate():
     xs = xs[:24]
     old_zero = new_zero = fallback = 0
     for x in xs:
-        pred = int(capture_module.predict(model, x).argmax())
+        pred = int(capture_module.capture(model, x).pred)
         old_zero += grad_cam(model, x, pred, conv_layer_names(model)[-1]).all_zero
         new = grad_cam(model, x, pred)
         new_zero += new.all_zero

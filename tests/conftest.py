@@ -95,3 +95,19 @@ def open_page(page, url: str, timeout: float = 60_000) -> None:
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector(IDLE, timeout=timeout)
     page.wait_for_selector("[data-testid='stMainBlockContainer']", timeout=timeout)
+
+
+def choose_option(page, key: str, option: str, tries: int = 3) -> None:
+    """Pick ``option`` in the selectbox with key ``key``: open its list (clicking its input) and click the option,
+    again if a rerun closed the list before the option could be clicked (a loaded machine)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        page.locator(f".st-key-{key} input").first.click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")

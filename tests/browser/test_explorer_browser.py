@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.conftest import IDLE, open_page, wait_for_idle
+from tests.conftest import IDLE, choose_option, open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -83,8 +83,7 @@ def test_play_walks_the_backprop_slider_to_the_pixels(page, app_url, tmp_path):
     open_page(page, f"{app_url}/explorer?view=backward")
     page.wait_for_selector(".st-key-backprop__play", timeout=60_000)
     wait_for_idle(page, 60_000)
-    page.locator(".st-key-backprop__speed").click()
-    page.get_by_role("option", name="fast").click()
+    choose_option(page, "backprop__speed", "fast")
     wait_for_idle(page)
     page.locator(".st-key-backprop__play button").first.click()
     page.wait_for_function("() => document.body.innerText.includes('The input: dL/d(pixel)')", timeout=120_000)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server, wait_for_idle
+from tests.conftest import IDLE, ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.handwork.conv_oracle import (
     DT,
     matrices_after,
@@ -500,8 +500,7 @@ def test_browser_links_open_their_view_on_a_fresh_server(page, fresh_server):
 def test_browser_play_walks_the_chain_to_the_last_step_by_itself(page, fresh_server):
     open_page(page, f"{fresh_server}/conv_lab?section=chain")
     no_exception(page)
-    page.locator(".st-key-ch_step__speed").click()
-    page.get_by_role("option", name="fast").click()
+    choose_option(page, "ch_step__speed", "fast")
     wait_for_idle(page)
     page.locator(".st-key-ch_step__play button").click()
     deadline = time.monotonic() + 60

@@ -9,11 +9,12 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 import torch
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import graph
 from cnnviz.numbers import fmt
-from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
+from tests.conftest import ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.handwork.test_graph import backward_keeping, hostile_cases, torch_eval
 
 GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
@@ -308,8 +309,8 @@ def test_graph_link_on_a_fresh_server_shows_that_state_and_its_numbers(page, fre
     last = len(graph.build_graph(text, values).steps) - 1
     open_page(page, link(fresh_url, expr=text, w="1.5", x="-2", b="0.1", step=str(last)))
     wait_for_text(page, summary_from_torch(text, values, ("w", "x", "b")).replace("  ", " "))
-    assert page.get_by_label("Expression", exact=True).input_value() == text
-    assert page.get_by_label("w", exact=True).input_value() == "1.5"
+    expect(page.get_by_label("Expression", exact=True)).to_have_value(text, timeout=30_000)
+    expect(page.get_by_label("w", exact=True)).to_have_value("1.5", timeout=30_000)
     wait_for_text(page, f"(step {last} of {last})")
     assert_no_exception(page)
     assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
@@ -323,7 +324,7 @@ def test_graph_bad_link_on_a_fresh_server_gives_messages_and_the_default(page, f
     wait_for_text(page, "The link's value of x")
     wait_for_text(page, "The link's step")
     wait_for_text(page, "Forward pass: node 1 of 5")
-    assert page.get_by_label("Expression", exact=True).input_value() == graph.DEFAULT_EXPRESSION
+    expect(page.get_by_label("Expression", exact=True)).to_have_value(graph.DEFAULT_EXPRESSION, timeout=30_000)
     assert_no_exception(page)
 
 
@@ -334,8 +335,7 @@ def test_graph_play_reaches_the_last_step_by_itself_and_the_url_follows(page, fr
     last = len(graph.build_graph(text, values).steps) - 1
     open_page(page, link(fresh_url, expr=text, x="2", y="3", step="0"))
     wait_for_text(page, "Forward pass: node 1 of")
-    page.locator(".st-key-graph_step__speed").click()
-    page.get_by_role("option", name="fast").click()
+    choose_option(page, "graph_step__speed", "fast")
     wait_for_idle(page)
     page.locator(".st-key-graph_step__play button").click()
     page.wait_for_function("() => document.querySelector('.st-key-graph_step__play button').innerText"

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import mlp
 from cnnviz.numbers import fmt
-from tests.conftest import ROOT, open_page, require_browser, start_server, stop_server, wait_for_idle
+from tests.conftest import ROOT, choose_option, open_page, require_browser, start_server, stop_server, wait_for_idle
 from tests.handwork.test_mlp import (
     assert_drawing_numbers,
     assert_equation_lines,
@@ -376,8 +376,7 @@ def test_browser_bad_link_values_give_messages_and_the_worked_example(page, mlp_
 def test_browser_play_reaches_the_last_step_by_itself(page, mlp_url):
     open_page(page, f"{mlp_url}/mlp?net=relu&steps=4&step=0")
     shows(page, "Forward pass at step 0")
-    page.locator(".st-key-mlp_step_relu__speed").click()
-    page.get_by_role("option", name="fast").click()
+    choose_option(page, "mlp_step_relu__speed", "fast")
     wait_for_idle(page)
     page.get_by_role("button", name="Play").click()
     shows(page, "Forward pass at step 3", timeout=90_000)

@@ -65,14 +65,6 @@ def _flag(raw: str) -> bool:
     return raw == "1"
 
 
-def _one_of(options) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in options:
-            raise ui.BadLinkValue(f"choose one of {', '.join(options)}")
-        return raw
-    return parse
-
-
 def linked(param: str, key: str, default, parse: Callable[[str], object], what: str | None = None,
            to_link: Callable[[object], str] = str) -> None:
     """Before a widget is made: its value from the link (once), else the value it had, else ``default``; the
@@ -160,7 +152,7 @@ def upstream_gradient(shape: tuple[int, int], key: str, options: dict[str, tuple
     """Pick the upstream gradient from named choices (code -> (label, matrix)) or type it; a wrong shape gives a
     warning and None."""
     codes = [*options, "typed"]
-    linked("grad", f"{key}_choice", codes[0], _one_of(codes), f"upstream gradient {name}")
+    linked("grad", f"{key}_choice", codes[0], ui.one_of(codes), f"upstream gradient {name}")
     choice = st.radio(f"Upstream gradient {name}", codes, key=f"{key}_choice", horizontal=True,
                       format_func=lambda c: options[c][0] if c in options else "type your own")
     if choice != "typed":
@@ -386,7 +378,7 @@ def pooling_section() -> None:
     with c1:
         x = matrix_input("Input X", "pool_x", "x", "1 3 2 2\n4 9 1 0\n2 0 5 6\n1 7 3 3")
     with c2:
-        linked("mode", "pool_mode", "max", _one_of(["max", "avg"]), "pooling")
+        linked("mode", "pool_mode", "max", ui.one_of(["max", "avg"]), "pooling")
         mode = st.radio("Pooling", ["max", "avg"], key="pool_mode", horizontal=True,
                         format_func=lambda m: {"max": "max-pool", "avg": "average-pool"}[m])
         k = int_slider("Kernel (window size)", 1, 4, 2, "pool_k", "k")
@@ -481,7 +473,7 @@ def descent_section() -> None:
                 "walks down slowly; a larger one jumps over the bottom and back (oscillation); too large and every "
                 "jump lands higher than the last (divergence).")
     c1, c2, c3, c4 = st.columns(4)
-    linked("curve", "gd_curve", "parabola", _one_of(list(nets.CURVES)), "curve")
+    linked("curve", "gd_curve", "parabola", ui.one_of(list(nets.CURVES)), "curve")
     curve = c1.selectbox("Curve", list(nets.CURVES), key="gd_curve",
                          format_func=lambda n: f"{n}: {nets.CURVES[n].formula}")
     linked("a0", "gd_start", -2.0, _float_in(-3.0, 3.0), "start a₀", _float_link)
@@ -513,7 +505,7 @@ st.markdown(
     "(`1 2` / `3 4`), or as `[[1, 2], [3, 4]]`. "
     "Every matrix here is tested against PyTorch (`F.conv2d`, `F.max_pool2d`, `F.avg_pool2d` and autograd)."
 )
-ui.seed_from_url("section", "cl_section", lambda raw: SECTIONS[_one_of(list(SECTIONS))(raw)])
+ui.seed_from_url("section", "cl_section", lambda raw: SECTIONS[ui.one_of(list(SECTIONS))(raw)])
 st.session_state.setdefault("cl_section", SECTIONS["forward"])
 top = st.columns([6, 1.4], vertical_alignment="bottom")
 label = top[0].radio("Section", list(SECTIONS.values()), key="cl_section", horizontal=True,

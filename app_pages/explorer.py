@@ -21,14 +21,6 @@ STAGES = {"final": "fully trained", "epoch1": "after 1 epoch", "init": "random i
 OBJECTIVES = {"loss": "cross-entropy loss", "logit": "the class's logit"}
 
 
-def _choice(options):
-    def parse(text: str):
-        if text not in options:
-            raise ui.BadLinkValue(f"choose one of {', '.join(options)}")
-        return text
-    return parse
-
-
 st.title("Network explorer")
 st.caption("Draw or pick an input, see what every layer computes, then walk the gradient from the loss back to the "
            "pixels. Every number is PyTorch's own; the hand-worked ones are tested against it.")
@@ -40,13 +32,13 @@ top = st.columns([1, 1.3], gap="medium")
 with controls[0]:
     yours = ui.session_model()
     models = [m for m in MODELS if m != "yours" or yours is not None or st.session_state.get("_uploaded_model")]
-    ui.seed_from_url("model", "model_name", _choice(models), "model")
+    ui.seed_from_url("model", "model_name", ui.one_of(models), "model")
     name = st.selectbox("Model", models, format_func=MODELS.get, key="model_name")
 stages = [s for s in ("final", "epoch1", "init") if s in available_stages(name)] if name != "yours" else []
 stage = "final"
 with controls[1]:
     if len(stages) > 1:
-        ui.seed_from_url("weights", f"stage_{name}", _choice(stages), "weights")
+        ui.seed_from_url("weights", f"stage_{name}", ui.one_of(stages), "weights")
         stage = st.selectbox("Weights", stages, format_func=STAGES.get, key=f"stage_{name}",
                              help="Snapshots taken while the network learned: compare the same input's maps.")
     else:
@@ -133,7 +125,7 @@ if st.session_state.get("_target_for") != (name, key_x):
     st.session_state["target"] = default_target
 k = len(card.classes)
 ui.seed_from_url("target", "target", lambda t: ui.index_in(t, k, "class index"), "target")
-ui.seed_from_url("objective", "objective", _choice(list(OBJECTIVES)), "objective")
+ui.seed_from_url("objective", "objective", ui.one_of(list(OBJECTIVES)), "objective")
 with controls[2]:
     target = st.selectbox("Explain class (backward target)", range(k), format_func=lambda i: card.classes[i],
                           key="target")
@@ -159,12 +151,16 @@ first, trace = traces(name, stage, model, x, key_x, target, objective)
 ctx = Ctx(name, stage, model, card, x, key_x, picked.label, picked.description, first, trace)
 
 # ------------------------------------------------------------------------------------------------------- the view
-ui.seed_from_url("view", "view", _choice(list(VIEWS)), "view")
+ui.seed_from_url("view", "view", ui.one_of(list(VIEWS)), "view")
 view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="forward", key="view") or "forward"
 layer_names = [r.name for r in ctx.layers]
 if view == "forward":
-    ui.seed_from_url("layer", forward.STEP_KEY, lambda t: layer_names.index(t) if t in layer_names else
-                     ui.raise_bad(f"this model has no layer named {t!r}"), "layer")
+    def layer_index(text: str) -> int:
+        if text not in layer_names:
+            raise ui.BadLinkValue(f"this model has no layer named {text!r}")
+        return layer_names.index(text)
+
+    ui.seed_from_url("layer", forward.STEP_KEY, layer_index, "layer")
 elif view == "backward":
     ui.seed_from_url("layer", backward.STEP_KEY, lambda t: backward.url_value(ctx, t), "layer")
 ui.write_url(model=name, weights=stage if len(stages) > 1 else None,

@@ -143,10 +143,6 @@ def index_in(text: str, count: int, what: str = "index") -> int:
     return value
 
 
-def raise_bad(message: str):
-    raise BadLinkValue(message)
-
-
 def sample_index_parser(name: str) -> Callable[[str], int]:
     """Parses a link's ``sample`` for ``name``'s test set (its size known only once the data is open)."""
     def parse(text: str) -> int:
@@ -268,6 +264,15 @@ def session_cached(kind: str, key: tuple, compute, size: int = 6):
 
 class BadLinkValue(ValueError):
     """A query-string value that cannot be used; the message says why in words for a learner."""
+
+
+def one_of(options) -> Callable[[str], str]:
+    """A link parser that accepts exactly one of ``options`` (and names them when refusing)."""
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise BadLinkValue(f"choose one of {', '.join(options)}")
+        return raw
+    return parse
 
 
 def seed_from_url(param: str, widget_key: str, parse: Callable[[str], Any], what: str | None = None) -> bool:

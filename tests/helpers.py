@@ -79,3 +79,18 @@ def reference_pass(model: nn.Module, x: torch.Tensor, target: int, objective: st
     grads = [a.grad for a in acts]
     param_grads = {n: p.grad for n, p in net.named_parameters()}
     return acts, grads, param_grads, logits.detach()
+
+
+def shipped_with_test_set(name: str) -> tuple[nn.Module, object]:
+    """The shipped model and card, skipping the test (with the reason) when its test set or checkpoint is missing."""
+    import pytest
+
+    from cnnviz.engine.datasets import dataset_available
+
+    ok, message = dataset_available(name)
+    if not ok:
+        pytest.skip(message)
+    try:
+        return load_model(name)
+    except CheckpointError as exc:
+        pytest.skip(str(exc))

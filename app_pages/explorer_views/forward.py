@@ -95,10 +95,7 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     c_default = int(np.abs(partial).argmax())
     c = st.slider("input channel to show", 0, c_in - 1, c_default, key="fwd_conv_in") if c_in > 1 else 0
     kh, kw = cell.kernel.shape[1:]
-    stride = rec.hparams.get("stride", (1, 1))
-    pad = rec.hparams.get("padding", (0, 0))
-    sh, ph = (stride[0] if isinstance(stride, tuple) else stride), (pad[0] if isinstance(pad, tuple) else pad)
-    top, left = row * sh - ph, col * sh - ph
+    top, left = cell.top, cell.left
     a, b = st.columns(2)
     title_in = "the input picture (normalised)" if i == 0 else f"its input, channel {c}"
     a.plotly_chart(figs.map_figure(rec.input[c], f"{title_in}: the kernel's window", px,

@@ -36,6 +36,8 @@ class ConvCell:
     bias: float
     total: float  # products.sum() + bias
     recorded: float  # the value in the recorded feature map
+    top: int  # the kernel window's first input row (negative where it lies on padding)
+    left: int  # ... and first input column
 
 
 def conv_cell(rec: LayerRecord, out_channel: int, row: int, col: int) -> ConvCell:
@@ -53,7 +55,7 @@ def conv_cell(rec: LayerRecord, out_channel: int, row: int, col: int) -> ConvCel
     products = kernel * patch
     bias = float(rec.bias[out_channel]) if rec.bias is not None else 0.0
     return ConvCell(out_channel, row, col, kernel, patch, products, bias, float(products.sum()) + bias,
-                    float(rec.output[out_channel, row, col]))
+                    float(rec.output[out_channel, row, col]), r0 - ph, c0 - pw)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,6 @@ MARK = "#00c000"  # the selected cell / window
 CHOSEN = "#e08a00"  # max-pool's chosen cell
 
 
-def _rect(top: float, left: float, height: float, width: float, colour: str, dash: str = "solid") -> dict:
-    return {"type": "rect", "x0": left - 0.5, "x1": left + width - 0.5, "y0": top - 0.5, "y1": top + height - 0.5,
-            "line": {"color": colour, "width": 3, "dash": dash}}
-
-
 def map_figure(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None,
                shapes: Sequence[dict] = (), height: int = 340) -> go.Figure:
     """A whole feature map (hover for values) with shapes drawn on it (a kernel window, a selected cell)."""
@@ -44,8 +39,9 @@ def map_figure(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | No
 
 
 def window(top: int, left: int, height: int, width: int, colour: str = MARK, dash: str = "solid") -> dict:
-    """A rectangle around cells [top, top + height) x [left, left + width) of a map."""
-    return _rect(top, left, height, width, colour, dash)
+    """A plotly rectangle around cells [top, top + height) x [left, left + width) of a map."""
+    return {"type": "rect", "x0": left - 0.5, "x1": left + width - 0.5, "y0": top - 0.5, "y1": top + height - 0.5,
+            "line": {"color": colour, "width": 3, "dash": dash}}
 
 
 def norms_figure(labels: Sequence[str], norms: Sequence[float], current: int | None, font_px: int = 13,

@@ -32,7 +32,7 @@ from cnnviz.engine.attribution import (
 from cnnviz.engine.capture import capture
 from cnnviz.engine.models import CIFAR10_MEAN, CIFAR10_STD, REGISTRY
 from cnnviz.render.network import overlay
-from tests.helpers import shipped_or_random
+from tests.helpers import shipped_or_random, shipped_with_test_set
 
 
 @pytest.fixture(scope="module")
@@ -213,19 +213,10 @@ def test_grad_cam_default_is_the_last_relu_with_a_non_zero_map(model64, x64):
 
 
 def _cifar_test_inputs(n: int, seed: int = 0):
-    from cnnviz.engine.checkpoints import CheckpointError, load_model
-    from cnnviz.engine.datasets import dataset_available, load_arrays  # noqa: F401
+    from cnnviz.engine.datasets import dataset
     from cnnviz.engine.pictures import preprocess
 
-    ok, message = dataset_available("cifar10")
-    if not ok:
-        pytest.skip(message)
-    try:
-        model, card = load_model("cifar10")
-    except CheckpointError as exc:
-        pytest.skip(str(exc))
-    from cnnviz.engine.datasets import dataset
-
+    model, card = shipped_with_test_set("cifar10")
     ds = dataset("cifar10", "test")
     idx = np.random.default_rng(seed).choice(len(ds), n, replace=False)
     return model, card, [preprocess(ds[int(i)][0], card, dataset_sample=True) for i in idx]

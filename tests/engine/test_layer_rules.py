@@ -131,3 +131,18 @@ def test_sigmoid_and_tanh_rules_equal_autograd(activation):
     for cell in [(0, 0, 0), (1, 1, 1), (0, 1, 0)]:
         rule = backward_rule(rec, cell)
         torch.testing.assert_close(torch.tensor(rule.value), torch.tensor(float(rec.grad_input[cell])))
+
+
+def test_conv_cell_window_position_follows_stride_and_padding_per_axis():
+    """The window the explorer marks on the input: rows and columns each use their own stride and padding."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, (3, 2), stride=(2, 3), padding=(1, 0)), torch.nn.Flatten(),
+                              torch.nn.Linear(2 * 5 * 4, 3))
+    trace = capture(net.double(), torch.randn(1, 1, 9, 11, dtype=torch.float64))
+    rec = trace.layers[0]
+    for row, col in [(0, 0), (2, 3), (4, 1)]:
+        cell = conv_cell(rec, 1, row, col)
+        assert (cell.top, cell.left) == (row * 2 - 1, col * 3 - 0)
+        x = torch.from_numpy(rec.input.copy())
+        padded = F.pad(x, (0, 0, 1, 1))
+        window = padded[:, cell.top + 1:cell.top + 1 + 3, cell.left:cell.left + 2]
+        assert_close(torch.from_numpy(cell.patch.copy()), window)

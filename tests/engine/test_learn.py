@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from cnnviz.engine.learn import LARGE_CHANGE, heldout_batch, heldout_indices, heldout_score, learn_step
-from tests.helpers import shipped_or_random
+from tests.helpers import shipped_or_random, shipped_with_test_set
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +193,7 @@ def test_heldout_batch_is_the_test_images_the_explorer_shows(name):
 def test_a_step_that_ruins_the_held_out_accuracy_is_named_even_below_the_size_threshold():
     """MNIST, trained: one step of lr 0.01 towards a wrong class moves no layer by 10% of its size, yet the held-out
     accuracy collapses (measured: 100% -> 14% on the 256 images). The warning must say so."""
-    from cnnviz.engine.datasets import dataset_available
-
-    ok, message = dataset_available("mnist")
-    if not ok:
-        pytest.skip(message)
-    from cnnviz.engine.checkpoints import CheckpointError, load_model
-
-    try:
-        model, card = load_model("mnist")
-    except CheckpointError as exc:
-        pytest.skip(str(exc))
+    model, card = shipped_with_test_set("mnist")
     batch = heldout_batch("mnist")
     held_x = batch.normalized(card)
     x, label = held_x[:1], int(batch.labels[0])

@@ -69,13 +69,18 @@ def dataset(name: str, split: str, data_dir: str | Path | None = None, transform
 
 
 def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
-    """Whether the test split can be opened without a download; (ok, message for the learner)."""
+    """Whether the test split can be opened without a download; (ok, message for the learner).
+
+    Pages ask this on every run, so MNIST is judged by its two test files being there (what torchvision's
+    download=False checks) instead of by parsing them (13 ms a call)."""
     import torchvision.datasets as tvd
 
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     try:
         if name == "mnist":
-            tvd.MNIST(str(root), train=False, download=False)
+            raw = root / "MNIST" / "raw"
+            if not all((raw / f).is_file() for f in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
+                raise FileNotFoundError(raw)
         elif not (root / "cifar10" / "test").is_dir():
             tvd.CIFAR10(str(root), train=False, download=False)
     except Exception:  # noqa: BLE001

@@ -94,7 +94,7 @@ def loss_step(ctx: Ctx) -> None:
     st.markdown(f"**Softmax** turns the logits z into probabilities: p_i = e^(z_i) / sum_j e^(z_j). With the real "
                 f"logits (shifted by max z = {fmt(shift, 4)} so nothing overflows; the ratios are unchanged): sum of "
                 f"e^(z_j - max z) = {fmt(total, 6)}.")
-    p_t = rows[t].prob
+    p_t = float(trace.probs[t])  # the float32 p the loss beside it was computed from, so the line is true
     if trace.objective == "loss":
         st.markdown(f"**Loss** L = -log p[target] = -log {fmt_close_to_one(p_t)} = **{fmt(trace.loss, 4)}** "
                     f"(target: {classes[t]}).")

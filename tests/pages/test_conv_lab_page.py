@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import IDLE, ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
+from tests.conftest import ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.handwork.conv_oracle import (
     DT,
     matrices_after,
@@ -517,5 +517,10 @@ def test_browser_play_walks_the_chain_to_the_last_step_by_itself(page, fresh_ser
     (g,) = torch.autograd.grad(0.5 * (p ** 2).sum(), image)
     printed_close(matrices_after(body, "dImage")[-1], g[0, 0])
     no_exception(page)
-    assert page.locator(IDLE).count() == 1
+    # Stopped for good: two seconds later (a timer tick already in flight may still land) it is idle, still at the
+    # last step, and the button offers Play, not Pause.
+    page.wait_for_timeout(2_000)
+    wait_for_idle(page)
     assert re.search(r"step=6", page.url)
+    assert page.locator(".st-key-ch_step__play button:has-text('Play')").count() == 1
+    assert page.locator(".st-key-ch_step__play button:has-text('Pause')").count() == 0

@@ -31,8 +31,8 @@ from cnnviz.render.network import tile_maps
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD with momentum (0.9, Nesterov)", "adam": "Adam"}
 DATASET_LABELS = {"mnist": "MNIST digits (1x28x28)", "cifar10": "CIFAR-10 photos (3x32x32)"}
-STATE_WORDS = {"queued": "waiting", "running": "training", "paused": "paused", "finished": "finished",
-               "stopped": "stopped", "failed": "failed"}
+STATE_WORDS = {"queued": "waiting", "starting": "starting", "running": "training", "paused": "paused",
+               "finished": "finished", "stopped": "stopped", "failed": "failed"}
 
 
 def apply_preset() -> None:
@@ -128,7 +128,8 @@ settings = Settings(optimizer=optimizer, lr=float(lr), schedule=schedule, batch_
 
 running, waiting = tj.JOBS.counts()
 st.caption(f"This server trains at most {fmt(tj.JOBS.limit)} networks at once ({fmt(running)} training, "
-           f"{fmt(waiting)} waiting), one per browser session, each on {fmt(tj.THREADS)} CPU thread(s).")
+           f"{fmt(waiting)} waiting), one per browser session, each in a process of its own on {fmt(tj.THREADS)} CPU "
+           "thread(s), at a lower priority than the pages.")
 if st.button("Start training", key="train_start", type="primary", disabled=busy or cfg is None):
     try:
         job = ui.start_training(cfg, settings, dataset)
@@ -164,6 +165,9 @@ def show_progress(p: tj.Progress) -> None:
     if p.state == "queued":
         st.info(f"Waiting for a free place: you are number {fmt(p.queue_position)} in the queue. Trainings of "
                 "other people are using this server's places; yours starts as soon as one ends.")
+    if p.state == "starting":
+        st.info("Starting: your training gets a process of its own on the server, which loads PyTorch and the "
+                "training images first (a few seconds).")
     if p.message and p.state in ("stopped", "failed"):
         (st.error if p.state == "failed" else st.info)(p.message)
     b1, b2, _ = st.columns([1, 1, 5])

@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnviz.engine.builder import CustomNet, NetworkConfig
 from cnnviz.engine.models import ModelCard
 from cnnviz.engine.pictures import normalize
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-# Dropout draws from torch's global generator, which every thread shares: a training's forward pass reseeds it from
-# its own generator and runs under this lock, so two trainings at once stay deterministic.
+# Dropout and a new network's initial weights draw from torch's global generator, which every thread of a process
+# shares: a training reseeds it from its own generator and draws under this lock, so trainings that share a process
+# (the tests run several side by side) stay deterministic.
 _GLOBAL_RNG = threading.Lock()
 SCHEDULES = ("constant", "onecycle")
 
@@ -54,6 +56,13 @@ def augment_cifar(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 AUGMENT = {"mnist": augment_mnist, "cifar10": augment_cifar}
+
+
+def init_model(cfg: NetworkConfig, seed: int) -> CustomNet:
+    """Build the network with initial weights drawn from ``seed`` (torch's global generator, under the lock)."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CustomNet(cfg)
 
 
 @dataclass(frozen=True)

@@ -1,40 +1,44 @@
 """Trainings that run in the background for the "Train a CNN" page: one per session, a server-wide limit, a queue.
 
-A ``TrainingJob`` runs ``cnnviz.engine.training.Trainer`` in its own thread with ``THREADS`` torch threads (torch's
-thread count is per thread, so explorer users keep the other cores), can be paused, resumed and stopped, and
-publishes what it has learned so far as a ``Progress`` record the page draws. ``JobRegistry`` starts at most
-``limit`` jobs at once and queues the rest in order; a job whose owner is gone (``alive()`` false: the browser
-session ended) stops, or leaves the queue. No streamlit here: the page passes the session's id and ``alive``.
+A ``TrainingJob`` runs one training in a child process of its own, started with multiprocessing's "spawn" (why a
+process, and the messages on its pipe: ``cnnviz.engine.training_child``). A supervising thread in the server reads
+the child's progress into the ``Progress`` record the page draws, forwards pause, resume and stop, and at the end
+rebuilds the trained network from the safetensors bytes and card the child sends, validated like an upload.
+``JobRegistry`` starts at most ``limit`` jobs at once and queues the rest in order; a job whose owner is gone
+(``alive()`` false: the browser session ended) has its process ended, or leaves the queue. No streamlit here: the
+page passes the session's id and ``alive``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import math
+import multiprocessing
 import os
+import signal
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from cnnviz.engine.builder import PRESETS, CustomNet, NetworkConfig, blocks_text, validate
-from cnnviz.engine.datasets import load_arrays
-from cnnviz.engine.models import REGISTRY, ModelCard, new_card
-from cnnviz.engine.pictures import normalize
-from cnnviz.engine.training import _GLOBAL_RNG, Settings, Trainer
+from cnnviz.engine import training_child
+from cnnviz.engine.builder import PRESETS, NetworkConfig, validate
+from cnnviz.engine.checkpoints import CheckpointError, load_uploaded_pair
+from cnnviz.engine.models import REGISTRY, ModelCard
+from cnnviz.engine.training import Settings
+from cnnviz.engine.training_child import THREADS
 
-THREADS = int(os.environ.get("CNNVIZ_TRAINING_THREADS", "1"))  # torch threads per training
 MAX_STEPS = 20_000  # step budget per training
 MAX_PAUSE_S = 600.0  # a training paused longer than this stops and frees its place
-EVAL_IMAGES = 1000  # held-out images for the live accuracy curve (the whole test split at the end)
 CURVE_POINTS = 400  # points kept per curve for drawing
-ACTIVE = ("queued", "running", "paused")
+OWNER_CHECK_EVERY_S = 2.0  # how often a running job asks whether its browser session is still there
+EXIT_WAIT_S = 10.0  # how long a child may take to exit after its last message (or SIGTERM) before it is killed
+ACTIVE = ("queued", "starting", "running", "paused")
+SPAWN = multiprocessing.get_context("spawn")  # never fork: the server runs many threads and has torch loaded
+VIEWS = ("filters", "maps", "digit_probs", "digit", "digit_label")  # the child's latest look, replaced whole
 
 
 class JobError(Exception):
@@ -59,7 +63,8 @@ def default_settings(preset: str | None = None, dataset: str = "mnist") -> Setti
 class Progress:
     """Everything the page shows about a job, copied at one moment (safe to read from another thread)."""
 
-    state: str  # "queued", "running", "paused", "finished", "stopped", "failed"
+    state: str  # "queued", "starting" (its process loads torch: seconds), "running", "paused", "finished",
+    #             "stopped", "failed"
     step: int
     steps: int
     epoch: int
@@ -91,35 +96,8 @@ def _curve(points: list[tuple[int, float]], limit: int = CURVE_POINTS) -> tuple[
     return tuple(out)
 
 
-class _Data:
-    """One dataset's splits in memory, shared by the jobs that use it and dropped when none does."""
-
-    def __init__(self, name: str, data_dir: str | None) -> None:
-        self.train_x, self.train_y = load_arrays(name, "train", data_dir)
-        self.test_x, self.test_y = load_arrays(name, "test", data_dir)
-
-
-_data_lock = threading.Lock()
-_data_cache: weakref.WeakValueDictionary[tuple[str, str | None], _Data] = weakref.WeakValueDictionary()
-
-
-def _data(name: str, data_dir: str | None) -> _Data:
-    with _data_lock:
-        data = _data_cache.get((name, data_dir))
-        if data is None:
-            data = _data_cache[(name, data_dir)] = _Data(name, data_dir)
-        return data
-
-
-def init_model(cfg: NetworkConfig, seed: int) -> CustomNet:
-    """Build the network with initial weights drawn from ``seed`` (torch's global generator, under a lock)."""
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CustomNet(cfg)
-
-
 class TrainingJob:
-    """One training of a network built from blocks. Created by ``JobRegistry.submit``."""
+    """One training of a network built from blocks, in a child process. Created by ``JobRegistry.submit``."""
 
     def __init__(self, registry: JobRegistry, owner: str, cfg: NetworkConfig, settings: Settings, dataset: str,
                  data_dir: str | None, alive: Callable[[], bool] | None) -> None:
@@ -129,34 +107,37 @@ class TrainingJob:
         self.step, self.epoch = 0, 1
         self.train_seconds = 0.0
         self._lock = threading.Lock()
-        self._resume = threading.Event()
-        self._resume.set()
-        self._stop = False
+        self._stop = False  # a stop was asked for: the child ends its training and sends what it has learned
+        self._ended_by: str | None = None  # why the server ended the child itself (nothing is kept)
+        self._paused_since: float | None = None
         self._losses: list[tuple[int, float]] = []
         self._lrs: list[tuple[int, float]] = []
         self._held_out: list[tuple[int, float]] = []
         self._norms: dict[str, list[tuple[int, float]]] = {}
-        self._filters: np.ndarray | None = None
-        self._digit: np.ndarray | None = None
-        self._digit_label: int | None = None
-        self._maps: dict[str, np.ndarray] = {}
-        self._probs: np.ndarray | None = None
+        self._views: dict[str, Any] = {"filters": None, "maps": {}, "digit_probs": None, "digit": None,
+                                       "digit_label": None}
         self._result: tuple[nn.Module, ModelCard] | None = None
         self._done = threading.Event()
+        self._conn = None  # the server's end of the pipe
+        self._send_lock = threading.Lock()
+        self.process: multiprocessing.process.BaseProcess | None = None
         self.thread: threading.Thread | None = None
 
     # -- control (any thread) --------------------------------------------------------------------------------
     def pause(self) -> None:
-        """Ask the worker to pause: the state reads "paused" once the step in flight is done."""
+        """Ask the child to pause: the state reads "paused" once the step in flight is done."""
         with self._lock:
-            if self.state == "running":
-                self._resume.clear()
+            running = self.state == "running"
+        if running:
+            self._send("pause")
 
     def resume(self) -> None:
         with self._lock:
-            if self.state in ("running", "paused"):
-                self.state = "running"
-                self._resume.set()
+            resumable = self.state in ("running", "paused")
+            if resumable:
+                self.state, self._paused_since = "running", None
+        if resumable:
+            self._send("resume")
 
     def stop(self, message: str = "stopped by you") -> None:
         """Stop: a running or paused job keeps what it has learned; a queued one leaves the queue."""
@@ -164,7 +145,7 @@ class TrainingJob:
             self._stop = True
             if not self.message:
                 self.message = message
-            self._resume.set()
+        self._send("stop")
         self.registry._dequeue(self)
 
     def done(self) -> bool:
@@ -186,22 +167,119 @@ class TrainingJob:
                 queue_position=self.registry.position(self), steps_per_s=per_s, seconds_left=left,
                 accuracy=self._held_out[-1][1] if self._held_out else None,
                 loss=_curve(self._losses), held_out=tuple(self._held_out), lr=_curve(self._lrs),
-                grad_norms={k: _curve(v) for k, v in self._norms.items()}, filters=self._filters,
-                digit=self._digit, digit_label=self._digit_label, maps=dict(self._maps), digit_probs=self._probs,
-                message=self.message,
+                grad_norms={k: _curve(v) for k, v in self._norms.items()}, filters=self._views["filters"],
+                digit=self._views["digit"], digit_label=self._views["digit_label"], maps=dict(self._views["maps"]),
+                digit_probs=self._views["digit_probs"], message=self.message,
             )
 
-    # -- the worker thread -------------------------------------------------------------------------------------
-    def _start(self) -> None:
+    def _send(self, message: str) -> None:
+        with self._send_lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.send(message)
+            except OSError:  # the child has ended: its supervisor records how
+                pass
+
+    def _end_process(self, message: str) -> None:
+        """End the job at once, keeping nothing (the session ended, the server stops): the child is terminated."""
         with self._lock:
-            stopped = self._stop
-            if not stopped:
-                self.state = "running"
-        if stopped:
-            self._finish("stopped", self.message)
+            self._ended_by = self._ended_by or message
+            process = self.process
+        if not self.registry._dequeue(self, message) and process is not None and process.is_alive():
+            process.terminate()
+
+    # -- the child process and its supervisor -----------------------------------------------------------------
+    def _start(self) -> None:
+        """Spawn the child and the thread that supervises it (the registry calls this when a place is free)."""
+        error = None
+        with self._lock:  # stop() and _end_process() see either no process or a started one
+            ended = self._stop or self._ended_by is not None
+            if not ended:
+                self._conn, child_conn = SPAWN.Pipe()
+                self.process = SPAWN.Process(
+                    target=training_child.main, name=f"cnnviz-train-{self.owner[:8]}", daemon=True,
+                    args=(child_conn, self.cfg.to_args(), asdict(self.settings), self.dataset, self.data_dir,
+                          self.registry.data))
+                try:
+                    self.process.start()
+                except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
+                    error = f"training failed: its process could not start ({type(exc).__name__}: {exc})"
+                finally:
+                    child_conn.close()  # the child holds its own copy: its end closes when the child exits
+                self.state = "starting"
+        if ended or error:
+            self._finish("failed" if error else "stopped", error or self._ended_by or self.message)
             return
-        self.thread = threading.Thread(target=self._run, name=f"cnnviz-train-{self.owner[:8]}", daemon=True)
+        self.thread = threading.Thread(target=self._supervise, name=f"cnnviz-train-{self.owner[:8]}", daemon=True)
         self.thread.start()
+
+    def _supervise(self) -> None:
+        """Read the child's messages until its pipe closes; end it when its owner is gone; then say how it ended."""
+        conn, process = self._conn, self.process
+        end = None
+        last_check = time.monotonic()
+        try:
+            while end is None:
+                if conn.poll(0.5):
+                    message = conn.recv()
+                    if message["kind"] == "progress":
+                        self._apply(message)
+                    else:
+                        end = message
+                if time.monotonic() - last_check > OWNER_CHECK_EVERY_S:
+                    last_check = time.monotonic()
+                    self._check_owner()
+        except (EOFError, OSError):  # the child is gone without its last message
+            pass
+        finally:
+            process.join(EXIT_WAIT_S)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            with self._send_lock:
+                conn.close()
+                self._conn = None
+        self._ended(end, process.exitcode)
+
+    def _check_owner(self) -> None:
+        if self._owner_gone():
+            self._end_process("stopped: the browser session ended")
+        elif self._paused_since is not None and time.monotonic() - self._paused_since > MAX_PAUSE_S:
+            self.stop(f"stopped: paused for more than {MAX_PAUSE_S / 60:g} minutes")
+
+    def _apply(self, message: dict[str, Any]) -> None:
+        """Add what the child learned since its last message."""
+        with self._lock:
+            if self.state in ("starting", "running", "paused"):
+                if message["state"] == "paused" and self.state != "paused":
+                    self._paused_since = time.monotonic()
+                self.state = message["state"]
+            self.step, self.epoch, self.train_seconds = message["step"], message["epoch"], message["train_seconds"]
+            self._losses += message["loss"]
+            self._lrs += message["lr"]
+            self._held_out += message["held_out"]
+            for name, points in message["norms"].items():
+                self._norms.setdefault(name, []).extend(points)
+            self._views.update({k: message[k] for k in VIEWS if k in message})
+
+    def _ended(self, end: dict[str, Any] | None, exitcode: int | None) -> None:
+        if self._ended_by is not None:
+            self._finish("stopped", self._ended_by)
+        elif end is None:
+            how = (f"killed by signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0
+                   else f"exit code {exitcode}")
+            self._finish("failed", f"training failed: its process ended unexpectedly ({how}), perhaps for lack of "
+                                   "memory. Start it again; a smaller network or batch needs less.")
+        elif end["weights"] is None:
+            self._finish(end["state"], self.message or end["message"])
+        else:
+            try:
+                self._result = load_uploaded_pair(end["weights"], end["card"], "the trained weights", "its card")
+            except CheckpointError as exc:
+                self._finish("failed", f"training failed: the trained network could not be read back: {exc}")
+                return
+            self._finish(end["state"], self.message if end["state"] == "stopped" else "")
 
     def _finish(self, state: str, message: str = "") -> None:
         with self._lock:
@@ -217,150 +295,17 @@ class TrainingJob:
         except Exception:  # noqa: BLE001 - a failing check counts as gone
             return True
 
-    def _run(self) -> None:
-        torch.set_num_threads(THREADS)  # this thread only: explorer sessions keep their own count
-        try:
-            self._train()
-        except Exception as exc:  # noqa: BLE001 - any failure becomes a message on the page, never a dead thread
-            self._finish("failed", f"training failed: {type(exc).__name__}: {exc}")
-
-    def _train(self) -> None:
-        s = self.settings
-        data = _data(self.dataset, self.data_dir)
-        model = init_model(self.cfg, s.seed)
-        card = new_card(self.dataset, model)
-        trainer = Trainer(model, card, s, data.train_x, data.train_y)
-        eval_every = max(10, s.steps // 40)
-        norm_every = max(1, s.steps // CURVE_POINTS)
-        held_x, held_y = data.test_x[:EVAL_IMAGES], data.test_y[:EVAL_IMAGES]
-        digit_x = data.test_x[:1]
-        with self._lock:
-            self._digit = digit_x[0].float().numpy() / 255.0
-            self._digit_label = int(data.test_y[0])
-        self._look(model, digit_x, card)
-        last_look = last_alive = time.perf_counter()
-        epoch_sum = [0.0, 0, 0]  # loss * n, correct, n
-        while trainer.step_count < s.steps and not self._stop:
-            now = time.perf_counter()
-            if now - last_alive > 2.0:
-                last_alive = now
-                if self._owner_gone():
-                    self._stop, self.message = True, "stopped: the browser session ended"
-                    break
-            if not self._resume.is_set():
-                paused_at = time.perf_counter()
-                with self._lock:
-                    if not self._resume.is_set():
-                        self.state = "paused"
-                while not self._resume.wait(1.0):
-                    if self._owner_gone() or time.perf_counter() - paused_at > MAX_PAUSE_S:
-                        self._stop = True
-                        self.message = self.message or "stopped: paused too long, or the browser session ended"
-                        self._resume.set()
-                last_alive = time.perf_counter()
-                continue
-            trainer.track_grad_norms = trainer.step_count % norm_every == 0
-            stats = trainer.step()
-            elapsed = time.perf_counter() - now
-            if not math.isfinite(stats.loss):
-                self._finish("failed", f"the loss became {stats.loss} at step {stats.step}: the weights diverged. "
-                                       "Try a smaller learning rate.")
-                return
-            epoch_sum[0] += stats.loss * stats.count
-            epoch_sum[1] += stats.correct
-            epoch_sum[2] += stats.count
-            with self._lock:
-                self.step, self.epoch = stats.step, stats.epoch
-                self.train_seconds += elapsed
-                self._losses.append((stats.step, stats.loss))
-                self._lrs.append((stats.step, stats.lr))
-                for name, norm in (stats.grad_norms or {}).items():
-                    self._norms.setdefault(name, []).append((stats.step, norm))
-            end_of_epoch = stats.step % trainer.steps_per_epoch == 0 or stats.step == s.steps
-            if stats.step % eval_every == 0 or stats.step in (10, 25, 50) or stats.step == s.steps:
-                accuracy = _accuracy(model, held_x, held_y, card)
-                with self._lock:
-                    self._held_out.append((stats.step, accuracy))
-            if end_of_epoch:
-                card.history.append({"epoch": stats.epoch, "train_loss": epoch_sum[0] / epoch_sum[2],
-                                     "train_accuracy": 100 * epoch_sum[1] / epoch_sum[2], "step": stats.step})
-                epoch_sum = [0.0, 0, 0]
-            if time.perf_counter() - last_look > 1.0 or stats.step == s.steps:
-                self._look(model, digit_x, card)
-                last_look = time.perf_counter()
-        self._finalise(trainer, model, card, data)
-
-    def _look(self, model: nn.Module, digit_x: torch.Tensor, card: ModelCard) -> None:
-        """First-layer filters and the fixed digit's feature maps after each activation, as they are now."""
-        was_training = model.training
-        model.eval()
-        maps: dict[str, np.ndarray] = {}
-        filters = None
-        try:
-            with torch.no_grad():
-                h = normalize(digit_x, card)  # (1, C, H, W)
-                for name, module in model.named_children():
-                    h = module(h)
-                    if filters is None and isinstance(module, nn.Conv2d):
-                        filters = module.weight.detach().clone().numpy()
-                    if name.rstrip("0123456789") in ("relu", "sigmoid", "tanh"):
-                        maps[name] = h[0].clone().numpy()  # (C, H, W)
-                probs = torch.softmax(h, 1)[0].numpy()
-        finally:
-            model.train(was_training)
-        with self._lock:
-            self._filters, self._maps, self._probs = filters, maps, probs
-
-    def _finalise(self, trainer: Trainer, model: nn.Module, card: ModelCard, data: _Data) -> None:
-        from cnnviz.evaluate import evaluate_arrays
-
-        if trainer.step_count == 0:
-            self._finish("stopped", self.message or "stopped before the first step")
-            return
-        result = evaluate_arrays(model, data.test_x, data.test_y, card)
-        s = self.settings
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        card.test_accuracy = round(result.accuracy, 2)
-        if card.history:
-            card.history[-1]["test_accuracy"] = result.accuracy
-            card.train_accuracy = round(card.history[-1]["train_accuracy"], 2)
-        card.epochs = math.ceil(trainer.step_count / trainer.steps_per_epoch)
-        card.training_time_s = round(self.train_seconds, 1)
-        card.seed = s.seed
-        card.date = dt.date.today().isoformat()
-        card.stage = "final"
-        spec = REGISTRY[self.dataset]
-        card.dataset = f"{spec.dataset} ({'torchvision MNIST' if self.dataset == 'mnist' else 'JPEG image folder'})"
-        card.notes = (f"Built and trained on cnnviz's 'Train a CNN' page: blocks [{blocks_text(self.cfg.blocks)}]"
-                      .replace("\n", ", ") + f", activation {self.cfg.activation}, batch norm "
-                      f"{'on' if self.cfg.batch_norm else 'off'}, {self.cfg.head} head; {trainer.step_count} of "
-                      f"{s.steps} steps of batch {s.batch_size}, {s.optimizer}, learning rate {s.lr:g} "
-                      f"({s.schedule}), augmentation {'on' if s.augment else 'off'}, seed {s.seed}.")
-        self._result = (model, card)
-        with self._lock:
-            self._held_out.append((trainer.step_count, result.accuracy))
-        stopped = trainer.step_count < s.steps
-        self._finish("stopped" if stopped else "finished", self.message if stopped else "")
-
-
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, card: ModelCard) -> float:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            pred = model(normalize(images, card)).argmax(1)
-    finally:
-        model.train(was_training)
-    return 100.0 * float((pred == labels).float().mean())
-
 
 @dataclass
 class JobRegistry:
-    """The server's trainings: at most ``limit`` run at once, the rest wait in order; one active job per owner."""
+    """The server's trainings: at most ``limit`` run at once, the rest wait in order; one active job per owner.
+
+    ``data`` is how a training's child reads its dataset, called there as ``data(dataset, data_dir)``. It travels
+    to the child by name, so it must be importable from a module (tests pass stand-in data).
+    """
 
     limit: int = field(default_factory=lambda: int(os.environ.get("CNNVIZ_TRAINING_LIMIT", os.cpu_count() or 1)))
+    data: Callable[[str, str | None], Any] = training_child.Data
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _running: list[TrainingJob] = field(default_factory=list)
     _queue: list[TrainingJob] = field(default_factory=list)
@@ -404,12 +349,14 @@ class JobRegistry:
         with self._lock:
             return next((j for j in self._running + self._queue if j.owner == owner), None)
 
-    def _dequeue(self, job: TrainingJob) -> None:
+    def _dequeue(self, job: TrainingJob, message: str = "") -> bool:
+        """Take a waiting job out of the queue as "stopped"; False when it was not waiting."""
         with self._lock:
             if job not in self._queue:
-                return
+                return False
             self._queue.remove(job)
-        job._finish("stopped", job.message)
+        job._finish("stopped", message or job.message)
+        return True
 
     def _finished(self, job: TrainingJob) -> None:
         with self._lock:
@@ -428,23 +375,22 @@ class JobRegistry:
                 if start is not None:
                     self._running.append(start)
             for j in gone:
-                j.message = "stopped: the browser session ended"
-                j._finish("stopped")
+                j._finish("stopped", "stopped: the browser session ended")
             if start is None:
                 return
             start._start()
 
     def stop_all(self) -> None:
+        """End every training at once (the server stops): their processes are terminated, the queue emptied."""
         with self._lock:
-            jobs = self._running + self._queue
+            jobs = self._queue + self._running  # the queue first: no waiting job starts in a place this frees
         for j in jobs:
-            j.stop("stopped: the server is shutting down")
+            j._end_process("stopped: the server is shutting down")
         for j in jobs:
-            with contextlib.suppress(RuntimeError):
-                j.wait(10)
+            j.wait(EXIT_WAIT_S + 5)
 
 
 JOBS = JobRegistry()  # the server's registry (limit: $CNNVIZ_TRAINING_LIMIT, default the number of cores)
 
 __all__ = ["ACTIVE", "JOBS", "MAX_STEPS", "PRESETS", "THREADS", "JobError", "JobRegistry", "Progress",
-           "TrainingJob", "default_settings", "init_model"]
+           "TrainingJob", "default_settings"]

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +33,7 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import CheckpointError, load_path, load_uploaded_pair, save, to_bytes
 from cnnviz.engine.models import MnistNet, count_parameters, new_card
 from cnnviz.engine.pictures import preprocess
-from cnnviz.engine.training import Settings, Trainer
+from cnnviz.engine.training import Settings, Trainer, init_model
 
 SHIPPED, TINY, DEEP = list(PRESETS)
 
@@ -50,6 +55,15 @@ class FakeData:
         self.test_x, self.test_y = fake_data(n_test, 1)
 
 
+def fake_source(name: str, data_dir: str | None) -> FakeData:
+    """A registry's ``data`` for tests: a training's child process imports this module and trains on FakeData."""
+    return FakeData()
+
+
+def broken_source(name: str, data_dir: str | None) -> FakeData:
+    raise OSError("the disk is on fire")
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Train in the test's thread with the thread count a training job uses (and fast on a busy 2-core machine)."""
@@ -57,13 +71,6 @@ def one_thread():
     torch.set_num_threads(tj.THREADS)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def fake_mnist(monkeypatch):
-    data = FakeData()
-    monkeypatch.setattr(tj, "_data", lambda name, data_dir: data)
-    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,7 +294,7 @@ def test_bad_uploads_are_refused_with_a_message(case, monkeypatch):
 
 def _train(cfg: NetworkConfig, settings: Settings, data: FakeData | None = None) -> nn.Module:
     data = data or FakeData()
-    model = tj.init_model(cfg, settings.seed)
+    model = init_model(cfg, settings.seed)
     trainer = Trainer(model, new_card("mnist", model), settings, data.train_x, data.train_y, track_grad_norms=True)
     for _ in range(settings.steps):
         trainer.step()
@@ -312,13 +319,16 @@ def test_same_seed_and_settings_give_identical_weights():
 
 
 @pytest.mark.slow
-def test_two_trainings_at_once_are_each_deterministic(fake_mnist):
+def test_trainings_in_child_processes_are_deterministic():
+    """Two trainings at once, each in its own process, give the weights of the same training run here, bit for bit."""
     settings = Settings(optimizer="adam", lr=0.01, schedule="constant", batch_size=32, steps=30, augment=True, seed=3)
-    alone = _train(DROPOUT_NET, settings, fake_mnist)
-    registry = tj.JobRegistry(limit=2)
+    alone = _train(DROPOUT_NET, settings, FakeData())
+    registry = tj.JobRegistry(limit=2, data=fake_source)
     jobs = [registry.submit(owner, DROPOUT_NET, settings) for owner in ("a", "b")]
     for job in jobs:
-        assert job.wait(60), job.progress()
+        assert job.wait(120), job.progress()
+    pids = {job.process.pid for job in jobs}
+    assert len(pids) == 2 and os.getpid() not in pids, "each training ran in a process of its own"
     for job in jobs:
         model, _ = job.result()
         for (name, t1), t2 in zip(model.state_dict().items(), alone.state_dict().values(), strict=True):
@@ -331,7 +341,7 @@ def test_optimizers_and_schedules_learn(optimizer, schedule):
     data = FakeData()
     lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[optimizer]
     settings = Settings(optimizer=optimizer, lr=lr, schedule=schedule, batch_size=32, steps=40, augment=False)
-    model = tj.init_model(PRESETS[TINY], 0)
+    model = init_model(PRESETS[TINY], 0)
     trainer = Trainer(model, new_card("mnist", model), settings, data.train_x, data.train_y)
     stats = [trainer.step() for _ in range(settings.steps)]
     assert sum(s.loss for s in stats[-5:]) < sum(s.loss for s in stats[:5]) * 0.7
@@ -353,7 +363,7 @@ def test_bad_settings_are_refused():
 
 def test_vanishing_gradient_preset_shows_it():
     data = FakeData()
-    model = tj.init_model(PRESETS[DEEP], 0)
+    model = init_model(PRESETS[DEEP], 0)
     settings = tj.default_settings(DEEP)
     trainer = Trainer(model, new_card("mnist", model), dataclasses.replace(settings, steps=3), data.train_x,
                       data.train_y, track_grad_norms=True)
@@ -389,22 +399,34 @@ def _counting(step, counter: list):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Registry: one per session, a server-wide limit with a queue, pause/resume/stop, the owner leaving
+# Registry: one per session, a server-wide limit with a queue, pause/resume/stop, the owner leaving; each training
+# in a child process that ends with it (never an orphan), and a clear message when that process fails. Each test
+# starts such processes, seconds each (they import torch): all are marked slow.
 
 
-def _wait(predicate, timeout: float = 30.0) -> None:
+def _wait(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie its new parent has not reaped yet counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 SLOW = Settings(optimizer="adam", lr=0.01, schedule="constant", batch_size=32, steps=5000, augment=False)
 
 
-def test_limit_of_one_queues_the_second_session(fake_mnist):
-    registry = tj.JobRegistry(limit=1)
+@pytest.mark.slow
+def test_limit_of_one_queues_the_second_session():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
     first = registry.submit("session-a", PRESETS[TINY], SLOW)
+    assert first.progress().state == "starting", "its process loads torch first (seconds)"
     second = registry.submit("session-b", PRESETS[TINY], dataclasses.replace(SLOW, steps=20))
     _wait(lambda: first.progress().step > 0)
     assert first.progress().state == "running"
@@ -421,11 +443,13 @@ def test_limit_of_one_queues_the_second_session(fake_mnist):
     assert second.progress().state == "finished" and second.progress().step == 20
     assert first.progress().state == "stopped" and first.result() is not None, "a stopped training keeps its model"
     assert registry.counts() == (0, 0)
-    registry.submit("session-a", PRESETS[TINY], dataclasses.replace(SLOW, steps=5)).wait(30)  # a new one is fine
+    registry.submit("session-a", PRESETS[TINY], SLOW)  # a new one is fine
+    registry.stop_all()
 
 
-def test_pause_resume_and_the_step_budget(fake_mnist):
-    registry = tj.JobRegistry(limit=1)
+@pytest.mark.slow
+def test_pause_resume_and_the_step_budget():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
     job = registry.submit("s", PRESETS[TINY], SLOW)
     _wait(lambda: job.progress().step >= 3)
     job.pause()
@@ -446,25 +470,81 @@ def test_pause_resume_and_the_step_budget(fake_mnist):
         registry.submit("s", NetworkConfig(parse_blocks("maxpool, " * 6)), SLOW)
 
 
-def test_a_training_stops_when_its_session_ends(fake_mnist, monkeypatch):
-    registry = tj.JobRegistry(limit=1)
+@pytest.mark.slow
+def test_a_training_stops_when_its_session_ends():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
     session_open = [True]
     job = registry.submit("s", PRESETS[TINY], SLOW, alive=lambda: session_open[0])
     queued = registry.submit("t", PRESETS[TINY], SLOW, alive=lambda: session_open[0])
     _wait(lambda: job.progress().step > 0)
     session_open[0] = False
-    _wait(job.done, timeout=10)
+    _wait(job.done, timeout=15)
     assert job.progress().state == "stopped" and "session ended" in job.progress().message
+    assert _gone(job.process.pid), "the training's process has ended"
     _wait(queued.done, timeout=10)
-    assert queued.progress().state == "stopped" and queued.progress().step == 0
+    assert queued.progress().state == "stopped" and queued.progress().step == 0 and queued.process is None
     assert registry.counts() == (0, 0)
 
 
 @pytest.mark.slow
-def test_finished_job_gives_a_model_for_the_explorer(fake_mnist):
-    registry = tj.JobRegistry(limit=1)
+def test_stop_all_ends_every_child_process():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
+    job = registry.submit("a", PRESETS[TINY], SLOW)
+    queued = registry.submit("b", PRESETS[TINY], SLOW)
+    _wait(lambda: job.progress().step > 0)
+    registry.stop_all()
+    assert job.done() and queued.done() and registry.counts() == (0, 0)
+    assert _gone(job.process.pid) and queued.process is None, "no process left, none started from the queue"
+    for j in (job, queued):
+        assert j.progress().state == "stopped" and "shutting down" in j.progress().message
+
+
+@pytest.mark.slow
+def test_a_killed_or_failing_child_gives_a_failed_state_and_a_message():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
+    job = registry.submit("a", PRESETS[TINY], SLOW)
+    _wait(lambda: job.progress().step > 0)
+    os.kill(job.process.pid, signal.SIGKILL)  # what the kernel does when memory runs out
+    assert job.wait(30)
+    p = job.progress()
+    assert p.state == "failed" and "its process ended unexpectedly (killed by signal SIGKILL)" in p.message, p
+    assert job.result() is None and registry.counts() == (0, 0)
+    broken = tj.JobRegistry(limit=1, data=broken_source).submit("a", PRESETS[TINY], SLOW)
+    assert broken.wait(60)
+    p = broken.progress()
+    assert (p.state, p.message) == ("failed", "training failed: OSError: the disk is on fire")
+
+
+SERVER_KILLED_MID_TRAINING = """
+import time
+from cnnviz.engine import training_jobs as tj
+from tests.engine.test_training import PRESETS, SLOW, TINY, fake_source
+job = tj.JobRegistry(limit=1, data=fake_source).submit("s", PRESETS[TINY], SLOW)
+while job.progress().step == 0 and not job.done():
+    time.sleep(0.1)
+print(job.process.pid if not job.done() else job.progress(), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_a_child_does_not_outlive_a_killed_server():
+    server = subprocess.Popen([sys.executable, "-c", SERVER_KILLED_MID_TRAINING], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        line = server.stdout.readline()
+        assert line.strip().isdigit(), line
+    finally:
+        server.kill()
+        server.wait()
+    _wait(lambda: _gone(int(line)), timeout=30)
+
+
+@pytest.mark.slow
+def test_finished_job_gives_a_model_for_the_explorer():
+    registry = tj.JobRegistry(limit=1, data=fake_source)
     job = registry.submit("s", PRESETS[TINY], dataclasses.replace(SLOW, steps=60))
-    assert job.wait(60)
+    assert job.wait(120)
     p = job.progress()
     assert p.state == "finished" and p.accuracy is not None and p.accuracy > 50, p.accuracy  # the bands are learnable
     model, card = job.result()

@@ -31,12 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnviz import heap_trim
 from cnnviz.engine.builder import NetworkConfig, blocks_text
 from cnnviz.engine.checkpoints import to_bytes
 from cnnviz.engine.datasets import load_arrays
 from cnnviz.engine.models import REGISTRY, ModelCard, new_card
 from cnnviz.engine.pictures import normalize
 from cnnviz.engine.training import Settings, Trainer, init_model
+from cnnviz.evaluate import evaluate_arrays
 
 # Torch threads per training: one core of this 2-core machine, so that explorer users keep the other (and the
 # results are deterministic for a given count). $CNNVIZ_TRAINING_THREADS raises it on a bigger server.
@@ -126,18 +128,6 @@ def look(model: nn.Module, digit_x: torch.Tensor, card: ModelCard) -> dict[str, 
     return {"filters": filters, "maps": maps, "digit_probs": probs}
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, card: ModelCard) -> float:
-    """Percent of ``images`` classified correctly, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            pred = model(normalize(images, card)).argmax(1)
-    finally:
-        model.train(was_training)
-    return 100.0 * float((pred == labels).float().mean())
-
-
 def main(conn, cfg_args: dict[str, Any], settings_args: dict[str, Any], dataset: str, data_dir: str | None,
          data_source=Data) -> None:
     """The child process: train and report over ``conn``; any failure becomes an "end" message with the reason.
@@ -171,6 +161,7 @@ def main(conn, cfg_args: dict[str, Any], settings_args: dict[str, Any], dataset:
 
 def _train(link: _Link, cfg: NetworkConfig, s: Settings, dataset: str, data_dir: str | None, data_source) -> None:
     data = data_source(dataset, data_dir)
+    heap_trim.collect_and_trim()  # what reading the files left in the heap (about 50 MB for MNIST)
     model = init_model(cfg, s.seed)
     card = new_card(dataset, model)
     trainer = Trainer(model, card, s, data.train_x, data.train_y)
@@ -211,7 +202,7 @@ def _train(link: _Link, cfg: NetworkConfig, s: Settings, dataset: str, data_dir:
         for name, norm in (stats.grad_norms or {}).items():
             link.pending["norms"].setdefault(name, []).append((stats.step, norm))
         if stats.step % eval_every == 0 or stats.step in (10, 25, 50) or stats.step == s.steps:
-            link.pending["held_out"].append((stats.step, accuracy(model, held_x, held_y, card)))
+            link.pending["held_out"].append((stats.step, evaluate_arrays(model, held_x, held_y, card).accuracy))
         if stats.step % trainer.steps_per_epoch == 0 or stats.step == s.steps:
             card.history.append({"epoch": stats.epoch, "train_loss": epoch_sum[0] / epoch_sum[2],
                                  "train_accuracy": 100 * epoch_sum[1] / epoch_sum[2], "step": stats.step})
@@ -227,8 +218,6 @@ def _train(link: _Link, cfg: NetworkConfig, s: Settings, dataset: str, data_dir:
 def _finalise(link: _Link, trainer: Trainer, card: ModelCard, data: Data, cfg: NetworkConfig,
               counters: dict[str, Any]) -> None:
     """Evaluate on the whole test split, fill the card, send the weights and the card."""
-    from cnnviz.evaluate import evaluate_arrays
-
     s, model = trainer.settings, trainer.model
     if trainer.step_count == 0:
         link.flush(counters, force=True)

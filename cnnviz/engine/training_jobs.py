@@ -232,6 +232,9 @@ class TrainingJob:
                     self._check_owner()
         except (EOFError, OSError):  # the child is gone without its last message
             pass
+        except Exception as exc:  # noqa: BLE001 - a message this cannot read: end the child, say why on the page
+            process.kill()
+            end = {"state": "failed", "message": f"training failed: {type(exc).__name__}: {exc}", "weights": None}
         finally:
             process.join(EXIT_WAIT_S)
             if process.exitcode is None:
@@ -271,8 +274,8 @@ class TrainingJob:
                    else f"exit code {exitcode}")
             self._finish("failed", f"training failed: its process ended unexpectedly ({how}), perhaps for lack of "
                                    "memory. Start it again; a smaller network or batch needs less.")
-        elif end["weights"] is None:
-            self._finish(end["state"], self.message or end["message"])
+        elif end["weights"] is None:  # failed (a message why), or stopped before the first step
+            self._finish(end["state"], end["message"] if end["state"] == "failed" else self.message or end["message"])
         else:
             try:
                 self._result = load_uploaded_pair(end["weights"], end["card"], "the trained weights", "its card")

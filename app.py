@@ -44,13 +44,22 @@ SECTIONS: dict[str, tuple[PageSpec, ...]] = {
 
 ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values() for p in pages)
 
+# torch's intra-op threads per server process. One: the server's inputs are single pictures, where a second thread
+# saves ~2 ms of a capture's ~7 ms while doubling its CPU (OpenMP's waiting threads spin), and a class's sessions
+# already keep every core busy (measured with bench/explorer.py: an MNIST capture 15.7 ms CPU with 2 threads,
+# 5.5 ms with 1). Several processes behind HAProxy use the cores (cnnviz.serve); trainings run in their own processes.
+TORCH_THREADS = 1
+
 
 def run() -> None:
     import streamlit as st
+    import torch
 
     from cnnviz import heap_trim, ui
 
     heap_trim.start()  # freed memory goes back to the system after a class leaves (see cnnviz/heap_trim.py)
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
 
     st.set_page_config(page_title="cnnviz", page_icon=":material/visibility:", layout="wide")
 

@@ -35,8 +35,8 @@ def input_step(ctx: Ctx) -> None:
         if trace.input_grad.shape[0] > 1 else 0
     row, col = pick_cell(trace.input_grad.shape, "bw_in", largest_cell(trace.input_grad[c]))
     per_pixel = trace.input_grad[c] / card.std[c]
-    st.plotly_chart(figs.map_figure(per_pixel, f"dL/d(pixel value), channel {c} (signed)", ui.text_px(14),
-                                    signed=True, height=340, shapes=[figs.window(row, col, 1, 1)]), key="in_grad")
+    st.html(figs.map_html(per_pixel, f"dL/d(pixel value), channel {c} (signed)", ui.text_px(14), signed=True,
+                          frames=[figs.window(row, col, 1, 1)]))
     g = float(trace.input_grad[c, row, col])
     st.markdown(f"dL/dx[{c},{row},{col}] = **{fmt(g, 4)}** with respect to the normalised input; per unit of "
                 f"pixel value: {fmt(g, 4)} / {fmt(card.std[c], 4)} = **{fmt(g / card.std[c], 4)}**")

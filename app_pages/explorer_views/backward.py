@@ -8,7 +8,7 @@ import streamlit as st
 
 from app_pages.explorer_views import attributions
 from app_pages.explorer_views.context import KIND_NAMES, Ctx
-from app_pages.explorer_views.forward import overview, pick_cell
+from app_pages.explorer_views.forward import frame_current, overview, pick_cell
 from cnnviz import ui
 from cnnviz.engine.capture import gradient_check
 from cnnviz.engine.layer_rules import (
@@ -49,6 +49,8 @@ def url_value(ctx: Ctx, text: str) -> int:
 
 
 def show(ctx: Ctx) -> None:
+    overview(ctx, gradients=True)
+
     @st.fragment(run_every=ui.play_interval(STEP_KEY))
     def view() -> None:
         pos = positions(ctx)
@@ -56,14 +58,13 @@ def show(ctx: Ctx) -> None:
                        format_func=lambda k: position_label(ctx, pos[k]))
         p = pos[s]
         ui.write_url(layer="input" if p == "input" else position_label(ctx, p))
-        overview(ctx, min(s, len(ctx.layers)), gradients=True)
+        frame_current(min(s, len(ctx.layers)), gradients=True)
         st.divider()
         left, right = st.columns([1.5, 1], gap="large")
         with right:
             st.markdown("**Size of the gradient at each step** (slider order; orange: where the slider is)")
             labels, norms = norm_rows(ctx)
-            st.plotly_chart(figs.norms_figure(labels, norms, s, ui.text_px(13)), key="norms",
-                            config={"displayModeBar": False})
+            st.html(figs.norms_html(labels, norms, s, ui.text_px(13)))
         with left:
             if p == "loss":
                 loss_step(ctx)
@@ -138,17 +139,17 @@ def layer_step(ctx: Ctx, rec) -> None:
     px = ui.text_px(14)
     if rec.kind == "relu" and g_in.ndim == 3:
         m1, m2 = st.columns(2)
-        m1.plotly_chart(figs.map_figure((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px, signed=False,
-                                        height=300, shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="mask")
-        m2.plotly_chart(figs.map_figure(g_in[cell[0]], "dL/dx = dL/dy x mask", px, signed=True, height=300,
-                                        shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="masked")
+        frame = [figs.window(cell[1], cell[2], 1, 1)]
+        m1.html(figs.map_html((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px, signed=False,
+                              frames=frame))
+        m2.html(figs.map_html(g_in[cell[0]], "dL/dx = dL/dy x mask", px, signed=True, frames=frame))
     elif rec.kind == "maxpool":
         pool_routing(rec, cell, px)
     elif rec.kind == "conv":
         conv_backward(ctx, rec, cell, px)
     elif g_in.ndim == 3:
-        st.plotly_chart(figs.map_figure(g_in[cell[0]], f"dL/dx, channel {cell[0]}", px, signed=True, height=320,
-                                        shapes=[figs.window(cell[1], cell[2], 1, 1)]), key="gin")
+        st.html(figs.map_html(g_in[cell[0]], f"dL/dx, channel {cell[0]}", px, signed=True,
+                              frames=[figs.window(cell[1], cell[2], 1, 1)]))
     elif g_out.ndim == 1 and len(g_out) <= 64:
         st.table({"unit": list(range(len(g_out))), "dL/dy": [fmt(v, 4) for v in g_out]})
 

@@ -10,7 +10,7 @@ from cnnviz import ui
 from cnnviz.engine.layer_rules import conv_cell, global_average, largest_cell, pool_windows, relu_summary
 from cnnviz.numbers import factor, fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.overview import Column, overview_html
+from cnnviz.render.overview import Column, current_css, overview_html
 
 STEP_KEY = "fwd_layer"
 
@@ -24,9 +24,11 @@ def columns(ctx: Ctx, gradients: bool = False) -> list[Column]:
     return [*cols, Column("input pixels", "dL/d input", ctx.trace.input_grad, True)]
 
 
-def overview(ctx: Ctx, current: int | None, gradients: bool = False) -> None:
-    """The strip of every layer, cached per input and scale; the chosen layer framed."""
-    with st.container(key="overview" if not gradients else "overview_backward"):
+def overview(ctx: Ctx, gradients: bool = False) -> None:
+    """The strip of every layer, cached per input and scale. Drawn outside the view's fragment, so moving through
+    the layers sends only ``frame_current``'s few bytes, not the strip (~200 KB) again."""
+    key = "overview" if not gradients else "overview_backward"
+    with st.container(key=key):
         shared = st.toggle("One colour scale for all layers", key="shared_scale_bw" if gradients else "shared_scale",
                            help="Off: each layer on its own scale (see every pattern). On: one scale for every "
                                 "layer, so vanishing and exploding values show as faint or saturated layers.")
@@ -35,17 +37,21 @@ def overview(ctx: Ctx, current: int | None, gradients: bool = False) -> None:
                   if gradients else "Every layer's output, in forward order: one tile per channel (row by row; "
                   "the numbers at the left are each row's first channel). Blue-white-red for signed values, "
                   "purple-yellow for values >= 0.")
-        html = ui.session_cached("overview", ctx.cache_key("bw" if gradients else "fw", shared, px),
-                                 lambda: overview_html(columns(ctx, gradients), shared=shared, classes=ctx.card.classes,
-                                                       probs=None if gradients else ctx.first.probs, label_px=px,
-                                                       legend=legend), size=4)
-        if current is not None:
-            html = html.replace(f'class="cv-col" data-layer="{current + 1}"',
-                                f'class="cv-col cv-current" data-layer="{current + 1}"', 1)
-        st.html(html)
+        st.html(ui.session_cached("overview", ctx.cache_key("bw" if gradients else "fw", shared, px),
+                                  lambda: overview_html(columns(ctx, gradients), shared=shared,
+                                                        classes=ctx.card.classes,
+                                                        probs=None if gradients else ctx.first.probs, label_px=px,
+                                                        legend=legend), size=4))
+
+
+def frame_current(current: int, gradients: bool = False) -> None:
+    """Frame column ``current`` of the strip ``overview`` drew (in orange)."""
+    st.html(current_css("st-key-overview" if not gradients else "st-key-overview_backward", current))
 
 
 def show(ctx: Ctx) -> None:
+    overview(ctx)
+
     @st.fragment(run_every=ui.play_interval(STEP_KEY))
     def view() -> None:
         layers = ctx.layers
@@ -53,7 +59,7 @@ def show(ctx: Ctx) -> None:
         i = ui.stepper(STEP_KEY, len(layers), "Layer: Play walks the forward pass, one layer at a time",
                        format_func=lambda k: layer_label(layers[k], k), default=default)
         ui.write_url(layer=layers[i].name)
-        overview(ctx, i)
+        frame_current(i)
         st.divider()
         rec = layers[i]
         st.markdown(f"#### {layer_label(rec, i)}")
@@ -98,10 +104,9 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     top, left = cell.top, cell.left
     a, b = st.columns(2)
     title_in = "the input picture (normalised)" if i == 0 else f"its input, channel {c}"
-    a.plotly_chart(figs.map_figure(rec.input[c], f"{title_in}: the kernel's window", px,
-                                   shapes=[figs.window(top, left, kh, kw)]), key="fwd_conv_input")
-    b.plotly_chart(figs.map_figure(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
-                                   shapes=[figs.window(row, col, 1, 1)]), key="fwd_conv_map")
+    a.html(figs.map_html(rec.input[c], f"{title_in}: the kernel's window", px, frames=[figs.window(top, left, kh, kw)]))
+    b.html(figs.map_html(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
+                         frames=[figs.window(row, col, 1, 1)]))
     if i == 0:
         normalisation_note(ctx)
     m = st.columns(3)
@@ -129,10 +134,8 @@ def relu_inspector(ctx: Ctx, rec, i: int) -> None:
         c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
         c = pick_channel(rec.output.shape[0], "fwd_relu_ch", default=c_default)
         a, b = st.columns(2)
-        a.plotly_chart(figs.map_figure(rec.input[c], f"before ReLU, channel {c}", px, signed=True, height=320),
-                       key="pre")
-        b.plotly_chart(figs.map_figure(rec.output[c], "after ReLU = max(0, x)", px, signed=False, height=320),
-                       key="post")
+        a.html(figs.map_html(rec.input[c], f"before ReLU, channel {c}", px, signed=True))
+        b.html(figs.map_html(rec.output[c], "after ReLU = max(0, x)", px, signed=False))
 
 
 def pool_inspector(ctx: Ctx, rec, i: int) -> None:
@@ -153,8 +156,7 @@ def pool_inspector(ctx: Ctx, rec, i: int) -> None:
     a.html(figs.matrix_html(crop, f"input channel {c} around window ({row},{col})", px, row0=top, col0=left,
                             marks={(win.arg_row - top, win.arg_col - left): figs.CHOSEN}, digits=2,
                             window=(win.top - top, win.left - left, k, k), grid=(g0t - top, g0l - left, k)))
-    b.plotly_chart(figs.map_figure(rec.output[c], "pooled: each window's max", px, height=320,
-                                   shapes=[figs.window(row, col, 1, 1)]), key="pool_out")
+    b.html(figs.map_html(rec.output[c], "pooled: each window's max", px, frames=[figs.window(row, col, 1, 1)]))
     values = rec.input[c, win.top:win.top + k, win.left:win.left + k].ravel()
     st.markdown(f"Window ({row},{col}) covers rows {win.top}-{win.top + k - 1}, columns {win.left}-{win.left + k - 1}: "
                 f"max({', '.join(fmt(v, 4) for v in values)}) = **{fmt(win.value, 4)}**, taken from cell "

@@ -1,67 +1,109 @@
-"""Figures of the explorer's inspectors: small matrices with their numbers (HTML tables: crisp text, no plotly
-cost), whole maps with a window marked (plotly, where hovering for values pays), the gradient-size chart.
+"""Figures of the explorer's inspectors, all HTML (crisp text at any zoom, no plotly cost on the server or in the
+browser): small matrices with their numbers, whole maps with a window marked (each cell's value on hover), the
+probability bars and the gradient-size chart.
 
-numpy in, HTML strings or plotly figures out; every plotly figure is one dict validated once.
+numpy in, HTML strings out.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 
 from cnnviz.numbers import fmt
-from cnnviz.render.network import DIVERGING_SCALE, SEQUENTIAL_SCALE, colorize, is_signed
+from cnnviz.render.network import colorize, is_signed, ramp_css
 
 MARK = "#00c000"  # the selected cell / window
 CHOSEN = "#e08a00"  # max-pool's chosen cell
 
 
-def map_figure(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None,
-               shapes: Sequence[dict] = (), height: int = 340) -> go.Figure:
-    """A whole feature map (hover for values) with shapes drawn on it (a kernel window, a selected cell)."""
+def window(top: int, left: int, height: int, width: int, colour: str = MARK) -> tuple[int, int, int, int, str]:
+    """A frame around cells [top, top + height) x [left, left + width) of a map (for ``map_html``)."""
+    return top, left, height, width, colour
+
+
+def map_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None,
+             frames: Sequence[tuple[int, int, int, int, str]] = (), size_px: int = 300) -> str:
+    """A whole feature map as a grid of coloured cells, each cell's value in its tooltip (hover), with frames drawn
+    on it (a kernel window, a selected cell), its rows and columns numbered every 5, and its colour bar.
+
+    HTML, not plotly: the browser lays out a few hundred divs in a few milliseconds, where a plotly heatmap costs
+    the server ~8 ms to build and the browser ~100 ms to draw on every update.
+
+    Args:
+        arr: (H, W) values.
+        title: the caption above the map.
+        font_px: text size (at least 12).
+        signed: blue-white-red centred on 0 (default: whether any value is negative); else purple-yellow, min to max.
+        frames: (top, left, height, width, colour) cell rectangles to outline (``window`` makes them).
+        size_px: about how wide the map is drawn (cells are 4 to 18 px).
+    """
     arr = np.asarray(arr, dtype=np.float64)
-    signed = is_signed(arr) if signed is None else signed
-    trace = {"type": "heatmap", "z": arr, "colorscale": DIVERGING_SCALE if signed else SEQUENTIAL_SCALE,
-             "hovertemplate": "row %{y}, col %{x}<br>%{z:.4g}<extra></extra>",
-             "colorbar": {"thickness": 10, "tickfont": {"size": font_px - 1}}}
+    h, w = arr.shape
+    clean = np.nan_to_num(arr)
+    signed = is_signed(clean) if signed is None else signed
     if signed:
-        vmax = float(np.abs(arr).max()) or 1.0
-        trace.update(zmin=-vmax, zmax=vmax, zmid=0.0)
-    layout = {"height": height, "margin": {"l": 10, "r": 10, "t": 44, "b": 10}, "font": {"size": font_px},
-              "title": {"text": title, "font": {"size": font_px + 1}, "y": 0.98},
-              "xaxis": {"side": "top", "showgrid": False, "zeroline": False, "constrain": "domain"},
-              "yaxis": {"autorange": "reversed", "showgrid": False, "zeroline": False, "scaleanchor": "x",
-                        "constrain": "domain"},
-              "shapes": list(shapes)}
-    return go.Figure({"data": [trace], "layout": layout})
+        vmax = float(np.abs(clean).max()) if clean.size else 0.0
+        low, high, colours = -vmax, vmax, colorize(clean, True, vmax or 1.0)
+    else:
+        low, high = (float(clean.min()), float(clean.max())) if clean.size else (0.0, 0.0)
+        colours = colorize(clean, False, high)
+    px = max(12, int(font_px))
+    cell = int(min(18, max(4, size_px // max(h, w, 1))))
+    hexes = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colours.reshape(-1, 3).tolist()]
+    cells = "".join(f'<i style="background:{c}" title="({k // w}, {k % w}) {fmt(v, 4)}"></i>'
+                    for k, (c, v) in enumerate(zip(hexes, arr.ravel(), strict=True)))
+    gutter = 2.4 * px  # room for the row numbers, in px
+    ticks = "".join(f'<span style="left:{gutter + j * cell}px;top:0">{j}</span>' for j in range(0, w, 5))
+    ticks += "".join(f'<span style="left:0;top:{px + 4 + i * cell}px;width:{gutter - 4}px;text-align:right">{i}'
+                     "</span>" for i in range(0, h, 5))
+    boxes = "".join(f'<b style="left:{gutter + left * cell - 2}px;top:{px + 4 + top * cell - 2}px;'
+                    f'width:{fw * cell}px;height:{fh * cell}px;border:2px solid {colour}"></b>'
+                    for top, left, fh, fw, colour in frames)
+    style = (f"<style>.cv-map{{font-family:sans-serif;font-size:{px}px;color:#333;margin:2px 0 10px}}"
+             ".cv-map-t{font-weight:600;margin-bottom:2px}"
+             ".cv-map-a{position:relative;display:inline-block}"
+             ".cv-map-a>span{position:absolute;color:#777;line-height:1}"
+             ".cv-map-a>b{position:absolute;box-sizing:content-box;pointer-events:none}"
+             ".cv-map-g{display:grid}.cv-map-g>i{display:block}"
+             ".cv-map-r{display:flex;justify-content:space-between;gap:8px}</style>")
+    grid = (f'<div class="cv-map-g" style="grid-template-columns:repeat({w},{cell}px);grid-auto-rows:{cell}px;'
+            f'margin-left:{gutter}px;margin-top:{px + 4}px">{cells}</div>')
+    bar = (f'<div style="width:{w * cell}px;margin-left:{gutter}px"><div style="height:7px;margin-top:4px;'
+           f'border-radius:2px;background:{ramp_css(signed)}"></div><div class="cv-map-r"><span>{fmt(low, 3)}</span>'
+           f'<span>{fmt(high, 3)}</span></div></div>')
+    return (f'{style}<div class="cv-map"><div class="cv-map-t">{html.escape(title)}</div>'
+            f'<div class="cv-map-a">{ticks}{grid}{boxes}</div>{bar}</div>')
 
 
-def window(top: int, left: int, height: int, width: int, colour: str = MARK, dash: str = "solid") -> dict:
-    """A plotly rectangle around cells [top, top + height) x [left, left + width) of a map."""
-    return {"type": "rect", "x0": left - 0.5, "x1": left + width - 0.5, "y0": top - 0.5, "y1": top + height - 0.5,
-            "line": {"color": colour, "width": 3, "dash": dash}}
-
-
-def norms_figure(labels: Sequence[str], norms: Sequence[float], current: int | None, font_px: int = 13,
-                 height: int = 420) -> go.Figure:
-    """The gradient's size at each position of the backprop slider, in the slider's order (loss first),
-    every position labelled, a log axis with a tick per decade."""
-    values = [max(float(v), 1e-30) if np.isfinite(v) else None for v in norms]
-    colours = ["#e08a00" if i == current else "#3b6fb6" for i in range(len(values))]
-    finite = [v for v in values if v]
+def norms_html(labels: Sequence[str], norms: Sequence[float], current: int | None, font_px: int = 13) -> str:
+    """The gradient's size at each position of the backprop slider, in the slider's order (loss first): one bar
+    per position on a log scale (a decade per tick), its value written beside it; the current position in orange."""
+    px = max(12, int(font_px))
+    finite = [float(v) for v in norms if np.isfinite(v) and v > 0]
     lo = int(np.floor(np.log10(min(finite)))) if finite else -8
-    hi = int(np.ceil(np.log10(max(finite)))) if finite else 1
-    hi = max(hi, lo + 1)
-    bar = {"type": "bar", "y": list(labels), "x": values, "orientation": "h", "marker": {"color": colours},
-           "hovertemplate": "%{y}: %{x:.3g}<extra></extra>"}
-    layout = {"height": max(height, 18 * len(values) + 80), "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
-              "font": {"size": font_px}, "bargap": 0.15,
-              "yaxis": {"autorange": "reversed", "tickfont": {"size": font_px}, "automargin": True, "dtick": 1},
-              "xaxis": {"type": "log", "range": [lo, hi], "dtick": 1, "exponentformat": "power",
-                        "title": {"text": "||gradient|| (log scale)"}, "tickfont": {"size": font_px}}}
-    return go.Figure({"data": [bar], "layout": layout})
+    hi = max(int(np.ceil(np.log10(max(finite)))) if finite else 1, lo + 1)
+    rows = []
+    for k, (label, v) in enumerate(zip(labels, norms, strict=True)):
+        v = float(v)
+        share = (np.log10(v) - lo) / (hi - lo) * 100 if np.isfinite(v) and v > 0 else 0.0
+        colour = CHOSEN if k == current else "#3b6fb6"
+        weight = "font-weight:600;" if k == current else ""
+        rows.append(f'<div class="cv-n-row" style="{weight}"><span class="cv-n-lab">{html.escape(label)}</span>'
+                    f'<span class="cv-n-track"><span style="width:{max(share, 0.5):.1f}%;background:{colour}">'
+                    f'</span></span><span class="cv-n-val">{fmt(v, 3)}</span></div>')
+    decades = "".join(f"<span>1e{e}</span>" for e in range(lo, hi + 1))
+    style = (f"<style>.cv-n{{font-family:sans-serif;font-size:{px}px;color:#222}}"
+             f".cv-n-row{{display:flex;align-items:center;gap:6px;height:{px + 9}px}}"
+             ".cv-n-lab{width:9.5em;text-align:right;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}"
+             ".cv-n-track{flex:1;height:70%;background:#f1f1f1;position:relative}"
+             ".cv-n-track>span{display:block;height:100%}"
+             ".cv-n-val{width:5.5em;white-space:nowrap}"
+             ".cv-n-axis{display:flex;justify-content:space-between;margin:2px 5.5em 0 10em;color:#555}</style>")
+    return (f'{style}<div class="cv-n">{"".join(rows)}<div class="cv-n-axis">{decades}</div>'
+            f'<div style="text-align:center;color:#555">||gradient||, log scale (a decade per step)</div></div>')
 
 
 def matrix_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None, row0: int = 0,

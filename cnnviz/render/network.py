@@ -55,6 +55,13 @@ def colorize(arr: np.ndarray, signed: bool, vmax: float | None = None) -> np.nda
     return _lut((arr - lo) / ((vmax - lo) or 1.0), _VIRIDIS)
 
 
+def ramp_css(signed: bool) -> str:
+    """The CSS gradient of the diverging (signed) or the sequential scale, for colour bars beside HTML figures."""
+    if signed:
+        return "linear-gradient(90deg, #053061, #4393c3, #f7f7f7, #d6604d, #67001f)"
+    return "linear-gradient(90deg, #440154, #3e4a89, #26828e, #35b779, #fde725)"
+
+
 def is_signed(arr: np.ndarray) -> bool:
     return bool((np.asarray(arr) < 0).any())
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cnnviz.numbers import fmt
-from cnnviz.render.network import _DIVERGING, _VIRIDIS, _interpolate
+from cnnviz.render.network import _DIVERGING, _VIRIDIS, _interpolate, ramp_css
 
 MAX_ROWS = 8  # tiles per column of a layer before another column of tiles is added
 
@@ -100,12 +100,6 @@ def tiles_png(maps: np.ndarray, scale: Scale) -> tuple[bytes, int, int]:
     return buf.getvalue(), cols, rows
 
 
-def _bar_css(scale: Scale) -> str:
-    if scale.signed:
-        return "linear-gradient(90deg, #053061, #4393c3, #f7f7f7, #d6604d, #67001f)"
-    return "linear-gradient(90deg, #440154, #3e4a89, #26828e, #35b779, #fde725)"
-
-
 def _tile_px(h: int) -> int:
     return 20 if h >= 14 else 16 if h >= 7 else 12
 
@@ -145,7 +139,7 @@ def _column_html(index: int, col: Column, scale: Scale, classes: Sequence[str] |
         if len(flat) > 64:
             rows_html.append(f'<div class="cv-kind">... {len(flat) - 64} more</div>')
         body = f'<div class="cv-vecs">{"".join(rows_html)}</div>'
-    bar = (f'<div class="cv-bar" style="background:{_bar_css(scale)}"></div>'
+    bar = (f'<div class="cv-bar" style="background:{ramp_css(scale.signed)}"></div>'
            f'<div class="cv-range"><span>{fmt(scale.low, 2)}</span><span>{fmt(scale.high, 2)}</span></div>')
     return f'<div class="cv-col" data-layer="{index}">{head}{body}{bar}</div>'
 
@@ -154,7 +148,6 @@ _STYLE = """<style>
 .cv-strip {display:flex; flex-wrap:wrap; gap:10px 8px; align-items:flex-start; font-family:sans-serif;
   font-size:%(px)dpx; color:#222;}
 .cv-col {border:2px solid #e3e3e3; border-radius:6px; padding:4px 5px; min-width:76px; background:#fff;}
-.cv-col.cv-current {border-color:#e08a00; box-shadow:0 0 0 2px #ffd180;}
 .cv-name {font-weight:600; white-space:nowrap; font-size:%(px)dpx;}
 .cv-kind {color:#555; white-space:nowrap; font-size:%(px)dpx;}
 .cv-body {display:flex; gap:3px; margin-top:3px;}
@@ -171,15 +164,13 @@ _STYLE = """<style>
 </style>"""
 
 
-def overview_html(columns: Sequence[Column], shared: bool = False, current: int | None = None,
-                  classes: Sequence[str] | None = None, probs: np.ndarray | None = None, label_px: int = 13,
-                  legend: str = "") -> str:
-    """Every column of a pass as one wrapping strip; ``current`` (a column index) is framed in orange.
+def overview_html(columns: Sequence[Column], shared: bool = False, classes: Sequence[str] | None = None,
+                  probs: np.ndarray | None = None, label_px: int = 13, legend: str = "") -> str:
+    """Every column of a pass as one wrapping strip (``current_css`` frames one of them).
 
     Args:
         columns: the layers in the order they are shown (forward order, or the backprop slider's order).
         shared: one colour scale for every column instead of one per column.
-        current: the column to frame (the inspected layer, the slider's position).
         classes, probs: labels (and probabilities) for the last, vector-shaped column.
         label_px: text size (at least 12; larger in projector mode).
         legend: a line of text above the strip.
@@ -190,8 +181,13 @@ def overview_html(columns: Sequence[Column], shared: bool = False, current: int 
     for i, col in enumerate(columns):
         s = column_scale(col.values, col.signed, scale)
         parts.append(_column_html(i + 1, col, s, classes, probs if i == len(columns) - 1 else None, label_px))
-    if current is not None and 0 <= current < len(parts):
-        parts[current] = parts[current].replace('class="cv-col"', 'class="cv-col cv-current"', 1)
     style = _STYLE % {"px": label_px, "small": max(12, label_px - 1), "row": label_px + 5}
     head = f'<div class="cv-legend">{html.escape(legend)}</div>' if legend else ""
     return f'{style}{head}<div class="cv-strip">{"".join(parts)}</div>'
+
+
+def current_css(scope: str, current: int) -> str:
+    """A style that frames column ``current`` (0-based) of the strip inside the element with CSS class ``scope``,
+    in orange: a few bytes to send when the inspected layer or the slider moves, instead of the whole strip."""
+    return (f'<style>.{scope} .cv-col[data-layer="{int(current) + 1}"] {{border-color:#e08a00; '
+            "box-shadow:0 0 0 2px #ffd180;}</style>")

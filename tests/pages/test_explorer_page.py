@@ -166,7 +166,8 @@ def test_backward_overview_runs_from_the_loss_to_the_pixels():
     html = overview_html(at, "overview_backward")
     names = [n for _, n in re.findall(r'<div class="cv-name">(\d+)\. ([^<]+)</div>', html)]
     assert names == [r.name for r in reversed(trace.layers)] + ["input pixels"]
-    assert 'class="cv-col cv-current" data-layer="1"' in html  # the slider starts at the loss
+    frames = [h.proto.body for h in at.get("html") if ".st-key-overview_backward .cv-col[data-layer=" in h.proto.body]
+    assert len(frames) == 1 and 'data-layer="1"' in frames[0]  # the slider starts at the loss: its column framed
 
 
 def test_loss_position_shows_softmax_and_p_minus_onehot():

@@ -10,7 +10,7 @@ import pytest
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
 from cnnviz.render import network as render
-from cnnviz.render.overview import Column, Scale, overview_html, tiles_png
+from cnnviz.render.overview import Column, Scale, current_css, overview_html, tiles_png
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -36,10 +36,35 @@ def test_colour_lookup_equals_interpolation_between_the_scale_entries_within_a_l
         assert np.abs(got - want).max() < 1.4
 
 
-def test_norms_and_training_curve_carry_their_numbers():
-    norms = figs.norms_figure(["loss", "y"], [0.0, 2.5], current=0)
-    assert list(norms.data[0].x) == [1e-30, 2.5] and norms.layout.xaxis.type == "log"
-    assert list(norms.data[0].y) == ["loss", "y"] and norms.data[0].marker.color[0] != norms.data[0].marker.color[1]
+def test_norms_html_writes_each_norm_on_a_log_scale_and_marks_the_current_position():
+    html = figs.norms_html(["loss", "y", "z"], [0.0, 2.5, 2.5e-3], current=1)
+    assert re.findall(r'<span class="cv-n-lab">([^<]+)</span>', html) == ["loss", "y", "z"]
+    assert re.findall(r'<span class="cv-n-val">([^<]+)</span>', html) == ["0", "2.5", "0.0025"]
+    widths = [float(w) for w in re.findall(r'<span style="width:([\d.]+)%;background:', html)]
+    # decades 1e-3 .. 1e1: log10(2.5) + 3 of 4 decades, log10(2.5e-3) + 3 of 4; a zero norm gets a sliver
+    assert widths == pytest.approx([0.5, (np.log10(2.5) + 3) / 4 * 100, (np.log10(2.5e-3) + 3) / 4 * 100], abs=0.06)
+    assert html.count(figs.CHOSEN) == 1 and re.findall(r"<span>1e(-?\d+)</span>", html) == ["-3", "-2", "-1", "0", "1"]
+
+
+def test_map_html_has_every_cell_with_its_value_and_colour_and_the_frames():
+    arr = np.array([[-2.0, 0.5, 1.0], [0.0, 1e-9, 2.0]])
+    html = figs.map_html(arr, "t", frames=[figs.window(0, 1, 2, 2)])
+    cells = re.findall(r'<i style="background:(#[0-9a-f]{6})" title="\((\d+), (\d+)\) ([^"]+)"></i>', html)
+    assert [(int(r), int(c), v) for _, r, c, v in cells] == [(i, j, fmt(arr[i, j], 4)) for i in range(2)
+                                                             for j in range(3)]
+    rgb = render.colorize(arr, True, 2.0).reshape(-1, 3)
+    hexes = [bytes(int(v) for v in c).hex() for c in rgb]
+    assert [h for h, *_ in cells] == ["#" + h for h in hexes]
+    assert hexes[0] == bytes(int(v) for v in render._DIVERGING[0]).hex()  # -2 is the scale's end: the darkest blue
+    cell = int(re.search(r"repeat\(3,(\d+)px\)", html).group(1))
+    frame = re.search(r'<b style="left:[^;]+;top:[^;]+;width:(\d+)px;height:(\d+)px;border:2px solid ([^"]+)', html)
+    assert (int(frame.group(1)), int(frame.group(2)), frame.group(3)) == (2 * cell, 2 * cell, figs.MARK)
+    assert re.findall(r'<div class="cv-map-r"><span>([^<]+)</span><span>([^<]+)</span>', html) == [("-2", "2")]
+    unsigned = figs.map_html(np.array([[1.0, 3.0]]), "u")
+    assert re.findall(r'<div class="cv-map-r"><span>([^<]+)</span><span>([^<]+)</span>', unsigned) == [("1", "3")]
+
+
+def test_training_curve_carries_its_numbers():
     curve = render.training_curve([{"epoch": 1, "train_accuracy": 90.0, "test_accuracy": 95.0},
                                    {"epoch": 2, "train_accuracy": 97.0, "test_accuracy": 98.5}])
     assert [list(t.y) for t in curve.data] == [[90.0, 97.0], [95.0, 98.5]]
@@ -70,10 +95,11 @@ def test_overview_tiles_hold_each_channel_and_ranges_are_per_layer_or_shared():
     ranges = re.findall(r'<div class="cv-range"><span>([^<]+)</span><span>([^<]+)</span>', html)
     vmax_a = float(np.abs(a).max())
     assert ranges == [(fmt(-vmax_a, 2), fmt(vmax_a, 2)), (fmt(float(b.min()), 2), fmt(float(b.max()), 2))]
-    shared = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)], shared=True, current=1)
+    shared = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)], shared=True)
     top = max(vmax_a, float(b.max()))
     assert re.findall(r'<div class="cv-range"><span>([^<]+)</span>', shared) == [fmt(-top, 2)] * 2
-    assert 'class="cv-col cv-current" data-layer="2"' in shared
+    assert re.findall(r'data-layer="(\d)"', shared) == ["1", "2"]
+    assert '.st-key-x .cv-col[data-layer="2"] {border-color:#e08a00' in current_css("st-key-x", 1)
 
 
 def test_overlay_blends_by_strength():

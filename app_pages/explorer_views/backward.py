@@ -138,11 +138,11 @@ def layer_step(ctx: Ctx, rec) -> None:
     st.markdown(f"Autograd says dL/dx{list(cell)} = **{fmt(rule.recorded, 4)}**")
     px = ui.text_px(14)
     if rec.kind == "relu" and g_in.ndim == 3:
-        m1, m2 = st.columns(2)
         frame = [figs.window(cell[1], cell[2], 1, 1)]
-        m1.html(figs.map_html((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px, signed=False,
-                              frames=frame))
-        m2.html(figs.map_html(g_in[cell[0]], "dL/dx = dL/dy x mask", px, signed=True, frames=frame))
+        st.html(figs.row_html(figs.map_html((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px,
+                                            signed=False, frames=frame),
+                              figs.map_html(g_in[cell[0]], "dL/dx = dL/dy x mask", px, signed=True, frames=frame),
+                              gap_px=48))
     elif rec.kind == "maxpool":
         pool_routing(rec, cell, px)
     elif rec.kind == "conv":

@@ -102,17 +102,16 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     c = st.slider("input channel to show", 0, c_in - 1, c_default, key="fwd_conv_in") if c_in > 1 else 0
     kh, kw = cell.kernel.shape[1:]
     top, left = cell.top, cell.left
-    a, b = st.columns(2)
     title_in = "the input picture (normalised)" if i == 0 else f"its input, channel {c}"
-    a.html(figs.map_html(rec.input[c], f"{title_in}: the kernel's window", px, frames=[figs.window(top, left, kh, kw)]))
-    b.html(figs.map_html(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
-                         frames=[figs.window(row, col, 1, 1)]))
+    st.html(figs.row_html(
+        figs.map_html(rec.input[c], f"{title_in}: the kernel's window", px, frames=[figs.window(top, left, kh, kw)]),
+        figs.map_html(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
+                      frames=[figs.window(row, col, 1, 1)]), gap_px=48))
     if i == 0:
         normalisation_note(ctx)
-    m = st.columns(3)
-    m[0].html(figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True))
-    m[1].html(figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left))
-    m[2].html(figs.matrix_html(cell.products[c], "products W x patch", px, signed=True))
+    st.html(figs.row_html(figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
+                          figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
+                          figs.matrix_html(cell.products[c], "products W x patch", px, signed=True), gap_px=40))
     terms = " + ".join(f"{factor(w, 4, first=k == 0)}·{factor(v, 4)}"
                        for k, (w, v) in enumerate(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True)))
     st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
@@ -133,9 +132,8 @@ def relu_inspector(ctx: Ctx, rec, i: int) -> None:
         px = ui.text_px(14)
         c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
         c = pick_channel(rec.output.shape[0], "fwd_relu_ch", default=c_default)
-        a, b = st.columns(2)
-        a.html(figs.map_html(rec.input[c], f"before ReLU, channel {c}", px, signed=True))
-        b.html(figs.map_html(rec.output[c], "after ReLU = max(0, x)", px, signed=False))
+        st.html(figs.row_html(figs.map_html(rec.input[c], f"before ReLU, channel {c}", px, signed=True),
+                              figs.map_html(rec.output[c], "after ReLU = max(0, x)", px, signed=False), gap_px=48))
 
 
 def pool_inspector(ctx: Ctx, rec, i: int) -> None:

@@ -260,8 +260,8 @@ def canvas_picture(png: bytes | None) -> Image.Image | None:
     arr = np.asarray(load_image(png).convert("RGBA"))
     if arr.ndim != 3 or not arr[..., :3].any():
         return None
-    ink = arr[..., :3].max(axis=2) / 255.0 * (arr[..., 3] / 255.0)  # white on black, transparent = black
-    border = np.concatenate([ink[0, :], ink[-1, :], ink[:, 0], ink[:, -1]])
+    edge = np.concatenate([arr[0, :], arr[-1, :], arr[:, 0], arr[:, -1]])  # (border pixels, RGBA)
+    border = edge[:, :3].max(axis=1) / 255.0 * (edge[:, 3] / 255.0)  # their ink: white on black, transparent = black
     if float(np.median(border)) > 0.5:
         raise CanvasFull("The canvas is painted right up to its edges, so no digit shape is left to see. Clear it "
                          "(bin icon) and draw one digit in the middle.")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cnnviz.numbers import fmt
+from cnnviz.render import Html
 from cnnviz.render.network import colorize, is_signed, ramp_css
 
 MARK = "#00c000"  # the selected cell / window
@@ -25,7 +26,7 @@ def window(top: int, left: int, height: int, width: int, colour: str = MARK) -> 
 
 
 def map_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None,
-             frames: Sequence[tuple[int, int, int, int, str]] = (), size_px: int = 300) -> str:
+             frames: Sequence[tuple[int, int, int, int, str]] = (), size_px: int = 300) -> Html:
     """A whole feature map as a grid of coloured cells, each cell's value in its tooltip (hover), with frames drawn
     on it (a kernel window, a selected cell), its rows and columns numbered every 5, and its colour bar.
 
@@ -54,7 +55,7 @@ def map_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None
     cell = int(min(18, max(4, size_px // max(h, w, 1))))
     hexes = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colours.reshape(-1, 3).tolist()]
     cells = "".join(f'<i style="background:{c}" title="({k // w}, {k % w}) {fmt(v, 4)}"></i>'
-                    for k, (c, v) in enumerate(zip(hexes, arr.ravel(), strict=True)))
+                    for k, (c, v) in enumerate(zip(hexes, arr.ravel().tolist(), strict=True)))
     gutter = 2.4 * px  # room for the row numbers, in px
     ticks = "".join(f'<span style="left:{gutter + j * cell}px;top:0">{j}</span>' for j in range(0, w, 5))
     ticks += "".join(f'<span style="left:0;top:{px + 4 + i * cell}px;width:{gutter - 4}px;text-align:right">{i}'
@@ -74,11 +75,17 @@ def map_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None
     bar = (f'<div style="width:{w * cell}px;margin-left:{gutter}px"><div style="height:7px;margin-top:4px;'
            f'border-radius:2px;background:{ramp_css(signed)}"></div><div class="cv-map-r"><span>{fmt(low, 3)}</span>'
            f'<span>{fmt(high, 3)}</span></div></div>')
-    return (f'{style}<div class="cv-map"><div class="cv-map-t">{html.escape(title)}</div>'
-            f'<div class="cv-map-a">{ticks}{grid}{boxes}</div>{bar}</div>')
+    return Html(f'{style}<div class="cv-map"><div class="cv-map-t">{html.escape(title)}</div>'
+                f'<div class="cv-map-a">{ticks}{grid}{boxes}</div>{bar}</div>')
 
 
-def norms_html(labels: Sequence[str], norms: Sequence[float], current: int | None, font_px: int = 13) -> str:
+def row_html(*parts: str, gap_px: int = 24) -> Html:
+    """Figures side by side (wrapping when the page is narrow): one element for the page instead of a column each."""
+    cells = "".join(f'<div style="flex:0 1 auto;min-width:0">{p}</div>' for p in parts)
+    return Html(f'<div style="display:flex;flex-wrap:wrap;gap:0 {gap_px}px;align-items:flex-start">{cells}</div>')
+
+
+def norms_html(labels: Sequence[str], norms: Sequence[float], current: int | None, font_px: int = 13) -> Html:
     """The gradient's size at each position of the backprop slider, in the slider's order (loss first): one bar
     per position on a log scale (a decade per tick), its value written beside it; the current position in orange."""
     px = max(12, int(font_px))
@@ -102,13 +109,13 @@ def norms_html(labels: Sequence[str], norms: Sequence[float], current: int | Non
              ".cv-n-track>span{display:block;height:100%}"
              ".cv-n-val{width:5.5em;white-space:nowrap}"
              ".cv-n-axis{display:flex;justify-content:space-between;margin:2px 5.5em 0 10em;color:#555}</style>")
-    return (f'{style}<div class="cv-n">{"".join(rows)}<div class="cv-n-axis">{decades}</div>'
-            f'<div style="text-align:center;color:#555">||gradient||, log scale (a decade per step)</div></div>')
+    return Html(f'{style}<div class="cv-n">{"".join(rows)}<div class="cv-n-axis">{decades}</div>'
+                f'<div style="text-align:center;color:#555">||gradient||, log scale (a decade per step)</div></div>')
 
 
 def matrix_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | None = None, row0: int = 0,
                 col0: int = 0, marks: dict[tuple[int, int], str] | None = None, digits: int = 3,
-                window: tuple[int, int, int, int] | None = None, grid: tuple[int, int, int] | None = None) -> str:
+                window: tuple[int, int, int, int] | None = None, grid: tuple[int, int, int] | None = None) -> Html:
     """A small matrix as an HTML table: every number in its coloured cell, rows and columns numbered.
 
     Args:
@@ -149,12 +156,12 @@ def matrix_html(arr: np.ndarray, title: str, font_px: int = 14, signed: bool | N
              ".cv-mat td{padding:3px 5px;text-align:right;min-width:2.6em;border:1px solid #fff}"
              f".cv-mat th{{color:#777;font-weight:400;font-size:{px - 1}px;padding:0 4px}}"
              f".cv-mat caption{{text-align:left;font-weight:600;color:#333;padding-bottom:3px}}</style>")
-    return (f'{style}<table class="cv-mat"><caption>{title}</caption><tr><th></th>{head}</tr>{"".join(rows)}'
-            "</table>")
+    return Html(f'{style}<table class="cv-mat"><caption>{title}</caption><tr><th></th>{head}</tr>'
+                f'{"".join(rows)}</table>')
 
 
 def bars_html(values: Sequence[float], labels: Sequence[str], highlight: int | None = None, font_px: int = 13,
-              as_percent: bool = True) -> str:
+              as_percent: bool = True) -> Html:
     """Labelled horizontal bars (probabilities): one row per class, its value written beside its bar."""
     px = max(12, int(font_px))
     vmax = max((abs(float(v)) for v in values), default=1.0) or 1.0
@@ -166,4 +173,4 @@ def bars_html(values: Sequence[float], labels: Sequence[str], highlight: int | N
                     f'<span style="width:7.5em;text-align:right;overflow:hidden;white-space:nowrap">{label}</span>'
                     f'<span style="display:inline-block;height:{px - 1}px;width:{abs(float(v)) / vmax * 55:.1f}%;'
                     f'min-width:1px;background:{colour}"></span><span>{text}</span></div>')
-    return f'<div style="font-family:sans-serif;font-size:{px}px">{"".join(rows)}</div>'
+    return Html(f'<div style="font-family:sans-serif;font-size:{px}px">{"".join(rows)}</div>')

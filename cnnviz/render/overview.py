@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cnnviz.numbers import fmt
+from cnnviz.render import Html
 from cnnviz.render.network import _DIVERGING, _VIRIDIS, _interpolate, ramp_css
 
 MAX_ROWS = 8  # tiles per column of a layer before another column of tiles is added
@@ -41,20 +42,28 @@ class Scale:
     high: float
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 with NaN and infinities replaced (0, and the largest float32), copying only if needed."""
+    arr = np.asarray(values, dtype=np.float32)
+    return arr if np.isfinite(arr).all() else np.nan_to_num(arr)
+
+
 def column_scale(values: np.ndarray, signed: bool, shared: Scale | None = None) -> Scale:
     """The per-layer scale of ``values``, or the shared scale of the whole strip when one is given."""
     if shared is not None:
         return shared
-    arr = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    arr = _finite(values)
+    if not arr.size:
+        return Scale(signed, 0.0, 0.0)
     if signed:
-        vmax = float(np.abs(arr).max()) if arr.size else 0.0
+        vmax = float(np.abs(arr).max())
         return Scale(True, -vmax, vmax)
-    return Scale(False, float(arr.min()) if arr.size else 0.0, float(arr.max()) if arr.size else 0.0)
+    return Scale(False, float(arr.min()), float(arr.max()))
 
 
 def shared_scale(columns: Sequence[Column]) -> Scale:
     """One scale for every layer, so vanishing and exploding values show as faint or saturated columns."""
-    vmax = max((float(np.abs(np.nan_to_num(c.values)).max()) for c in columns if c.values.size), default=0.0)
+    vmax = max((float(np.abs(_finite(c.values)).max()) for c in columns if c.values.size), default=0.0)
     return Scale(True, -vmax, vmax)
 
 
@@ -80,19 +89,20 @@ def tiles_png(maps: np.ndarray, scale: Scale) -> tuple[bytes, int, int]:
 
     A palette image (one byte per pixel, 255 colour levels) is about a third of the size of an RGB one and
     quicker to encode; the page sends one per layer. Returns (PNG bytes, tiles per row, rows)."""
-    maps = np.nan_to_num(np.asarray(maps, dtype=np.float64))
+    maps = _finite(maps)
     c, h, w = maps.shape
     cols, rows = _grid(c)
     if scale.signed:
         vmax = max(abs(scale.low), abs(scale.high)) or 1.0
-        level = 0.5 + 0.5 * maps / vmax
+        level = 0.5 + maps * np.float32(0.5 / vmax)
     else:
-        level = (maps - scale.low) / ((scale.high - scale.low) or 1.0)
+        level = (maps - np.float32(scale.low)) * np.float32(1.0 / ((scale.high - scale.low) or 1.0))
     index = np.rint(np.clip(level, 0.0, 1.0) * (_LEVELS - 1)).astype(np.uint8)  # (C, H, W)
-    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), _LEVELS, dtype=np.uint8)
-    for k in range(c):
-        r, q = divmod(k, cols)
-        canvas[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = index[k]
+    # every tile with its 1 px gap right and below, in one array: (rows, cols, H + 1, W + 1) -> one picture
+    tiles = np.full((rows * cols, h + 1, w + 1), _LEVELS, dtype=np.uint8)
+    tiles[:c, :h, :w] = index
+    canvas = tiles.reshape(rows, cols, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
+    canvas = np.ascontiguousarray(canvas[:-1, :-1])  # no gap after the last row and column
     image = Image.fromarray(canvas, mode="P")
     image.putpalette(_PALETTES[scale.signed])
     buf = io.BytesIO()
@@ -165,7 +175,7 @@ _STYLE = """<style>
 
 
 def overview_html(columns: Sequence[Column], shared: bool = False, classes: Sequence[str] | None = None,
-                  probs: np.ndarray | None = None, label_px: int = 13, legend: str = "") -> str:
+                  probs: np.ndarray | None = None, label_px: int = 13, legend: str = "") -> Html:
     """Every column of a pass as one wrapping strip (``current_css`` frames one of them).
 
     Args:
@@ -183,11 +193,11 @@ def overview_html(columns: Sequence[Column], shared: bool = False, classes: Sequ
         parts.append(_column_html(i + 1, col, s, classes, probs if i == len(columns) - 1 else None, label_px))
     style = _STYLE % {"px": label_px, "small": max(12, label_px - 1), "row": label_px + 5}
     head = f'<div class="cv-legend">{html.escape(legend)}</div>' if legend else ""
-    return f'{style}{head}<div class="cv-strip">{"".join(parts)}</div>'
+    return Html(f'{style}{head}<div class="cv-strip">{"".join(parts)}</div>')
 
 
-def current_css(scope: str, current: int) -> str:
+def current_css(scope: str, current: int) -> Html:
     """A style that frames column ``current`` (0-based) of the strip inside the element with CSS class ``scope``,
     in orange: a few bytes to send when the inspected layer or the slider moves, instead of the whole strip."""
-    return (f'<style>.{scope} .cv-col[data-layer="{int(current) + 1}"] {{border-color:#e08a00; '
-            "box-shadow:0 0 0 2px #ffd180;}</style>")
+    return Html(f'<style>.{scope} .cv-col[data-layer="{int(current) + 1}"] {{border-color:#e08a00; '
+                "box-shadow:0 0 0 2px #ffd180;}</style>")

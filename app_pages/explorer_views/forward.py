@@ -84,8 +84,14 @@ def pick_cell(shape: tuple[int, ...], key: str, default: tuple[int, int]) -> tup
 
 def normalisation_note(ctx: Ctx) -> None:
     mean, std = ctx.card.mean, ctx.card.std
-    zero = ", ".join(fmt((0 - m) / s, 4) for m, s in zip(mean, std, strict=True))
-    st.caption(f"The first layer sees *normalised* pixels, x = (pixel - mean) / std with mean {mean} and std {std} "
+
+    def per_channel(values) -> str:  # one number for a grey picture, (r, g, b) for a colour one
+        text = ", ".join(fmt(v, 4) for v in values)
+        return text if len(values) == 1 else f"({text})"
+
+    zero = per_channel([(0 - m) / s for m, s in zip(mean, std, strict=True)])
+    st.caption(f"The first layer sees *normalised* pixels, x = (pixel - mean) / std with mean {per_channel(mean)} and "
+               f"std {per_channel(std)} "
                f"(the training set's statistics), so a black pixel is {zero}, not 0. Normalised inputs keep the "
                "first layer's sums in a range where training works well.")
 

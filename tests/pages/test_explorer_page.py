@@ -117,6 +117,10 @@ def test_conv_cell_sum_printed_equals_the_feature_map():
     line = next(t for t in texts(at) if "the map holds" in t)
     assert f"= **{fmt(cell.total, 4)}**; the map holds **{fmt(float(rec.output[o, row, col]), 4)}**" in line
     assert math.isclose(cell.total, float(rec.output[o, row, col]), rel_tol=1e-5, abs_tol=1e-6)
+    card = load_model("mnist")[1]  # the first layer: its input's normalisation, numbers as numbers (not tuples)
+    note = next(c.value for c in at.caption if "normalised* pixels" in c.value)
+    (m,), (sd,) = card.mean, card.std
+    assert f"mean {fmt(m, 4)} and std {fmt(sd, 4)}" in note and f"a black pixel is {fmt(-m / sd, 4)}," in note
 
 
 def test_play_walks_the_forward_pass_layer_by_layer():

@@ -55,9 +55,10 @@ def run() -> None:
     import streamlit as st
     import torch
 
-    from cnnviz import heap_trim, ui
+    from cnnviz import heap_trim, nodelay, ui
 
     heap_trim.start()  # freed memory goes back to the system after a class leaves (see cnnviz/heap_trim.py)
+    nodelay.enable()  # each websocket message leaves when written, not after the browser's delayed ACK
     if torch.get_num_threads() != TORCH_THREADS:
         torch.set_num_threads(TORCH_THREADS)
 

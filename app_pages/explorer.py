@@ -106,7 +106,19 @@ with top[1]:
         st.info("Draw a digit on the canvas (or pick a sample) to see the network's prediction."
                 if source == "Draw" else "Pick an input to see the network's prediction.")
         st.stop()
-    prediction_box = st.container(key="prediction")
+    key_x = ui.digest(x)
+    first, _ = traces(name, stage, model, x, key_x, None, "loss")
+    with st.container(key="prediction"):  # first on the page after a new input: the answer before the working
+        p = float(first.probs[first.pred])
+        verdict = ""
+        if picked.label is not None:
+            verdict = " (correct)" if first.pred == picked.label else f" (true: {card.classes[picked.label]})"
+        st.markdown(f"### Prediction: {card.classes[first.pred]} ({p:.1%}){verdict}")
+        if p > 0.99:
+            runner = int(first.probs.argsort()[-2])
+            st.caption(f"p = {fmt_close_to_one(p)}: so sure that the loss's gradient is tiny everywhere.")
+            st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
+                      on_click=lambda r=runner: st.session_state.update(target=r))
     pic, bars = st.columns([1, 1.3])
     pic.image(pixels_image(unnormalize(x[0].numpy(), card), size=112), width=112)
     words = pic
@@ -116,9 +128,7 @@ with top[1]:
     if note:
         words.caption(note)
 
-# --------------------------------------------------------------------------------------- target, objective, traces
-key_x = ui.digest(x)
-first, _ = traces(name, stage, model, x, key_x, None, "loss")
+# ------------------------------------------------------------------------------------------- target, objective
 default_target = picked.label if picked.label is not None else first.pred
 if st.session_state.get("_target_for") != (name, key_x):
     st.session_state["_target_for"] = (name, key_x)
@@ -132,17 +142,6 @@ with controls[2]:
 with controls[3]:
     objective = st.selectbox("Differentiate", list(OBJECTIVES), key="objective", format_func=OBJECTIVES.get)
 with top[1]:
-    with prediction_box:
-        p = float(first.probs[first.pred])
-        verdict = ""
-        if picked.label is not None:
-            verdict = " (correct)" if first.pred == picked.label else f" (true: {card.classes[picked.label]})"
-        st.markdown(f"### Prediction: {card.classes[first.pred]} ({p:.1%}){verdict}")
-        if p > 0.99:
-            runner = int(first.probs.argsort()[-2])
-            st.caption(f"p = {fmt_close_to_one(p)}: so sure that the loss's gradient is tiny everywhere.")
-            st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
-                      on_click=lambda r=runner: st.session_state.update(target=r))
     labels = [f"{c} (target)" if i == target and target != first.pred else c for i, c in enumerate(card.classes)]
     with bars.container(key="probs"):
         st.html(figs.bars_html(first.probs, labels, first.pred, ui.text_px(13)))

@@ -57,7 +57,8 @@ def run() -> None:
 
     from cnnviz import heap_trim, nodelay, ui
 
-    heap_trim.start()  # freed memory goes back to the system after a class leaves (see cnnviz/heap_trim.py)
+    # freed memory goes back to the system after a class leaves, closed sessions' state included (cnnviz/heap_trim.py)
+    heap_trim.start(before_collect=ui.expire_closed_sessions)
     nodelay.enable()  # each websocket message leaves when written, not after the browser's delayed ACK
     if torch.get_num_threads() != TORCH_THREADS:
         torch.set_num_threads(TORCH_THREADS)

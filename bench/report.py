@@ -11,7 +11,7 @@ import psutil
 
 from bench.session import Tally
 
-MEMORY_LIMIT_MB = 200.0
+MEMORY_LIMIT_MB = 50.0  # issue 14: memory back within 50 MB of warm once the sessions have closed
 
 
 @dataclass

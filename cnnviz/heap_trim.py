@@ -11,11 +11,13 @@ Python holds none of it. Two settings bound that, and a periodic trim returns wh
   get their own mapping, which ``free`` returns to the system at once;
 - ``malloc_trim(0)`` every ``TRIM_EVERY_S`` seconds in one daemon thread: hands back whole free pages inside the
   heaps, also while no one is using the app (when no script runs that could do it);
-- ``gc.collect()`` every ``COLLECT_EVERY_S`` seconds in the same thread: a closed session's state (its cached
-  traces, tens of megabytes) sits in reference cycles of Streamlit's session objects, and Python's cycle collector
-  only runs when enough new objects are allocated, which an idle server never does. Measured: 25 traces (about
-  200 MB of tensors) still alive after every session had gone, until a collection. A full collection of the
-  server's ~500,000 objects takes about 0.2 s, so once every half minute.
+- ``gc.collect()`` every ``COLLECT_EVERY_S`` seconds in the same thread (after an optional hook: app.py drops the
+  state of sessions closed longer ago than Streamlit keeps it, see ``ui.expire_closed_sessions``): a closed
+  session's state (its cached traces, tens of megabytes) sits in reference cycles of Streamlit's session objects,
+  and Python's cycle collector only runs when enough new objects are allocated, which an idle server never does.
+  Measured: 25 traces (about 200 MB of tensors) still alive after every session had gone, until a collection. A
+  full collection of the server's ~500,000 objects takes about 0.2 s, so once every half minute (Streamlit's own
+  collection after every script run is turned off in .streamlit/config.toml: it cost that on every update).
 
 Nothing here changes what any computation returns; it only changes when freed memory leaves the process.
 """
@@ -27,6 +29,7 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -90,8 +93,10 @@ def collect_and_trim() -> None:
     trim(0.0)
 
 
-def start(every_s: float = TRIM_EVERY_S, collect_every_s: float = COLLECT_EVERY_S) -> bool:
+def start(every_s: float = TRIM_EVERY_S, collect_every_s: float = COLLECT_EVERY_S,
+          before_collect: Callable[[], object] | None = None) -> bool:
     """``tune()`` and start the collecting and trimming thread, once per process (app.py calls this on every run).
+    ``before_collect`` runs in that thread before each collection (app.py: drop expired sessions' state).
     True once the thread runs; without glibc it only collects."""
     tune()
     with _lock:
@@ -102,6 +107,11 @@ def start(every_s: float = TRIM_EVERY_S, collect_every_s: float = COLLECT_EVERY_
                     time.sleep(every_s)
                     if time.monotonic() - last_collect >= collect_every_s:
                         last_collect = time.monotonic()
+                        if before_collect is not None:
+                            try:
+                                before_collect()
+                            except Exception:  # noqa: BLE001 - a failing hook must not stop the trimming
+                                pass
                         collect_and_trim()
                     else:
                         trim(every_s / 2)

@@ -46,6 +46,7 @@ class ProtocolSession:
         await self.act("visit", lambda: self.client.open(path), record=False)
 
     async def act(self, kind: str, run, record: bool = True) -> None:
+        reconnects = self.client.reconnects
         try:
             latency = await run()
         except ProtocolError as exc:
@@ -55,6 +56,10 @@ class ProtocolSession:
             self.tally.updates.append((kind, latency))
         for text in self.client.exceptions():
             self.problem("exception", f"{kind}: {text[:300]}")
+        if self.client.reconnects != reconnects and re.search(r"test image #\d+", " ".join(self.client.texts())):
+            # a new session on another server (the old one died): it shows what a fresh page shows, as the
+            # learner's browser does ("pick your input again"); that is what is checked from here on
+            await self.expect_sample(f"{kind} after a reconnection")
 
     async def guarded(self, step) -> bool:
         """Await ``step``; a problem in it ends the session and is reported once (act reports protocol errors)."""

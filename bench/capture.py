@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app import TORCH_THREADS
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import CheckpointError, load_model
 
@@ -64,7 +65,10 @@ def bench_model(name: str, model: torch.nn.Module, x: torch.Tensor, repeats: int
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=TORCH_THREADS,
+                        help=f"torch threads (default {TORCH_THREADS}: what the app's server uses, app.TORCH_THREADS)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'model':8} {'what':8} {'median ms':>10} {'p95 ms':>8}")

@@ -122,10 +122,13 @@ WATCH = """([event, slider]) => {
     const at = key => {
         if (!(key in t)) { t[key] = -1; requestAnimationFrame(() => { t[key] = performance.now(); }); }
     };
-    const check = () => {
+    const check = (records = []) => {
         const state = app.getAttribute('data-test-script-state');
         if (!('input' in t)) return;
-        if (state === 'running') started = true;
+        // a run has started since the input: seen running now, or the state changed within this batch of changes
+        // (a fast run can go running -> notRunning between two calls of this observer)
+        if (state === 'running' || records.some(r => r.target === app && r.attributeName === 'data-test-script-state'))
+            started = true;
         if (!started) return;
         const cells = box ? box.querySelectorAll('[data-stale]') : [];
         if (cells.length && [...cells].every(e => e.getAttribute('data-stale') === 'false')) at('prediction');
@@ -181,9 +184,11 @@ def browser(n: int) -> tuple[list[float], list[float], list[float]]:
                     finished.append(page.evaluate(ELAPSED, "done"))
             page.locator(".st-key-view").get_by_text("Backward pass", exact=True).click()
             page.wait_for_selector(".st-key-backprop__next button", timeout=60_000)
+            page.wait_for_timeout(500)  # the view's run may not have begun yet: a click during it would be lost
             page.wait_for_selector(IDLE, timeout=60_000)
             steps: list[float] = []
             for _ in range(min(n, 25)):
+                page.wait_for_selector(IDLE, timeout=60_000)
                 page.evaluate(WATCH, ["click", ".st-key-backprop"])
                 page.locator(".st-key-backprop__next button").first.click()
                 page.wait_for_function(SEEN, arg="done", timeout=60_000)

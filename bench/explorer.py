@@ -127,7 +127,8 @@ WATCH = """([event, slider]) => {
         if (!('input' in t)) return;
         // a run has started since the input: seen running now, or the state changed within this batch of changes
         // (a fast run can go running -> notRunning between two calls of this observer)
-        if (state === 'running' || records.some(r => r.target === app && r.attributeName === 'data-test-script-state'))
+        if (state === 'running' || records.some(r => r.target === app && r.attributeName === 'data-test-script-state')
+            || (slider && document.querySelector(slider).innerText !== before))  // or the slider moved: a run did
             started = true;
         if (!started) return;
         const cells = box ? box.querySelectorAll('[data-stale]') : [];

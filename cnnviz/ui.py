@@ -331,6 +331,8 @@ def link_button(note: str | None = None) -> None:
     with st.popover("Copy link to this view", icon=":material/link:"):
         st.code(link, language=None, wrap_lines=True)
         st.caption(note or "Anyone who opens this link sees this view, with these numbers.")
+        st.caption("The browser's address bar holds the same link and follows every step and slider at once; "
+                   "this copy is made when the whole page last ran.")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 Safety under many browser sessions: the cached model is shared by every session, each in its own thread. A
 capture never registers a hook on it. It borrows a *private copy*: new module objects that share the shared
-model's parameter and buffer tensors (no weights are copied), registers per-call hooks on that copy inside
-``try`` and removes them in ``finally``. Another thread's forward pass runs other module objects, so it can
-neither fire nor see this call's hooks. Gradients come from ``torch.autograd.grad``, so ``param.grad`` is never
+model's parameter and buffer tensors (no weights are copied), lent to one thread at a time. Each copy carries one
+recording hook per leaf module, registered once when the copy is first used for a capture (registering and removing
+28 hooks on every call cost ~0.4 ms of a 3.7 ms MNIST capture); they record only while a capture on that copy runs
+(switched on inside ``try``, off in ``finally``). Another thread's forward pass runs other module objects, so it can
+neither fire nor see this call's recording. Gradients come from ``torch.autograd.grad``, so ``param.grad`` is never
 written, and the copy is put in eval mode, so the shared model's mode is never touched.
 """
 
@@ -75,9 +77,13 @@ def private_copy(model: nn.Module) -> nn.Module:
     return net.eval()
 
 
-def _has_hooks(net: nn.Module) -> bool:
+def _foreign_hooks(net: nn.Module) -> bool:
+    """Whether a copy holds any hook besides its own recorders (see ``_leaves``), or is still recording."""
     modules = getattr(net, "_cnnviz_modules", None) or list(net.modules())  # the copy's modules, listed once
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in modules)
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in modules)
+    recording = getattr(net, "_cnnviz_recording", None)
+    own = len(getattr(net, "_cnnviz_leaves", ())) if recording is not None else 0
+    return hooks != own or (recording is not None and recording["calls"] is not None)
 
 
 @contextmanager
@@ -91,7 +97,7 @@ def borrowed(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield net
     finally:
-        if not _has_hooks(net):  # a copy that somehow kept a hook is dropped, never reused
+        if not _foreign_hooks(net):  # a copy that somehow kept another hook is dropped, never reused
             with _pool_lock:
                 pool = _pools.setdefault(model, [])
                 if len(pool) < _MAX_POOLED_COPIES:
@@ -184,11 +190,39 @@ class _Leaf:
                 "running_mean": _np(m.running_mean.clone(), False), "running_var": _np(m.running_var.clone(), False)}
 
 
+Call = tuple[str, nn.Module, "torch.Tensor | None", torch.Tensor, "torch.Tensor | None"]  # name, module, in, out, idx
+
+
+def _recorder(recording: dict[str, list[Call] | None], name: str):
+    """A leaf's forward hook: appends (name, module, input, output, max-pool indices) while a capture records."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        indices = None
+        if isinstance(module, _IndexedMaxPool2d):
+            indices, module.indices = module.indices, None  # taken every time: no tensor kept between calls
+        calls = recording["calls"]
+        if calls is None:  # an attribution or other forward pass on this copy: nothing to record
+            return
+        inp = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        out = output if isinstance(output, torch.Tensor) else output[0]
+        if indices is None and isinstance(module, nn.MaxPool2d) and inp is not None:  # a subclass: pooled again
+            with torch.no_grad():
+                _, indices = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding,
+                                          module.dilation, module.ceil_mode, return_indices=True)
+        calls.append((name, module, inp, out, indices))
+
+    return hook
+
+
 def _leaves(net: nn.Module) -> list[_Leaf]:
+    """The copy's leaf modules, worked out once per copy, with their recording hooks (see the module docstring)."""
     leaves = getattr(net, "_cnnviz_leaves", None)
     if leaves is None:
         leaves = [_Leaf(name, module) for name, module in net.named_modules() if is_leaf(module)]
-        net._cnnviz_leaves = leaves  # a private copy's own attribute (see borrowed)
+        recording: dict[str, list[Call] | None] = {"calls": None}
+        for leaf in leaves:
+            leaf.module.register_forward_hook(_recorder(recording, leaf.name))
+        net._cnnviz_leaves, net._cnnviz_recording = leaves, recording  # a private copy's own attributes
     return leaves
 
 
@@ -213,31 +247,16 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
         A Trace of numpy arrays (batch dimension removed), layers in forward order.
     """
     _check_inputs(model, x, objective)
-    calls: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []
-
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            inp = next((a for a in args if isinstance(a, torch.Tensor)), None)
-            out = output if isinstance(output, torch.Tensor) else output[0]
-            indices = None
-            if isinstance(module, _IndexedMaxPool2d):
-                indices, module.indices = module.indices, None
-            elif isinstance(module, nn.MaxPool2d) and inp is not None:  # a subclass: pooled again for its indices
-                with torch.no_grad():
-                    _, indices = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding,
-                                              module.dilation, module.ceil_mode, return_indices=True)
-            calls.append((name, module, inp, out, indices))
-        return hook
-
+    calls: list[Call] = []
     with borrowed(model) as net:
         leaves = _leaves(net)
-        handles = []
+        recording = net._cnnviz_recording
+        recording["calls"] = calls
         try:
-            for leaf in leaves:
-                handles.append(leaf.module.register_forward_hook(make_hook(leaf.name)))
             x_in = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 logits = net(x_in)  # (1, K)
+                recording["calls"] = None  # the forward pass is recorded; nothing else runs this copy's modules
                 k = logits.shape[1]
                 pred = int(logits.argmax(1))
                 tgt = pred if target is None else int(target)
@@ -254,8 +273,7 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
                 keys = list(wrt)
                 grads = torch.autograd.grad(obj, [wrt[i] for i in keys], allow_unused=True)
         finally:
-            for handle in handles:
-                handle.remove()
+            recording["calls"] = None
     grad_of = {i: g for i, g in zip(keys, grads, strict=True)}
     arrays: dict[int, tuple[torch.Tensor, np.ndarray]] = {}  # one view per tensor: layer i's output is i+1's input
 

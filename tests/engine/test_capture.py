@@ -135,10 +135,26 @@ def test_no_hook_left_after_an_exception():
     with pytest.raises(RuntimeError):
         capture(model, torch.randn(1, 3, 9, 9))  # raises inside the forward pass
     assert no_hooks(model)
-    for net in capture_mod._pools.get(model, []):
-        assert no_hooks(net)
+    pooled = capture_mod._pools.get(model, [])
+    assert pooled, "the copy went back to the pool"
+    for net in pooled:  # only its own recorders, one per leaf, and not recording
+        assert not capture_mod._foreign_hooks(net)
+        assert sum(len(m._forward_hooks) for m in net.modules()) == len(net._cnnviz_leaves)
+        assert net._cnnviz_recording["calls"] is None
     # and the engine still works afterwards
     assert capture(model, torch.randn(1, 2, 9, 9)).layers
+
+
+def test_a_copy_with_a_foreign_hook_is_dropped_from_the_pool():
+    model = small_cnn()
+    capture(model, torch.randn(1, 2, 9, 9))
+    (net,) = capture_mod._pools[model]
+    with capture_mod.borrowed(model) as lent:
+        assert lent is net
+        handle = lent[0].register_forward_hook(lambda *a: None)  # e.g. an attribution that failed to clean up
+    assert capture_mod._pools[model] == []  # never lent again
+    handle.remove()
+    assert capture(model, torch.randn(1, 2, 9, 9)).layers  # a fresh copy does the work
 
 
 def test_bad_arguments_are_refused():

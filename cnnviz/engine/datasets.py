@@ -1,8 +1,15 @@
-"""MNIST and CIFAR-10 from $CNNVIZ_DATA_DIR (or a torchvision download): PIL datasets and whole-split tensors."""
+"""MNIST and CIFAR-10 from $CNNVIZ_DATA_DIR (or a torchvision download): PIL datasets and whole-split tensors.
+
+MNIST's whole splits (``load_arrays``) are read straight from torchvision's folder layout by ``read_idx``, without
+importing torchvision: a training's process (``training_child``) then never loads it (164 MB RSS).
+torchvision still opens the PIL datasets and downloads what is missing.
+"""
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,9 @@ from PIL import Image
 
 DATASETS = ("mnist", "cifar10")
 SPLITS = ("train", "test")
+# MNIST's files per split (images, labels) in <data dir>/MNIST/raw, as torchvision lays them out
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 class DataUnavailable(Exception):
@@ -23,6 +33,11 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "cnnviz" / "data"
+
+
+def data_root(data_dir: str | Path | None) -> Path:
+    """The data folder: ``data_dir`` when given, else ``default_data_dir()``."""
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
 
 def _unavailable(name: str, root: Path, exc: BaseException) -> DataUnavailable:
@@ -52,7 +67,7 @@ def dataset(name: str, split: str, data_dir: str | Path | None = None, transform
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    root = data_root(data_dir)
     train = split == "train"
     if name == "cifar10" and (root / "cifar10" / split).is_dir():  # the image-folder copy (see README: Data)
         return tvd.ImageFolder(str(root / "cifar10" / split), transform=transform)
@@ -75,11 +90,11 @@ def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bo
     download=False checks) instead of by parsing them (13 ms a call)."""
     import torchvision.datasets as tvd
 
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    root = data_root(data_dir)
     try:
         if name == "mnist":
             raw = root / "MNIST" / "raw"
-            if not all((raw / f).is_file() for f in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
+            if not all((raw / f).is_file() for f in MNIST_FILES["test"]):
                 raise FileNotFoundError(raw)
         elif not (root / "cifar10" / "test").is_dir():
             tvd.CIFAR10(str(root), train=False, download=False)
@@ -93,8 +108,50 @@ def dataset_available(name: str, data_dir: str | Path | None = None) -> tuple[bo
     return True, ""
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """One file in the idx format MNIST comes in (gzipped when its name ends in .gz): a big-endian header, then the
+    values as unsigned bytes.
+
+    Returns:
+        The values, shaped as the header says: (N, 28, 28) for images, (N,) for labels (uint8, writable).
+    Raises:
+        ValueError: the file is not an idx file of unsigned bytes, or its length does not match its header.
+    """
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:3] != b"\0\0\x08" or not 1 <= magic[3] <= 4:
+            raise ValueError(f"{path} is not an MNIST idx file of unsigned bytes")
+        header = f.read(4 * magic[3])
+        if len(header) < 4 * magic[3]:
+            raise ValueError(f"{path} ends inside its header")
+        values = np.empty(struct.unpack(f">{magic[3]}I", header), dtype=np.uint8)
+        if f.readinto(values.reshape(-1)) != values.size or f.read(1):
+            raise ValueError(f"{path} does not hold the {values.size:,} values its header announces")
+    return values
+
+
+def _mnist_files(root: Path, split: str) -> list[Path] | None:
+    """The split's two idx files under ``root`` (each uncompressed, else .gz), or None when one is missing."""
+    raw = root / "MNIST" / "raw"
+    paths = [raw / f if (raw / f).is_file() else raw / f"{f}.gz" for f in MNIST_FILES[split]]
+    return paths if all(p.is_file() for p in paths) else None
+
+
 def load_arrays(name: str, split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole split as tensors: images uint8 (N, C, H, W) and labels int64 (N,). Used for fast training."""
+    """The whole split as tensors: images uint8 (N, C, H, W) and labels int64 (N,). Used for fast training.
+
+    MNIST is read from its idx files when they are on disk (no torchvision: same images and labels as
+    ``torchvision.datasets.MNIST``); otherwise torchvision opens or downloads the dataset.
+    """
+    if name == "mnist" and split in SPLITS:
+        root = data_root(data_dir)
+        paths = _mnist_files(root, split)
+        if paths is not None:
+            images, labels = (read_idx(p) for p in paths)
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise ValueError(f"MNIST's {split} files in {paths[0].parent} do not fit together: images "
+                                 f"{images.shape}, labels {labels.shape}")
+            return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()  # (N, 1, 28, 28), (N,)
     ds = dataset(name, split, data_dir)
     if name == "mnist":
         images = ds.data.unsqueeze(1).clone()  # (N, 1, 28, 28) uint8

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from cnnviz.engine import training_child, training_jobs
+from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
-from cnnviz.engine.datasets import dataset_available, load_arrays
+from cnnviz.engine.datasets import MNIST_FILES, dataset_available, load_arrays
 from cnnviz.engine.models import REGISTRY, build_model, count_parameters, new_card
 from cnnviz.engine.pictures import EmptyImage, mnist_field, preprocess
+from cnnviz.engine.training import Settings
 from cnnviz.evaluate import evaluate_arrays
 from cnnviz.train import augment_cifar, augment_mnist
 from tests.helpers import randomize_batchnorm
@@ -139,3 +145,76 @@ def test_shipped_checkpoint_meets_its_accuracy_target(name):
     images, labels = load_arrays(name, "test")
     accuracy = evaluate_arrays(model, images, labels, card).accuracy
     assert accuracy >= TARGETS[name], f"{name} scores {accuracy:.2f}%, target {TARGETS[name]}%"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MNIST's idx files read without torchvision (what a training's process does)
+
+
+def write_mnist(root, n_train: int = 300, n_test: int = 100, gz: bool = False) -> dict[str, tuple]:
+    """Random digits and labels in torchvision's MNIST layout under ``root``; returns what each split holds."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        arrays = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+        for name, values in zip(MNIST_FILES[split], arrays, strict=True):
+            header = bytes([0, 0, 8, values.ndim]) + struct.pack(f">{values.ndim}I", *values.shape)
+            with (gzip.open if gz else open)(raw / (f"{name}.gz" if gz else name), "wb") as f:
+                f.write(header + values.tobytes())
+        written[split] = arrays
+    return written
+
+
+@pytest.mark.parametrize("where", ["written here", "the shared data"])
+def test_mnist_reader_gives_torchvisions_images_and_labels(where, tmp_path):
+    import torchvision.datasets as tvd
+
+    if where == "written here":
+        root = tmp_path
+        write_mnist(root)
+    elif os.environ.get("CNNVIZ_DATA_DIR") and dataset_available("mnist")[0]:
+        root = os.environ["CNNVIZ_DATA_DIR"]
+    else:
+        pytest.skip("set CNNVIZ_DATA_DIR to the datasets to compare the reader on all of MNIST (CI sets it)")
+    for split in ("train", "test"):
+        images, labels = load_arrays("mnist", split, root)
+        reference = tvd.MNIST(str(root), train=split == "train", download=False)
+        assert images.dtype == torch.uint8 and images.shape == (len(reference), 1, 28, 28)
+        assert torch.equal(images[:, 0], reference.data)
+        assert labels.dtype == torch.int64 and torch.equal(labels, reference.targets)
+
+
+def test_mnist_reader_reads_gzipped_files_and_refuses_damaged_ones(tmp_path):
+    written = write_mnist(tmp_path, gz=True)  # only the .gz files, as a download leaves them before extracting
+    for split, (images, labels) in written.items():
+        got_images, got_labels = load_arrays("mnist", split, tmp_path)
+        assert np.array_equal(got_images[:, 0].numpy(), images) and np.array_equal(got_labels.numpy(), labels)
+    raw = tmp_path / "MNIST" / "raw"
+    labels_path = raw / "t10k-labels-idx1-ubyte"
+    labels_path.write_bytes(gzip.decompress((raw / f"{labels_path.name}.gz").read_bytes())[:-1])  # one label short
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte does not hold the 100 values"):
+        load_arrays("mnist", "test", tmp_path)
+    labels_path.write_bytes(b"\x89PNG\r\n" + bytes(200))
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte is not an MNIST idx file"):
+        load_arrays("mnist", "test", tmp_path)
+
+
+def data_without_torchvision(name: str, data_dir: str | None) -> training_child.Data:
+    """A training's data as its process reads it by default, refused if reading it imported torchvision."""
+    data = training_child.Data(name, data_dir)
+    if "torchvision" in sys.modules:
+        raise RuntimeError("the training process imported torchvision")
+    return data
+
+
+def test_a_training_process_reads_mnist_without_torchvision(tmp_path):
+    """torchvision would cost a training's process 164 MB RSS: the page's training reads MNIST's files itself."""
+    write_mnist(tmp_path)
+    settings = Settings(optimizer="adam", lr=0.01, schedule="constant", batch_size=32, steps=5, augment=False)
+    job = training_jobs.JobRegistry(limit=1, data=data_without_torchvision).submit(
+        "s", PRESETS["Tiny: two convolutions"], settings, data_dir=str(tmp_path))
+    assert job.wait(120)
+    assert job.state == "finished", job.message
+    assert job.step == 5 and job.result() is not None

@@ -4,6 +4,11 @@ The whole split is held in memory as uint8 and augmented batch by batch on tenso
 random crop + flip for CIFAR-10), which on a 2-core CPU is much faster than a PIL DataLoader. Deterministic given
 the seed and the number of torch threads: every random draw (the shuffle, the augmentation, dropout, the initial
 weights) comes from generators seeded from ``Settings.seed``.
+
+The optimizers (SGD, SGD with Nesterov momentum, Adam) and the one-cycle schedule are written out here as
+``torch.optim`` computes them on the CPU (``torch.optim.SGD``/``Adam`` and ``lr_scheduler.OneCycleLR``; the tests
+check the weights against them). Why not those classes: every ``torch.optim`` optimizer imports ``torch._dynamo``
+(and with it sympy and triton) when it is built and at every step, which costs a training's process 80-150 MB.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 # (the tests run several side by side) stay deterministic.
 _GLOBAL_RNG = threading.Lock()
 SCHEDULES = ("constant", "onecycle")
+MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 on a constant schedule (torch.optim's defaults)
+ADAM_BETA2, ADAM_EPS = 0.999, 1e-8
 
 
 def augment_mnist(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -63,6 +71,25 @@ def init_model(cfg: NetworkConfig, seed: int) -> CustomNet:
     with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CustomNet(cfg)
+
+
+def _annealing_cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)  # OneCycleLR's, operation for operation
+
+
+def one_cycle(step: int, total: int, peak: float, pct_start: float) -> tuple[float, float]:
+    """The learning rate and momentum (or Adam's beta1) of 0-based ``step`` of ``total`` on torch's OneCycleLR
+    (cosine, two phases, its defaults): lr from peak / 25 up to peak over the first ``pct_start`` of the steps while
+    momentum goes from 0.95 down to 0.85, then lr down to peak / 25e4 while momentum goes back up."""
+    initial = peak / 25.0
+    phases = ((float(pct_start * total) - 1, initial, peak, 0.95, 0.85), (total - 1, peak, initial / 1e4, 0.85, 0.95))
+    start = 0.0
+    for i, (end, lr_from, lr_to, m_from, m_to) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / (end - start) if end != start else 1.0  # (OneCycleLR divides by zero there)
+            return _annealing_cos(lr_from, lr_to, pct), _annealing_cos(m_from, m_to, pct)
+        start = end
+    raise AssertionError("unreachable: the last phase takes every step")
 
 
 @dataclass(frozen=True)
@@ -127,20 +154,9 @@ class Trainer:
         self.track_grad_norms, self.channels_last = track_grad_norms, channels_last
         if channels_last:
             self.model = model = model.to(memory_format=torch.channels_last)
-        decay, no_decay = [], []
-        for _, p in model.named_parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if settings.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=settings.lr)
-        else:
-            momentum = 0.9 if settings.optimizer == "momentum" else 0.0
-            self.optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=momentum, nesterov=momentum > 0)
-        self.scheduler = None
-        if settings.schedule == "onecycle":
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=settings.lr, total_steps=settings.steps, pct_start=settings.pct_start,
-                cycle_momentum=settings.optimizer != "sgd")
+        # (parameter, its weight decay: none on biases and batch norm) and the optimizer's state of each
+        self.params = [(p, 0.0 if p.ndim <= 1 else settings.weight_decay) for p in model.parameters()]
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.weighted = [(name, m) for name, m in model.named_modules()
                          if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -152,8 +168,48 @@ class Trainer:
     def epoch(self) -> int:
         return self.step_count // self.steps_per_epoch + 1
 
+    def schedule(self) -> tuple[float, float]:
+        """The next step's learning rate and momentum (SGD's momentum or Adam's beta1)."""
+        s = self.settings
+        if s.schedule == "onecycle":
+            lr, momentum = one_cycle(self.step_count, s.steps, s.lr, s.pct_start)
+            return lr, momentum if s.optimizer != "sgd" else 0.0
+        return s.lr, MOMENTUM if s.optimizer != "sgd" else 0.0
+
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return self.schedule()[0]
+
+    @torch.no_grad()
+    def update(self, lr: float, momentum: float) -> None:
+        """One step of the optimizer on every parameter with a gradient, as torch.optim computes it on the CPU.
+
+        SGD: w -= lr * (g + decay * w). Nesterov momentum: buf = momentum * buf + g (g at the first step), then
+        w -= lr * (g + momentum * buf). Adam (beta1 = ``momentum``): m, v running averages of g and g^2, then
+        w -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
+        """
+        adam = self.settings.optimizer == "adam"
+        for (param, decay), state in zip(self.params, self.state, strict=True):
+            if param.grad is None:
+                continue
+            grad = param.grad if decay == 0 else param.grad.add(param, alpha=decay)
+            if adam:
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+                state["step"] += 1
+                t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(grad, 1 - momentum)
+                exp_avg_sq.mul_(ADAM_BETA2).addcmul_(grad, grad, value=1 - ADAM_BETA2)
+                bias_correction2_sqrt = (1 - ADAM_BETA2**t) ** 0.5
+                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+                param.addcdiv_(exp_avg, denom, value=-(lr / (1 - momentum**t)))
+                continue
+            if momentum != 0:
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = grad.detach().clone()
+                else:
+                    state["momentum_buffer"].mul_(momentum).add_(grad)
+                grad = grad.add(state["momentum_buffer"], alpha=momentum)
+            param.add_(grad, alpha=-lr)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch: a fresh shuffle at the start of each epoch, augmented, normalised."""
@@ -175,21 +231,20 @@ class Trainer:
             raise RuntimeError(f"all {self.settings.steps} steps are done")
         self.model.train()
         x, y = self.batch()
-        lr = self.lr()
+        lr, momentum = self.schedule()
         seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
         with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):  # dropout draws from this run's seed
             torch.manual_seed(seed)
             logits = self.model(x)  # (N, K)
         loss = self.criterion(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        for param, _ in self.params:
+            param.grad = None
         loss.backward()
         norms = None
         if self.track_grad_norms:
             norms = {name: float(m.weight.grad.norm()) if m.weight.grad is not None else 0.0
                      for name, m in self.weighted}
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        self.update(lr, momentum)
         self.step_count += 1
         correct = int((logits.detach().argmax(1) == y).sum())
         return StepStats(self.step_count, (self.step_count - 1) // self.steps_per_epoch + 1, float(loss.detach()),

@@ -351,7 +351,66 @@ def test_optimizers_and_schedules_learn(optimizer, schedule):
     else:  # one-cycle: warms up to the peak, then anneals far below it
         peak = max(range(len(lrs)), key=lrs.__getitem__)
         assert 0 < peak < len(lrs) - 1 and lrs[peak] == pytest.approx(lr, rel=0.05) and lrs[-1] < lr / 100
-    assert trainer.optimizer.__class__.__name__ == ("Adam" if optimizer == "adam" else "SGD")
+
+
+class TorchOptimTrainer(Trainer):
+    """The reference: the same loop stepping torch.optim's optimizer and OneCycleLR instead of Trainer.update."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        s = self.settings
+        groups = [{"params": [p for p, _ in self.params if p.ndim > 1], "weight_decay": s.weight_decay},
+                  {"params": [p for p, _ in self.params if p.ndim <= 1], "weight_decay": 0.0}]
+        if s.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=s.lr)
+        else:
+            momentum = 0.9 if s.optimizer == "momentum" else 0.0
+            self.optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=momentum, nesterov=momentum > 0)
+        self.scheduler = None
+        if s.schedule == "onecycle":
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=s.lr, total_steps=s.steps, pct_start=s.pct_start,
+                cycle_momentum=s.optimizer != "sgd")
+
+    def update(self, lr: float, momentum: float) -> None:
+        group = self.optimizer.param_groups[0]
+        assert (lr, momentum) == (group["lr"], group["betas"][0] if "betas" in group else group["momentum"])
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer,schedule,weight_decay", [
+    ("sgd", "constant", 0.0), ("sgd", "onecycle", 1e-3), ("momentum", "constant", 0.0),
+    ("momentum", "onecycle", 1e-3), ("adam", "constant", 1e-3), ("adam", "onecycle", 0.0)])
+def test_written_out_optimizers_give_torch_optims_weights(optimizer, schedule, weight_decay):
+    """The loop's own SGD, Nesterov momentum, Adam and one-cycle schedule (no torch.optim: it imports torch._dynamo)
+    take the steps torch.optim takes: same learning rates and momenta, same weights."""
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[optimizer]
+    settings = Settings(optimizer=optimizer, lr=lr, schedule=schedule, batch_size=32, steps=25, augment=True, seed=1,
+                        weight_decay=weight_decay)
+    data = FakeData()
+    runs = []
+    for loop in (Trainer, TorchOptimTrainer):
+        model = init_model(DROPOUT_NET, 0)
+        trainer = loop(model, new_card("mnist", model), settings, data.train_x, data.train_y)
+        runs.append((model, [trainer.step().lr for _ in range(settings.steps)]))
+    (ours, our_lrs), (reference, reference_lrs) = runs
+    assert our_lrs == reference_lrs
+    for (name, ta), tb in zip(ours.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(ta, tb, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(ours.fc.weight, init_model(DROPOUT_NET, 0).fc.weight), "it learned something"
+
+
+def test_one_cycle_with_no_warm_up_step_trains():
+    """Four one-cycle steps give a warm-up of 0 steps (torch's OneCycleLR divides by zero there): the peak first."""
+    data = FakeData()
+    model = init_model(PRESETS[TINY], 0)
+    settings = Settings(optimizer="adam", lr=0.01, schedule="onecycle", batch_size=32, steps=4, augment=False)
+    trainer = Trainer(model, new_card("mnist", model), settings, data.train_x, data.train_y)
+    lrs = [trainer.step().lr for _ in range(4)]
+    assert lrs[0] == 0.01 and lrs[0] > lrs[1] > lrs[2] > lrs[3] == pytest.approx(0.01 / 25e4)
 
 
 def test_bad_settings_are_refused():

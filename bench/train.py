@@ -25,7 +25,7 @@ import torch
 
 from cnnviz.engine import training_jobs as jobs
 from cnnviz.engine.builder import PRESETS
-from cnnviz.engine.datasets import load_arrays
+from cnnviz.engine.datasets import dataset, load_arrays
 from cnnviz.engine.training_child import NICE
 from cnnviz.evaluate import evaluate_arrays
 
@@ -67,13 +67,16 @@ def memory() -> None:
     """The server is this process; the training's child and multiprocessing's resource tracker are its children.
 
     RSS counts the pages of torch's shared libraries once in each process that maps them, so the sum over server and
-    child counts those twice; PSS shares them out (the sum of PSS is what both take from the machine together)."""
+    child counts those twice; PSS shares them out (the sum of PSS is what both take from the machine together).
+    Sampled every 0.2 s, so a short peak can fall between samples; the child's high-water mark of RSS (getrusage,
+    once it has exited) is exact."""
     import ctypes
+    import resource
 
     trim = ctypes.CDLL("libc.so.6").malloc_trim  # what cnnviz.heap_trim does on the server every 10 s
     server = psutil.Process()
     start = mb(server.memory_info().rss)
-    load_arrays("mnist", "train"), load_arrays("mnist", "test")  # torchvision and the data once, as a warm server
+    dataset("mnist", "test"), load_arrays("mnist", "test")  # torchvision and MNIST's test set, as a warm server
     gc.collect(), trim(0)
     warm, warm_pss = mb(server.memory_info().rss), mb(server.memory_full_info().pss)
     peak = {"rss": 0.0, "pss": 0.0, "child": 0.0, "child_uss": 0.0, "server": warm}
@@ -89,6 +92,7 @@ def memory() -> None:
             peak[key] = max(peak[key], mb(value))
         time.sleep(0.2)
     job.wait()
+    child_hwm = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux; the only exited child
     held = mb(server.memory_info().rss)
     tracker = sum(mb(p.memory_info().rss) for p in server.children())  # what is left: the resource tracker
     del job, child  # what ending the session does: its job (and the model it holds) is dropped
@@ -98,7 +102,8 @@ def memory() -> None:
           f"does; PSS {warm_pss:.0f} MB). One tiny training: peak server + child RSS {peak['rss']:.0f} MB "
           f"(+{peak['rss'] - warm:.0f} MB), peak server + child PSS {peak['pss']:.0f} MB "
           f"(+{peak['pss'] - warm_pss:.0f} MB); the child alone at most {peak['child']:.0f} MB RSS, "
-          f"{peak['child_uss']:.0f} MB of it its own (USS); the server alone at most {peak['server']:.0f} MB "
+          f"{peak['child_uss']:.0f} MB of it its own (USS), its high-water mark {child_hwm:.0f} MB RSS; the server "
+          f"alone at most {peak['server']:.0f} MB "
           f"(+{peak['server'] - warm:.0f} MB). Server {held:.0f} MB with the finished job held "
           f"(+{held - warm:.0f} MB), {after:.0f} MB once it is dropped ({after - warm:+.0f} MB); child processes "
           f"left: the resource tracker, {tracker:.0f} MB RSS")

@@ -403,6 +403,30 @@ def test_written_out_optimizers_give_torch_optims_weights(optimizer, schedule, w
     assert not torch.equal(ours.fc.weight, init_model(DROPOUT_NET, 0).fc.weight), "it learned something"
 
 
+TRAIN_IN_A_FRESH_PROCESS = """
+import sys
+import torch
+from cnnviz.engine.builder import PRESETS
+from cnnviz.engine.models import new_card
+from cnnviz.engine.training import Settings, Trainer, init_model
+x, y = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,))
+for optimizer in ("sgd", "momentum", "adam"):
+    model = init_model(PRESETS["Tiny: two convolutions"], 0)
+    trainer = Trainer(model, new_card("mnist", model), Settings(optimizer=optimizer, steps=2, batch_size=32), x, y)
+    trainer.step(), trainer.step()
+print(sorted(name for name in ("torch._dynamo", "sympy", "triton") if name in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_the_loop_does_not_load_torch_dynamo():
+    """Every torch.optim optimizer imports torch._dynamo, sympy and triton (80-150 MB in a training's process)."""
+    out = subprocess.run([sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_one_cycle_with_no_warm_up_step_trains():
     """Four one-cycle steps give a warm-up of 0 steps (torch's OneCycleLR divides by zero there): the peak first."""
     data = FakeData()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -407,8 +408,6 @@ def expire_closed_sessions(wait_s: float = 5.0) -> bool:
     loop (the cache is not thread-safe) and waited for up to ``wait_s``; callable from any thread. False (nothing
     done) outside a running server, or if Streamlit's internals have moved.
     """
-    import threading
-
     try:
         from streamlit.runtime import Runtime
 

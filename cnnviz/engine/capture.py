@@ -256,7 +256,6 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
             x_in = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 logits = net(x_in)  # (1, K)
-                recording["calls"] = None  # the forward pass is recorded; nothing else runs this copy's modules
                 k = logits.shape[1]
                 pred = int(logits.argmax(1))
                 tgt = pred if target is None else int(target)

@@ -22,8 +22,6 @@ _VIRIDIS = np.array([[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], 
 _DIVERGING = np.array([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
                        [247, 247, 247], [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
                        [103, 0, 31]], dtype=np.float64)
-DIVERGING_SCALE = "RdBu_r"  # plotly's names of the same two scales
-SEQUENTIAL_SCALE = "Viridis"
 
 
 def _interpolate(values01: np.ndarray, table: np.ndarray) -> np.ndarray:

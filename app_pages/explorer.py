@@ -76,7 +76,7 @@ with top[0]:
     picked, note = None, None
     if source == "Draw":
         picked = ui.canvas_input("canvas", size=240)
-        st.caption("Draw one digit, large, in the middle. The bin icon (top right on hover) clears it.")
+        st.caption("Draw one digit, large, in the middle. Undo and Clear are under the canvas.")
         if picked is None:
             picked = ui.teaching_sample(name, stage, card.classes)
             note = "Until you draw, this is a test image the model finds hard." if picked is not None else None

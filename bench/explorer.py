@@ -11,8 +11,8 @@
    from mouse-up until this run's prediction is on screen is measured (target: p95 under 0.4 s), and until the
    visible view has finished updating (target: p95 under 0.8 s); then, in the Backward pass view, one step of the
    backprop slider (the "next" button) until the view has updated (target: p95 under 0.5 s). Timed inside the page,
-   from the input event to the animation frame that shows the result (see WATCH). Of the mouse-up figures, 200 ms
-   are streamlit-drawable-canvas's own: it sends a drawing 200 ms after the last change (a fixed debounce).
+   from the input event to the animation frame that shows the result (see WATCH). The canvas (cnnviz/canvas.py)
+   sends the drawing at mouse-up itself, so the figures include its PNG encoding.
 """
 
 from __future__ import annotations
@@ -167,9 +167,8 @@ def browser(n: int) -> tuple[list[float], list[float], list[float]]:
             for i in range(n + 1):
                 box = page.locator(".st-key-canvas canvas").last.bounding_box()
                 if i:
-                    page.locator(".st-key-canvas").get_by_role("button").last.click()  # clear
-                    page.wait_for_selector(IDLE, timeout=60_000)
-                    page.wait_for_timeout(300)  # the canvas's own 200 ms debounce after the clear
+                    page.locator(".st-key-canvas").get_by_role("button", name="Clear the canvas").click()
+                    page.wait_for_timeout(100)  # the clear's run may not have begun yet
                     page.wait_for_selector(IDLE, timeout=60_000)
                 pts = random_strokes(rng)
                 page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])

@@ -26,7 +26,7 @@ class Oracle:
         image, label = _test_split(name)[index]
         return self._numbers(name, preprocess(image, self.models[name][1], dataset_sample=True), int(label))
 
-    def drawing(self, png: bytes) -> tuple[str, str] | None:
+    def drawing(self, png: bytes | None) -> tuple[str, str] | None:
         """(prediction line, loss fragment) of a canvas PNG; None when the page shows no prediction for it."""
         picture = canvas_picture(png)
         try:

@@ -142,7 +142,7 @@ class ProtocolSession:
     async def draw(self, name: str | None) -> None:
         """One stroke on a fresh canvas (``name`` None: the canvas cleared)."""
         await self.ensure_source("Draw")
-        png = stroke_png(STROKES[name] if name else None)
+        png = stroke_png(STROKES[name]) if name else None  # Clear sends None
         value = json.dumps(canvas_value(png))
         await self.act("draw" if name else "clear", lambda: self.client.interact("canvas", json_value=value))
         self.expected = await asyncio.to_thread(self.oracle.drawing, png)

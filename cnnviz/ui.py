@@ -75,18 +75,14 @@ def test_set(name: str):
 def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
     """A drawing canvas (white strokes on black). None while nothing is drawn, or when the drawing is unusable.
 
-    The drawing arrives from the browser as a PNG, which is checked like any upload (a hostile client could send
-    anything). A canvas painted to its edges is refused with a message: its white border would read as background.
+    The drawing arrives from the browser as a PNG the moment a stroke ends (cnnviz/canvas.py), and is checked like
+    any upload (a hostile client could send anything). A canvas painted to its edges is refused with a message: its
+    white border would read as background.
     """
-    from streamlit_drawable_canvas import st_canvas
+    from cnnviz.canvas import drawing_canvas
 
-    st.write("")  # room for the canvas's toolbar, which appears above it on hover and would cover a label
-    result = st_canvas(
-        stroke_width=max(8, size // 14), stroke_color="#FFFFFF", background_color="#000000", width=size,
-        height=size, drawing_mode="freedraw", key=key, return_image_data=True, update_streamlit=True,
-    )
     try:
-        picture = canvas_picture(result.image_bytes)
+        picture = canvas_picture(drawing_canvas(key, size=size, stroke_width=max(8, size // 14)))
     except CanvasFull as exc:
         st.warning(str(exc))
         return None

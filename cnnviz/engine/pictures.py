@@ -264,7 +264,7 @@ def canvas_picture(png: bytes | None) -> Image.Image | None:
     border = edge[:, :3].max(axis=1) / 255.0 * (edge[:, 3] / 255.0)  # their ink: white on black, transparent = black
     if float(np.median(border)) > 0.5:
         raise CanvasFull("The canvas is painted right up to its edges, so no digit shape is left to see. Clear it "
-                         "(bin icon) and draw one digit in the middle.")
+                         "(the Clear button under it) and draw one digit in the middle.")
     return Image.fromarray(arr)
 
 

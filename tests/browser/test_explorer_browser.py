@@ -59,6 +59,9 @@ def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width,
     canvas = page.locator(".st-key-canvas canvas").last.bounding_box()
     assert canvas["y"] >= 0 and canvas["y"] + canvas["height"] <= height, f"canvas clipped: {canvas}"
     assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= width
+    for label in ("Undo the last stroke", "Clear the canvas"):  # the canvas's own buttons, under it
+        box = page.locator(".st-key-canvas").get_by_role("button", name=label).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= height, f"{label} clipped: {box}"
     for label in ("Draw", "Test sample", "Mistakes", "Upload"):
         box = page.locator(f"[data-testid='stRadio'] label:has-text('{label}')").first.bounding_box()
         assert box and box["x"] + box["width"] <= width and box["width"] > 0, label
@@ -138,6 +141,30 @@ def test_mistakes_pick_and_attribution_overlay(page, app_url, tmp_path):
     no_exception(page)
 
 
+def test_canvas_undo_removes_the_last_stroke_and_clear_brings_back_the_teaching_sample(page, app_url):
+    open_page(page, f"{app_url}/explorer")
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    teaching = prediction(page)
+    canvas = page.locator(".st-key-canvas")
+    undo = canvas.get_by_role("button", name="Undo the last stroke")
+    clear = canvas.get_by_role("button", name="Clear the canvas")
+    assert undo.is_disabled() and clear.is_disabled()  # nothing drawn yet
+    draw(page, stroke_one())
+    assert "Prediction: 1" in prediction(page)
+    draw(page, stroke_zero())  # a second stroke around the first
+    assert "Prediction: 1" not in prediction(page)
+    undo.click()
+    wait_for_idle(page)
+    assert "Prediction: 1" in prediction(page)  # the first stroke alone again
+    clear.click()
+    wait_for_idle(page)
+    assert prediction(page) == teaching
+    assert "Until you draw" in page.inner_text("[data-testid='stMainBlockContainer']")
+    assert undo.is_disabled() and clear.is_disabled()
+    no_exception(page)
+
+
 def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     open_page(page, f"{app_url}/explorer")
     page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
@@ -149,7 +176,7 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
         page.locator(".st-key-backprop__next button").first.click()
         wait_for_idle(page)
     before = page.locator(".st-key-backprop").inner_text()
-    page.locator(".st-key-canvas").get_by_role("button").last.click()  # the toolbar's bin: clear
+    page.locator(".st-key-canvas").get_by_role("button", name="Clear the canvas").click()
     wait_for_idle(page)
     draw(page, stroke_zero())
     assert "Prediction: 0" in prediction(page)

@@ -293,10 +293,12 @@ def metric_value(page, label: str) -> str:
 @pytest.mark.slow
 def test_browser_digit_sum(page, digit_sum_world, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
 
     url, images, labels, model, card = digit_sum_world
     open_page(page, f"{url}/digit_sum?seed=5&mode=random")  # a link, the first page this server serves
-    assert page.locator(".st-key-ds_seed input").input_value() == "5"
+    # the number input is first drawn with its default for a moment, then with the link's value
+    expect(page.locator(".st-key-ds_seed input")).to_have_value("5", timeout=10_000)
     idx = ds.draw_indices(labels, "random", 5)
     assert metric_value(page, "True sum") == str(int(labels[idx].sum()))
     assert metric_value(page, "Predicted sum") == str(predicted_sum(model, card, images, idx))

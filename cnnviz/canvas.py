@@ -1,0 +1,65 @@
+"""The drawing canvas: a small Streamlit Components v2 component of cnnviz's own (canvas.js beside this file).
+
+It replaces streamlit-drawable-canvas, which sends a drawing 200 ms after the last change (a fixed debounce in its
+bundle, not an option), half of the 400 ms the explorer has from mouse-up to the new prediction; it also loaded
+412 KB of JavaScript (fabric.js) for the freehand pen, Undo and Clear that drawing a digit needs. This one sends the
+canvas as a PNG data URL the moment a stroke ends (and after Undo or Clear; an empty canvas sends None).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import streamlit as st
+
+_JS = (Path(__file__).with_name("canvas.js")).read_text(encoding="utf-8")
+_CSS = """
+.cv-wrap { display: flex; flex-direction: column; gap: 0.4rem; }
+.cv-canvas { display: block; touch-action: none; cursor: crosshair; border-radius: 0.25rem;
+             outline: 1px solid rgba(128, 128, 128, 0.5); }
+.cv-bar { display: flex; gap: 0.5rem; }
+.cv-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
+             color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
+             border: 1px solid rgba(128, 128, 128, 0.6); }
+.cv-button:hover:not(:disabled) { border-color: var(--st-primary-color, #ff4b4b);
+                                  color: var(--st-primary-color, #ff4b4b); }
+.cv-button:disabled { opacity: 0.45; cursor: default; }
+"""
+_PNG_PREFIX = "data:image/png;base64,"
+
+_component = st.components.v2.component(
+    "cnnviz.canvas", html='<div class="cv-root"></div>', css=_CSS, js=_JS, isolate_styles=True,
+)
+
+
+def drawing_canvas(key: str, size: int = 280, stroke_width: int = 20, stroke: str = "#FFFFFF",
+                   background: str = "#000000") -> bytes | None:
+    """Mount the canvas; return the drawing's PNG bytes, or None while it is empty.
+
+    Args:
+        key: the widget key (its state is ``st.session_state[key]["drawing"]``, a PNG data URL or None).
+        size: the canvas's width and height in pixels.
+    Returns:
+        The PNG bytes the browser sent (unchecked: a hostile client can send anything; read it like an upload).
+    Raises:
+        ValueError: the value is not a base64 PNG data URL.
+    """
+    result = _component(
+        data={"size": int(size), "stroke_width": int(stroke_width), "stroke": stroke, "background": background},
+        key=key, default={"drawing": None}, on_drawing_change=lambda: None, width="content", height="content",
+    )
+    return png_bytes(result.get("drawing"))
+
+
+def png_bytes(value: object) -> bytes | None:
+    """The PNG bytes of the canvas's value (None for an empty canvas). ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(_PNG_PREFIX):
+        raise ValueError("the drawing is not a PNG data URL")
+    try:
+        return base64.b64decode(value[len(_PNG_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the drawing's base64 is malformed") from None
+

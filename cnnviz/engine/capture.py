@@ -2,12 +2,14 @@
 
 Safety under many browser sessions: the cached model is shared by every session, each in its own thread. A
 capture never registers a hook on it. It borrows a *private copy*: new module objects that share the shared
-model's parameter and buffer tensors (no weights are copied), lent to one thread at a time. Each copy carries one
-recording hook per leaf module, registered once when the copy is first used for a capture (registering and removing
-28 hooks on every call cost ~0.4 ms of a 3.7 ms MNIST capture); they record only while a capture on that copy runs
-(switched on inside ``try``, off in ``finally``). Another thread's forward pass runs other module objects, so it can
-neither fire nor see this call's recording. Gradients come from ``torch.autograd.grad``, so ``param.grad`` is never
-written, and the copy is put in eval mode, so the shared model's mode is never touched.
+model's parameter and buffer tensors (no weights are copied), lent to one thread at a time. Each leaf module of a
+copy records through its own ``forward``, replaced once when the copy is first used for a capture by a wrapper that
+calls the module's own forward and, only while a capture on that copy runs (switched on inside ``try``, off in
+``finally``), appends what it saw. A wrapper, not a forward hook: any hook sends every call of the module through
+``nn.Module``'s slow path (registering and removing 28 hooks per call cost ~0.4 ms of a 3.7 ms MNIST capture; hooks
+kept on the copy still cost ~0.1 ms). Another thread's forward pass runs other module objects, so it can neither fire
+nor see this call's recording. Gradients come from ``torch.autograd.grad``, so ``param.grad`` is never written, and
+the copy is put in eval mode, so the shared model's mode is never touched.
 """
 
 from __future__ import annotations
@@ -49,18 +51,6 @@ def is_leaf(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
 
-class _IndexedMaxPool2d(nn.MaxPool2d):
-    """A private copy's max-pool: the same op PyTorch runs when the input needs a gradient
-    (``max_pool2d_with_indices``), keeping the argmax indices it computes anyway instead of pooling again."""
-
-    indices: torch.Tensor | None = None
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        out, self.indices = F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                                         ceil_mode=self.ceil_mode, return_indices=True)
-        return out
-
-
 def private_copy(model: nn.Module) -> nn.Module:
     """New module objects sharing ``model``'s parameter and buffer tensors, in eval mode, no in-place ops."""
     memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
@@ -71,19 +61,17 @@ def private_copy(model: nn.Module) -> nn.Module:
         module._backward_hooks.clear()
         if hasattr(module, "inplace"):
             module.inplace = False
-        if type(module) is nn.MaxPool2d and not module.return_indices:
-            module.__class__ = _IndexedMaxPool2d
     net._cnnviz_modules = list(net.modules())
     return net.eval()
 
 
 def _foreign_hooks(net: nn.Module) -> bool:
-    """Whether a copy holds any hook besides its own recorders (see ``_leaves``), or is still recording."""
+    """Whether a copy holds any hook (its recorders are not hooks: see ``_leaves``), or is still recording."""
     modules = getattr(net, "_cnnviz_modules", None) or list(net.modules())  # the copy's modules, listed once
-    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in modules)
+    hooks = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                for m in modules)
     recording = getattr(net, "_cnnviz_recording", None)
-    own = len(getattr(net, "_cnnviz_leaves", ())) if recording is not None else 0
-    return hooks != own or (recording is not None and recording["calls"] is not None)
+    return hooks or (recording is not None and recording["calls"] is not None)
 
 
 @contextmanager
@@ -190,38 +178,63 @@ class _Leaf:
                 "running_mean": _np(m.running_mean.clone(), False), "running_var": _np(m.running_var.clone(), False)}
 
 
-Call = tuple[str, nn.Module, "torch.Tensor | None", torch.Tensor, "torch.Tensor | None"]  # name, module, in, out, idx
+Call = tuple["_Leaf", "torch.Tensor | None", torch.Tensor, "torch.Tensor | None"]  # leaf, input, output, indices
 
 
-def _recorder(recording: dict[str, list[Call] | None], name: str):
-    """A leaf's forward hook: appends (name, module, input, output, max-pool indices) while a capture records."""
+class _Recorder:
+    """A leaf's replacement ``forward``: the module's own forward, and while a capture records, one appended
+    (leaf, input, output, max-pool indices). A plain object, not a closure, so a deep copy of a copy's module records
+    for that new module (``copy.deepcopy`` copies the bound method and the leaf with the module)."""
 
-    def hook(module: nn.Module, args: tuple, output: Any) -> None:
-        indices = None
-        if isinstance(module, _IndexedMaxPool2d):
-            indices, module.indices = module.indices, None  # taken every time: no tensor kept between calls
-        calls = recording["calls"]
+    __slots__ = ("forward", "leaf", "recording")
+
+    def __init__(self, recording: dict[str, list[Call] | None], leaf: _Leaf) -> None:
+        self.recording, self.leaf, self.forward = recording, leaf, leaf.module.forward  # the class's bound method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        output = self.forward(*args, **kwargs)
+        calls = self.recording["calls"]
         if calls is None:  # an attribution or other forward pass on this copy: nothing to record
-            return
+            return output
+        module = self.leaf.module
         inp = next((a for a in args if isinstance(a, torch.Tensor)), None)
         out = output if isinstance(output, torch.Tensor) else output[0]
-        if indices is None and isinstance(module, nn.MaxPool2d) and inp is not None:  # a subclass: pooled again
+        indices = None
+        if isinstance(module, nn.MaxPool2d) and inp is not None:  # a subclass, or one returning its indices
             with torch.no_grad():
                 _, indices = F.max_pool2d(inp, module.kernel_size, module.stride, module.padding,
                                           module.dilation, module.ceil_mode, return_indices=True)
-        calls.append((name, module, inp, out, indices))
+        calls.append((self.leaf, inp, out, indices))
+        return output
 
-    return hook
+
+class _PoolRecorder(_Recorder):
+    """A plain ``nn.MaxPool2d``'s: pools once, with the argmax indices (the op PyTorch runs anyway when the input
+    needs a gradient), instead of pooling again for them."""
+
+    __slots__ = ()
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:
+        m = self.leaf.module
+        out, indices = F.max_pool2d(input, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                                    return_indices=True)
+        calls = self.recording["calls"]
+        if calls is not None:
+            calls.append((self.leaf, input, out, indices))
+        return out
 
 
 def _leaves(net: nn.Module) -> list[_Leaf]:
-    """The copy's leaf modules, worked out once per copy, with their recording hooks (see the module docstring)."""
+    """The copy's leaf modules, worked out once per copy, each recording through its ``forward`` (see the module
+    docstring)."""
     leaves = getattr(net, "_cnnviz_leaves", None)
     if leaves is None:
         leaves = [_Leaf(name, module) for name, module in net.named_modules() if is_leaf(module)]
         recording: dict[str, list[Call] | None] = {"calls": None}
         for leaf in leaves:
-            leaf.module.register_forward_hook(_recorder(recording, leaf.name))
+            plain_pool = type(leaf.module) is nn.MaxPool2d and not leaf.module.return_indices
+            # an instance attribute, so nn.Module's fast path calls it; the class's forward stays as it is
+            leaf.module.forward = (_PoolRecorder if plain_pool else _Recorder)(recording, leaf)
         net._cnnviz_leaves, net._cnnviz_recording = leaves, recording  # a private copy's own attributes
     return leaves
 
@@ -249,7 +262,7 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
     _check_inputs(model, x, objective)
     calls: list[Call] = []
     with borrowed(model) as net:
-        leaves = _leaves(net)
+        _leaves(net)
         recording = net._cnnviz_recording
         recording["calls"] = calls
         try:
@@ -262,10 +275,8 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
                 if not 0 <= tgt < k:
                     raise ValueError(f"target {tgt} is not a class index (0..{k - 1})")
                 obj, loss = _objective(logits, tgt, objective)
-                info = {id(leaf.module): leaf for leaf in leaves}
                 wrt: dict[int, torch.Tensor] = {id(x_in): x_in}
-                for _, module, inp, out, _ in calls:
-                    leaf = info[id(module)]
+                for leaf, inp, out, _ in calls:
                     for t in (inp, out, leaf.weight, leaf.bias):
                         if t is not None and t.requires_grad:
                             wrt.setdefault(id(t), t)
@@ -292,10 +303,10 @@ def capture(model: nn.Module, x: torch.Tensor, target: int | None = None, object
 
     seen_calls: dict[str, int] = {}
     plan = []  # what each record needs, gathered now (cheap); the numpy records are built when first read
-    for index, (name, module, inp, out, indices) in enumerate(calls):
+    for index, (leaf, inp, out, indices) in enumerate(calls):
+        name = leaf.name
         call = seen_calls.get(name, 0)
         seen_calls[name] = call + 1
-        leaf = info[id(module)]
         plan.append((index, name, call, leaf, inp, out, indices, leaf.extra()))
 
     def build(i: int) -> LayerRecord:

@@ -137,12 +137,33 @@ def test_no_hook_left_after_an_exception():
     assert no_hooks(model)
     pooled = capture_mod._pools.get(model, [])
     assert pooled, "the copy went back to the pool"
-    for net in pooled:  # only its own recorders, one per leaf, and not recording
-        assert not capture_mod._foreign_hooks(net)
-        assert sum(len(m._forward_hooks) for m in net.modules()) == len(net._cnnviz_leaves)
+    for net in pooled:  # no hook at all, its own recorder on each leaf, and not recording
+        assert not capture_mod._foreign_hooks(net) and no_hooks(net)
+        assert all(isinstance(leaf.module.__dict__.get("forward"), capture_mod._Recorder)
+                   for leaf in net._cnnviz_leaves)
         assert net._cnnviz_recording["calls"] is None
     # and the engine still works afterwards
     assert capture(model, torch.randn(1, 2, 9, 9)).layers
+
+
+def test_the_shared_model_keeps_its_forward_and_a_deep_copy_of_a_lent_copy_runs_its_own_modules():
+    model = small_cnn()
+    x = torch.randn(1, 2, 9, 9)
+    capture(model, x)
+    assert not any("forward" in vars(m) for m in model.modules())  # the recorders live on the copies only
+    (net,) = capture_mod._pools[model]
+    twin = copy.deepcopy(net)  # its own weights, and its recorders must call its own modules
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(0.5)
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.mul_(0.5)
+        torch.testing.assert_close(twin(x), reference(x))
+        torch.testing.assert_close(net(x), model.eval()(x))
+    trace = capture(twin, x)  # and it can be captured like any model
+    torch.testing.assert_close(torch.from_numpy(trace.logits.copy()), reference(x)[0].detach())
 
 
 def test_a_copy_with_a_foreign_hook_is_dropped_from_the_pool():

@@ -1,18 +1,30 @@
 """Trainings that run in the background for the "Train a CNN" page: one per session, a server-wide limit, a queue.
 
-A ``TrainingJob`` runs one training in a child process of its own, started with multiprocessing's "spawn" (why a
-process, and the messages on its pipe: ``cnnviz.engine.training_child``). A supervising thread in the server reads
-the child's progress into the ``Progress`` record the page draws, forwards pause, resume and stop, and at the end
-rebuilds the trained network from the safetensors bytes and card the child sends, validated like an upload.
-``JobRegistry`` starts at most ``limit`` jobs at once and queues the rest in order; a job whose owner is gone
-(``alive()`` false: the browser session ended) has its process ended, or leaves the queue. No streamlit here: the
-page passes the session's id and ``alive``.
+A ``TrainingJob`` runs one training in a child process of its own (why a process, and the messages on its pipe:
+``cnnviz.engine.training_child``). A supervising thread in the server starts the child, reads its progress into the
+``Progress`` record the page draws, forwards pause, resume and stop, and at the end rebuilds the trained network from
+the safetensors bytes and card the child sends, validated like an upload. ``JobRegistry`` starts at most ``limit``
+jobs at once and queues the rest in order; a job whose owner is gone (``alive()`` false: the browser session ended)
+has its process ended, or leaves the queue. No streamlit here: the page passes the session's id and ``alive``.
+
+How the child starts: multiprocessing's "forkserver". Never "fork" from the server itself: it runs many threads (a fork
+copies locks another thread may hold) and has torch loaded. The fork server is a fresh interpreter (fork + exec, as
+"spawn" starts a child) that imports ``training_child``, and torch with it, once; each training's process is then forked
+from that single-threaded process and shares its pages copy-on-write, where a spawned child imported torch itself (about
+280 MB of its own before it did anything). Measured with ``bench/train.py memory`` (the README has the figures): the
+fork server holds about 330 MB PSS for as long as the server runs; with it running, one training adds about 140-260 MB
+PSS and starts in under a second (a spawned child: 410-520 MB, 2-4 s). Counted with the fork server, one training alone
+costs what a spawned one did; each training running beside it costs half as much. ``start_fork_server`` starts it ahead
+of the first training; otherwise the first ``Process.start`` does, and waits for its imports (seconds, in the job's
+thread: the page shows "starting"). It exits once the server and every training's process have closed their ends of its
+"alive" pipe, so a killed server leaves nothing behind once its trainings have noticed.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import threading
@@ -37,8 +49,18 @@ CURVE_POINTS = 400  # points kept per curve for drawing
 OWNER_CHECK_EVERY_S = 2.0  # how often a running job asks whether its browser session is still there
 EXIT_WAIT_S = 10.0  # how long a child may take to exit after its last message (or SIGTERM) before it is killed
 ACTIVE = ("queued", "starting", "running", "paused")
-SPAWN = multiprocessing.get_context("spawn")  # never fork: the server runs many threads and has torch loaded
+CONTEXT = multiprocessing.get_context("forkserver")  # see the module's docstring: never "fork" from the server
+CONTEXT.set_forkserver_preload([training_child.__name__])  # instead of the default ["__main__"]: the server's script
 VIEWS = ("filters", "maps", "digit_probs", "digit", "digit_label")  # the child's latest look, replaced whole
+
+
+def start_fork_server() -> None:
+    """Start the fork server if it is not running. Returns at once (a few ms); it imports torch meanwhile (~3 s).
+
+    A training started later forks at once. The fork server inherits the server's environment and working directory
+    as they are now: ``cnnviz`` must be importable from there, or each child imports torch itself (spawn's cost).
+    """
+    multiprocessing.forkserver.ensure_running()
 
 
 class JobError(Exception):
@@ -191,28 +213,46 @@ class TrainingJob:
 
     # -- the child process and its supervisor -----------------------------------------------------------------
     def _start(self) -> None:
-        """Spawn the child and the thread that supervises it (the registry calls this when a place is free)."""
-        error = None
-        with self._lock:  # stop() and _end_process() see either no process or a started one
+        """Start the thread that starts the child and supervises it (the registry calls this when a place is free)."""
+        with self._lock:
             ended = self._stop or self._ended_by is not None
             if not ended:
-                self._conn, child_conn = SPAWN.Pipe()
-                self.process = SPAWN.Process(
+                self.state = "starting"
+        if ended:
+            self._finish("stopped", self._ended_by or self.message)
+            return
+        self.thread = threading.Thread(target=self._run, name=f"cnnviz-train-{self.owner[:8]}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        """Start the child, then supervise it. Not under the lock: the first training waits seconds for the fork
+        server's imports, while the page reads ``progress()``."""
+        with self._lock:  # a stop() from now on reaches the child through the pipe
+            ended = self._stop or self._ended_by is not None
+            if not ended:
+                self._conn, child_conn = CONTEXT.Pipe()
+                self.process = CONTEXT.Process(
                     target=training_child.main, name=f"cnnviz-train-{self.owner[:8]}", daemon=True,
                     args=(child_conn, self.cfg.to_args(), asdict(self.settings), self.dataset, self.data_dir,
                           self.registry.data))
-                try:
-                    self.process.start()
-                except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
-                    error = f"training failed: its process could not start ({type(exc).__name__}: {exc})"
-                finally:
-                    child_conn.close()  # the child holds its own copy: its end closes when the child exits
-                self.state = "starting"
-        if ended or error:
-            self._finish("failed" if error else "stopped", error or self._ended_by or self.message)
+        if ended:
+            self._finish("stopped", self._ended_by or self.message)
             return
-        self.thread = threading.Thread(target=self._supervise, name=f"cnnviz-train-{self.owner[:8]}", daemon=True)
-        self.thread.start()
+        try:
+            self.process.start()
+        except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
+            with self._send_lock:
+                self._conn.close()
+                self._conn = None
+            self._finish("failed", f"training failed: its process could not start ({type(exc).__name__}: {exc})")
+            return
+        finally:
+            child_conn.close()  # the child holds its own copy: its end closes when the child exits
+        with self._lock:  # _end_process() found no started process to end: end it now
+            ended = self._ended_by is not None
+        if ended:
+            self.process.terminate()
+        self._supervise()
 
     def _supervise(self) -> None:
         """Read the child's messages until its pipe closes; end it when its owner is gone; then say how it ended."""
@@ -396,4 +436,4 @@ class JobRegistry:
 JOBS = JobRegistry()  # the server's registry (limit: $CNNVIZ_TRAINING_LIMIT, default the number of cores)
 
 __all__ = ["ACTIVE", "JOBS", "MAX_STEPS", "PRESETS", "THREADS", "JobError", "JobRegistry", "Progress",
-           "TrainingJob", "default_settings"]
+           "TrainingJob", "default_settings", "start_fork_server"]

@@ -4,6 +4,7 @@ loop's determinism, the CLI on it, and the training registry (one per session, a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import pickle
@@ -34,6 +35,7 @@ from cnnviz.engine.checkpoints import CheckpointError, load_path, load_uploaded_
 from cnnviz.engine.models import MnistNet, count_parameters, new_card
 from cnnviz.engine.pictures import preprocess
 from cnnviz.engine.training import Settings, Trainer, init_model
+from cnnviz.engine.training_child import NICE
 
 SHIPPED, TINY, DEEP = list(PRESETS)
 
@@ -62,6 +64,16 @@ def fake_source(name: str, data_dir: str | None) -> FakeData:
 
 def broken_source(name: str, data_dir: str | None) -> FakeData:
     raise OSError("the disk is on fire")
+
+
+def checked_source(name: str, data_dir: str | None) -> FakeData:
+    """Stand-in data, refused (the training fails with the reason) unless this process is set up as a training's
+    should be: one torch thread, nice 10 above the process it was forked from, the objects it shares frozen."""
+    parent_nice = os.getpriority(os.PRIO_PROCESS, os.getppid())
+    if torch.get_num_threads() != tj.THREADS or os.nice(0) != min(19, parent_nice + NICE) or not gc.get_freeze_count():
+        raise RuntimeError(f"threads {torch.get_num_threads()}, nice {os.nice(0)} (its parent {parent_nice}), "
+                           f"{gc.get_freeze_count()} frozen objects")
+    return FakeData()
 
 
 @pytest.fixture(autouse=True)
@@ -598,29 +610,65 @@ def test_a_killed_or_failing_child_gives_a_failed_state_and_a_message():
     assert (p.state, p.message) == ("failed", "training failed: OSError: the disk is on fire")
 
 
+def _proc(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text()
+
+
+def _status(pid: int, field: str) -> str:
+    return _proc(pid, "status").split(f"\n{field}:")[1].split()[0]
+
+
+@pytest.mark.slow
+def test_a_training_process_is_forked_from_the_fork_server_and_shares_its_torch():
+    """The fork server (a child of the server, single-threaded, torch loaded) forks each training's process, which
+    shares its pages: a spawned one imported torch itself (about 280 MB of its own) and shared no written page."""
+    registry = tj.JobRegistry(limit=1, data=checked_source)
+    job = registry.submit("s", PRESETS[TINY], SLOW)
+    _wait(lambda: job.progress().step > 0 or job.done())
+    assert job.progress().state == "running", job.progress().message
+    child = job.process.pid
+    fork_server = int(_status(child, "PPid"))
+    assert fork_server != os.getpid() and int(_status(fork_server, "PPid")) == os.getpid()
+    assert "multiprocessing.forkserver" in _proc(fork_server, "cmdline")
+    assert _status(fork_server, "Threads") == "1", "forked from a process with one thread: no lock held by another"
+    assert "libtorch_cpu" in _proc(fork_server, "maps")
+    shared = int(_status(child, "RssAnon")) - int(_proc(child, "smaps_rollup").split("Private_Dirty:")[1].split()[0])
+    assert shared > 100 * 1024, f"{shared} kB of its anonymous memory shared with the fork server"
+    registry.stop_all()
+
+
 SERVER_KILLED_MID_TRAINING = """
 import time
 from cnnviz.engine import training_jobs as tj
 from tests.engine.test_training import PRESETS, SLOW, TINY, fake_source
+started = time.perf_counter()
 job = tj.JobRegistry(limit=1, data=fake_source).submit("s", PRESETS[TINY], SLOW)
+submit_s = time.perf_counter() - started
 while job.progress().step == 0 and not job.done():
     time.sleep(0.1)
-print(job.process.pid if not job.done() else job.progress(), flush=True)
+print(job.process.pid if not job.done() else job.progress(), submit_s, flush=True)
 time.sleep(300)
 """
 
 
 @pytest.mark.slow
 def test_a_child_does_not_outlive_a_killed_server():
+    """Neither the training's process nor the fork server it was forked from; and the server's first training
+    (which starts the fork server: seconds of imports) did not hold up the page that asked for it."""
     server = subprocess.Popen([sys.executable, "-c", SERVER_KILLED_MID_TRAINING], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[2])
     try:
-        line = server.stdout.readline()
-        assert line.strip().isdigit(), line
+        line = server.stdout.readline().split()
+        assert line and line[0].isdigit(), line
+        child, submit_s = int(line[0]), float(line[1])
+        fork_server = int(_status(child, "PPid"))
+        assert "multiprocessing.forkserver" in _proc(fork_server, "cmdline")
     finally:
         server.kill()
         server.wait()
-    _wait(lambda: _gone(int(line)), timeout=30)
+    assert submit_s < 1.0, f"submit() took {submit_s:.1f} s"
+    _wait(lambda: _gone(child), timeout=30)
+    _wait(lambda: _gone(fork_server), timeout=30)
 
 
 @pytest.mark.slow

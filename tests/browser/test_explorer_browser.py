@@ -165,6 +165,35 @@ def test_canvas_undo_removes_the_last_stroke_and_clear_brings_back_the_teaching_
     no_exception(page)
 
 
+def test_a_finger_draws_on_the_canvas(browser, app_url):
+    """A tablet in class: touch events draw (pointer events, touch-action none) instead of scrolling the page."""
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True, is_mobile=False)
+    try:
+        page = context.new_page()
+        open_page(page, f"{app_url}/explorer")
+        page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+        wait_for_idle(page, 60_000)
+        box = page.locator(".st-key-canvas canvas").last.bounding_box()
+        scroll = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollTop")
+        cdp = context.new_cdp_session(page)
+
+        def touch(kind: str, x: float, y: float) -> None:
+            points = [] if kind == "touchEnd" else [{"x": box["x"] + x * box["width"] / 280,
+                                                     "y": box["y"] + y * box["height"] / 280}]
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        points = stroke_one()
+        touch("touchStart", *points[0])
+        for x, y in points[1:]:
+            touch("touchMove", x, y)
+        touch("touchEnd", 0, 0)
+        assert "Prediction: 1" in prediction(page)
+        assert page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollTop") == scroll
+        no_exception(page)
+    finally:
+        context.close()
+
+
 def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     open_page(page, f"{app_url}/explorer")
     page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)

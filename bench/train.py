@@ -1,7 +1,7 @@
 """Training page targets (issue 16), measured with the page's own presets and default settings.
 
     python bench/train.py accuracy [--preset tiny|shipped|both]   held-out accuracy and training time
-    python bench/train.py memory                                 server + child memory during one training, and after
+    python bench/train.py memory [--ahead]                       server + fork server + child memory in two trainings
     python bench/train.py explorer [--runs 100 --rounds 10]      capture() time while a training runs and is paused
 
 Needs $CNNVIZ_DATA_DIR (MNIST). Each training runs as on the server: in its own process, with the page's thread
@@ -11,7 +11,9 @@ count and priority (cnnviz.engine.training_child.THREADS, NICE).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
+import multiprocessing.forkserver
 import os
 import statistics
 import sys
@@ -63,50 +65,81 @@ def accuracy(preset: str) -> None:
           f"(target {TARGETS[preset]})")
 
 
-def memory() -> None:
-    """The server is this process; the training's child and multiprocessing's resource tracker are its children.
+def pss_rss(process: psutil.Process | None) -> tuple[float, float, float]:
+    """(PSS, anonymous PSS, RSS) in MB from /proc/PID/smaps_rollup; zeros for no process or one that has exited.
 
-    RSS counts the pages of torch's shared libraries once in each process that maps them, so the sum over server and
-    child counts those twice; PSS shares them out (the sum of PSS is what both take from the machine together).
-    Sampled every 0.2 s, so a short peak can fall between samples; the child's high-water mark of RSS (getrusage,
-    once it has exited) is exact."""
-    import ctypes
-    import resource
+    PSS shares each page out among the processes that map it, so the sum over processes is what they take together
+    (RSS counts torch's libraries and the pages a fork server shares with its children once in each). Its file part
+    also moves as unrelated processes map the same libraries; the anonymous part is shared only by forking."""
+    try:
+        text = Path(f"/proc/{process.pid}/smaps_rollup").read_text() if process is not None else ""
+    except OSError:
+        text = ""
+    kb = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
+    return tuple(mb(1024 * kb.get(key, 0)) for key in ("Pss:", "Pss_Anon:", "Rss:"))
 
-    trim = ctypes.CDLL("libc.so.6").malloc_trim  # what cnnviz.heap_trim does on the server every 10 s
-    server = psutil.Process()
-    start = mb(server.memory_info().rss)
-    dataset("mnist", "test"), load_arrays("mnist", "test")  # torchvision and MNIST's test set, as a warm server
-    gc.collect(), trim(0)
-    warm, warm_pss = mb(server.memory_info().rss), mb(server.memory_full_info().pss)
-    peak = {"rss": 0.0, "pss": 0.0, "child": 0.0, "child_uss": 0.0, "server": warm}
-    job, _ = run_job("tiny")
+
+def fork_server() -> psutil.Process | None:
+    pid = multiprocessing.forkserver._forkserver._forkserver_pid  # private, read only: nothing public says it
+    return psutil.Process(pid) if pid is not None and psutil.pid_exists(pid) else None
+
+
+def memory_of_one_training(server: psutil.Process, label: str) -> None:
+    """One tiny training, sampled every 0.2 s (a short peak can fall between samples; the child's VmHWM cannot)."""
+    def now() -> list[float]:  # PSS, anonymous PSS: server, fork server
+        return [*pss_rss(server)[:2], *pss_rss(fork_server())[:2]]
+
+    before = now()
+    job, start_s = run_job("tiny")
     child = psutil.Process(job.process.pid)
+    peak = [0.0] * 7  # PSS all, anonymous PSS all, server, fork server, child, child RSS, child VmHWM
     while not job.done():
         try:
-            c, s = child.memory_full_info(), server.memory_full_info()
-        except psutil.Error:  # the child has just exited
+            status = Path(f"/proc/{child.pid}/status").read_text()
+        except OSError:  # it has just exited
             break
-        for key, value in (("rss", s.rss + c.rss), ("pss", s.pss + c.pss), ("child", c.rss), ("child_uss", c.uss),
-                           ("server", s.rss)):
-            peak[key] = max(peak[key], mb(value))
+        if "VmHWM:" not in status:  # a zombie: it has exited
+            break
+        c, (s, s_anon, f, f_anon) = pss_rss(child), now()
+        hwm = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        sample = (s + f + c[0], s_anon + f_anon + c[1], s, f, c[0], c[2], hwm)
+        peak = [max(a, b) for a, b in zip(peak, sample, strict=True)]
         time.sleep(0.2)
     job.wait()
-    child_hwm = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux; the only exited child
-    held = mb(server.memory_info().rss)
-    tracker = sum(mb(p.memory_info().rss) for p in server.children())  # what is left: the resource tracker
     del job, child  # what ending the session does: its job (and the model it holds) is dropped
-    gc.collect(), trim(0)
-    after = mb(server.memory_info().rss)
-    print(f"memory: server RSS {start:.0f} MB after imports, {warm:.0f} MB warm (MNIST read once, as the explorer "
-          f"does; PSS {warm_pss:.0f} MB). One tiny training: peak server + child RSS {peak['rss']:.0f} MB "
-          f"(+{peak['rss'] - warm:.0f} MB), peak server + child PSS {peak['pss']:.0f} MB "
-          f"(+{peak['pss'] - warm_pss:.0f} MB); the child alone at most {peak['child']:.0f} MB RSS, "
-          f"{peak['child_uss']:.0f} MB of it its own (USS), its high-water mark {child_hwm:.0f} MB RSS; the server "
-          f"alone at most {peak['server']:.0f} MB "
-          f"(+{peak['server'] - warm:.0f} MB). Server {held:.0f} MB with the finished job held "
-          f"(+{held - warm:.0f} MB), {after:.0f} MB once it is dropped ({after - warm:+.0f} MB); child processes "
-          f"left: the resource tracker, {tracker:.0f} MB RSS")
+    gc.collect(), ctypes.CDLL("libc.so.6").malloc_trim(0)  # what cnnviz.heap_trim does on the server
+    after = now()
+    print(f"  {label}: its process started in {start_s:.1f} s. Server + fork server + child at most {peak[0]:.0f} MB "
+          f"PSS: +{peak[0] - before[0] - before[2]:.0f} MB over server + fork server before it ({before[0]:.0f} + "
+          f"{before[2]:.0f} MB), +{peak[0] - before[0]:.0f} over the server alone; anonymous PSS "
+          f"+{peak[1] - before[1] - before[3]:.0f} / +{peak[1] - before[1]:.0f} MB. At most: server {peak[2]:.0f}, "
+          f"fork server {peak[3]:.0f}, child {peak[4]:.0f} MB PSS ({peak[5]:.0f} MB RSS, VmHWM {peak[6]:.0f} MB). "
+          f"Once dropped: server {after[0] - before[0]:+.0f} MB PSS ({after[1] - before[1]:+.0f} anonymous), "
+          f"server + fork server {after[0] + after[2] - before[0] - before[2]:+.0f} MB ({load()})")
+
+
+def memory(ahead: bool) -> None:
+    """The server is this process. Its trainings' processes are forked from the fork server, which it starts (with
+    ``ahead``: before the first training, and this waits for its imports; otherwise the first training starts it)."""
+    server = psutil.Process()
+    dataset("mnist", "test"), load_arrays("mnist", "test")  # torchvision and MNIST's test set, as a warm server
+    gc.collect(), ctypes.CDLL("libc.so.6").malloc_trim(0)
+    pss, anon, rss = pss_rss(server)
+    print(f"memory: server warm (MNIST read once, as the explorer does) {pss:.0f} MB PSS ({anon:.0f} anonymous), "
+          f"{rss:.0f} MB RSS ({load()})")
+    if ahead:
+        jobs.start_fork_server()
+        probe = jobs.CONTEXT.Process(target=os.getpid)  # forked once the fork server has imported torch
+        probe.start(), probe.join()
+        time.sleep(0.5)
+        f_pss, f_anon, f_rss = pss_rss(fork_server())
+        print(f"  fork server started ahead: {f_pss:.0f} MB PSS ({f_anon:.0f} anonymous), {f_rss:.0f} MB RSS; server "
+              f"+ fork server +{pss_rss(server)[0] + f_pss - pss:.0f} MB PSS over the server warm")
+    memory_of_one_training(server, "first training" + ("" if ahead else " (it starts the fork server)"))
+    memory_of_one_training(server, "second training")
+    others = [p for p in server.children() if p.pid != getattr(fork_server(), "pid", None)]
+    print(f"  other child processes: {len(others)} (multiprocessing's resource tracker), "
+          f"{sum(pss_rss(p)[0] for p in others):.0f} MB PSS")
 
 
 def explorer(runs: int, rounds: int) -> None:
@@ -165,12 +198,13 @@ def main() -> None:
     parser.add_argument("--preset", choices=["tiny", "shipped", "both"], default="both")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--ahead", action="store_true", help="memory: start the fork server before the first training")
     args = parser.parse_args()
     if args.what == "accuracy":
         for preset in (["tiny", "shipped"] if args.preset == "both" else [args.preset]):
             accuracy(preset)
     elif args.what == "memory":
-        memory()
+        memory(args.ahead)
     else:
         explorer(args.runs, args.rounds)
     print(f"({load()} on {os.cpu_count()} cores at the end)")

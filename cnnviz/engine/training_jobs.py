@@ -59,7 +59,12 @@ def start_fork_server() -> None:
 
     A training started later forks at once. The fork server inherits the server's environment and working directory
     as they are now: ``cnnviz`` must be importable from there, or each child imports torch itself (spawn's cost).
+
+    Does nothing inside a training's process while it starts: multiprocessing runs the parent's main script again
+    there (under AppTest that is the Train page itself, which calls this), and a fork server may not start then.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
     multiprocessing.forkserver.ensure_running()
 
 

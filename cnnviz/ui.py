@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
@@ -316,20 +315,63 @@ def write_url(**params: Any) -> None:
             st.query_params[name] = text
 
 
+_COPY_LINK_JS = """
+// The link field reads the address bar itself, when it comes into view and on Copy: the address follows every step
+// and slider (st.query_params), also those a fragment reran without the rest of the page.
+export default function ({ parentElement }) {
+  const root = parentElement.querySelector(".cl-root");
+  if (root.childElementCount) return;
+  const field = document.createElement("input");
+  field.readOnly = true;
+  field.className = "cl-field";
+  field.setAttribute("aria-label", "The link to this view");
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.className = "cl-button";
+  copy.textContent = "Copy";
+  const note = document.createElement("div");
+  note.className = "cl-note";
+  note.setAttribute("role", "status");
+  root.append(field, copy, note);
+  const refresh = () => { field.value = window.location.href; };
+  new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) refresh(); }).observe(field);
+  field.addEventListener("focus", () => { refresh(); field.select(); });
+  copy.addEventListener("click", async () => {
+    refresh();
+    field.select();
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(field.value);  // a secure context (https, localhost)
+      copied = true;
+    } catch (error) {
+      try { copied = document.execCommand("copy"); } catch (error2) { copied = false; }  // plain http in a class
+    }
+    note.textContent = copied ? "Copied." : "Select the link above and copy it (Ctrl+C).";
+  });
+  refresh();
+}
+"""
+_COPY_LINK_CSS = """
+.cl-root { display: grid; grid-template-columns: 1fr auto; gap: 0.4rem; min-width: 18rem; }
+.cl-field { font: inherit; font-size: 0.9rem; padding: 0.35rem 0.5rem; border-radius: 0.4rem; min-width: 0;
+            border: 1px solid rgba(128, 128, 128, 0.6); color: var(--st-text-color, #31333f);
+            background: var(--st-secondary-background-color, #f0f2f6); }
+.cl-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
+             color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
+             border: 1px solid rgba(128, 128, 128, 0.6); }
+.cl-button:hover { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
+.cl-note { grid-column: 1 / -1; font-size: 0.9rem; min-height: 1.2em; }
+"""
+_copy_link = st.components.v2.component("cnnviz.copy_link", html='<div class="cl-root"></div>', css=_COPY_LINK_CSS,
+                                        js=_COPY_LINK_JS, isolate_styles=True)
+
+
 def link_button(note: str | None = None) -> None:
-    """A "Copy link to this view" popover holding this view's address (with its copy icon)."""
-    base = ""
-    try:
-        base = (st.context.url or "").split("?")[0]
-    except Exception:  # noqa: BLE001 - no browser context (tests, bare mode): the query string alone still helps
-        base = ""
-    query = urlencode(st.query_params.to_dict())
-    link = f"{base}?{query}" if query else base or "(this page)"
+    """A "Copy link to this view" popover: the address bar's link (read in the browser, so always current) and Copy."""
     with st.popover("Copy link to this view", icon=":material/link:"):
-        st.code(link, language=None, wrap_lines=True)
+        _copy_link(key=None, width="stretch", height="content")
         st.caption(note or "Anyone who opens this link sees this view, with these numbers.")
-        st.caption("The browser's address bar holds the same link and follows every step and slider at once; "
-                   "this copy is made when the whole page last ran.")
+        st.caption("The browser's address bar holds the same link; it follows every step and slider at once.")
 
 
 # ---------------------------------------------------------------------------------------------------------------

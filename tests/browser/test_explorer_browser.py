@@ -205,6 +205,12 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
         page.locator(".st-key-backprop__next button").first.click()
         wait_for_idle(page)
     before = page.locator(".st-key-backprop").inner_text()
+    # the steps reran only the view's fragment; the link offered is still the address bar's, with this layer
+    assert "layer=" in page.url
+    page.get_by_text("Copy link to this view").first.click()
+    page.wait_for_selector(".cl-field", state="visible")
+    assert page.locator(".cl-field").input_value() == page.url
+    page.keyboard.press("Escape")
     page.locator(".st-key-canvas").get_by_role("button", name="Clear the canvas").click()
     wait_for_idle(page)
     draw(page, stroke_zero())

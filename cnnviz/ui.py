@@ -321,8 +321,9 @@ _COPY_LINK_JS = """
 export default function ({ parentElement }) {
   const root = parentElement.querySelector(".cl-root");
   if (root.childElementCount) return;
-  const field = document.createElement("input");
+  const field = document.createElement("textarea");  // the whole link in view, wrapped
   field.readOnly = true;
+  field.rows = 3;
   field.className = "cl-field";
   field.setAttribute("aria-label", "The link to this view");
   const copy = document.createElement("button");
@@ -354,9 +355,11 @@ export default function ({ parentElement }) {
 _COPY_LINK_CSS = """
 .cl-root { display: grid; grid-template-columns: 1fr auto; gap: 0.4rem; min-width: 18rem; }
 .cl-field { font: inherit; font-size: 0.9rem; padding: 0.35rem 0.5rem; border-radius: 0.4rem; min-width: 0;
+            resize: none; word-break: break-all; line-height: 1.35;
             border: 1px solid rgba(128, 128, 128, 0.6); color: var(--st-text-color, #31333f);
             background: var(--st-secondary-background-color, #f0f2f6); }
 .cl-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
+             align-self: start;
              color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
              border: 1px solid rgba(128, 128, 128, 0.6); }
 .cl-button:hover { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }

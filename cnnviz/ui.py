@@ -555,7 +555,8 @@ def start_training(cfg, settings, dataset: str = "mnist"):
     from cnnviz.engine.training_jobs import JOBS
 
     owner = st.session_state.setdefault("_cnnviz_training_owner", uuid.uuid4().hex)  # one training per session
-    job = JOBS.submit(owner, cfg, settings, dataset=dataset, alive=session_alive())
+    # the data folder the page checked, named here: the fork server's environment is the one it started with
+    job = JOBS.submit(owner, cfg, settings, dataset=dataset, data_dir=str(default_data_dir()), alive=session_alive())
     previous = training_job()
     if previous is not None and previous.result() is not None:
         st.session_state[_YOUR_MODEL_KEY] = previous.result()

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnviz.engine import datasets
 from cnnviz.engine import training_jobs as tj
-from tests.conftest import open_page, start_server, stop_server, wait_for_idle
+from tests.conftest import choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.engine.test_training import fake_source
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "train.py")
@@ -97,6 +97,8 @@ def test_train_watch_pause_resume_and_take_it_home(stand_in):
     at = new_app()
     start(at, 3000)
     assert "starting" in status(at) and any("process of its own" in i.value for i in at.info), status(at)
+    # the data folder the page checked travels with the job (the fork server's environment may be older)
+    assert at.session_state["_cnnviz_training_job"].data_dir == str(datasets.default_data_dir())
     text = wait_status(at, lambda t: "training" in t and step_of(t) > 15)
     at.button(key="train_pause").click().run()
     paused = wait_status(at, lambda t: "paused" in t)
@@ -157,10 +159,8 @@ def test_browser_build_train_pause_resume(browser):
     try:
         open_page(page, f"{server.url}/train", timeout=180_000)
         page.get_by_text("Total:").first.wait_for()
-        preset = page.locator(".st-key-train_preset")
-        preset.click()
-        page.get_by_role("option", name=TINY).click()
-        wait_for_idle(page)
+        choose_option(page, "train_preset", TINY)  # again if a rerun closed the list (the machine is busy: the
+        wait_for_idle(page)                        # fork server imports torch as the page opens)
         assert page.locator(".st-key-train_steps input").input_value() == "300", "the tiny preset's steps"
         page.locator(".st-key-train_start button").click()
         status_box = page.locator(".st-key-train_status")

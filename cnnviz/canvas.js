@@ -7,7 +7,7 @@ const boards = new WeakMap();  // parentElement -> board, so a rerun keeps the d
 function button(text, label) {
   const b = document.createElement("button");
   b.type = "button";
-  b.className = "cv-button";
+  b.className = "cnnviz-button";
   b.textContent = text;
   b.setAttribute("aria-label", label);
   b.title = label;

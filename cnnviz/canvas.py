@@ -14,17 +14,20 @@ from pathlib import Path
 import streamlit as st
 
 _JS = (Path(__file__).with_name("canvas.js")).read_text(encoding="utf-8")
-_CSS = """
+# The buttons of cnnviz's own components (this canvas's, the copy-link field's in ui.py): one look, Streamlit's colours
+BUTTON_CSS = """
+.cnnviz-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
+                 color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
+                 border: 1px solid rgba(128, 128, 128, 0.6); }
+.cnnviz-button:hover:not(:disabled) { border-color: var(--st-primary-color, #ff4b4b);
+                                      color: var(--st-primary-color, #ff4b4b); }
+.cnnviz-button:disabled { opacity: 0.45; cursor: default; }
+"""
+_CSS = BUTTON_CSS + """
 .cv-wrap { display: flex; flex-direction: column; gap: 0.4rem; }
 .cv-canvas { display: block; touch-action: none; cursor: crosshair; border-radius: 0.25rem;
              outline: 1px solid rgba(128, 128, 128, 0.5); }
 .cv-bar { display: flex; gap: 0.5rem; }
-.cv-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
-             color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
-             border: 1px solid rgba(128, 128, 128, 0.6); }
-.cv-button:hover:not(:disabled) { border-color: var(--st-primary-color, #ff4b4b);
-                                  color: var(--st-primary-color, #ff4b4b); }
-.cv-button:disabled { opacity: 0.45; cursor: default; }
 """
 _PNG_PREFIX = "data:image/png;base64,"
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnviz.canvas import BUTTON_CSS, drawing_canvas
 from cnnviz.engine.checkpoints import CheckpointError, checkpoint_dir, load_model
 from cnnviz.engine.datasets import DataUnavailable, dataset, dataset_available, default_data_dir
 from cnnviz.engine.models import ModelCard
@@ -78,8 +79,6 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
     any upload (a hostile client could send anything). A canvas painted to its edges is refused with a message: its
     white border would read as background.
     """
-    from cnnviz.canvas import drawing_canvas
-
     try:
         picture = canvas_picture(drawing_canvas(key, size=size, stroke_width=max(8, size // 14)))
     except CanvasFull as exc:
@@ -328,7 +327,7 @@ export default function ({ parentElement }) {
   field.setAttribute("aria-label", "The link to this view");
   const copy = document.createElement("button");
   copy.type = "button";
-  copy.className = "cl-button";
+  copy.className = "cnnviz-button cl-button";
   copy.textContent = "Copy";
   const note = document.createElement("div");
   note.className = "cl-note";
@@ -352,17 +351,13 @@ export default function ({ parentElement }) {
   refresh();
 }
 """
-_COPY_LINK_CSS = """
+_COPY_LINK_CSS = BUTTON_CSS + """
 .cl-root { display: grid; grid-template-columns: 1fr auto; gap: 0.4rem; min-width: 18rem; }
 .cl-field { font: inherit; font-size: 0.9rem; padding: 0.35rem 0.5rem; border-radius: 0.4rem; min-width: 0;
             resize: none; word-break: break-all; line-height: 1.35;
             border: 1px solid rgba(128, 128, 128, 0.6); color: var(--st-text-color, #31333f);
             background: var(--st-secondary-background-color, #f0f2f6); }
-.cl-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
-             align-self: start;
-             color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);
-             border: 1px solid rgba(128, 128, 128, 0.6); }
-.cl-button:hover { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
+.cl-button { align-self: start; }
 .cl-note { grid-column: 1 / -1; font-size: 0.9rem; min-height: 1.2em; }
 """
 _copy_link = st.components.v2.component("cnnviz.copy_link", html='<div class="cl-root"></div>', css=_COPY_LINK_CSS,

@@ -169,8 +169,8 @@ def show_progress(p: tj.Progress) -> None:
         st.info(f"Waiting for a free place: you are number {fmt(p.queue_position)} in the queue. Trainings of "
                 "other people are using this server's places; yours starts as soon as one ends.")
     if p.state == "starting":
-        st.info("Starting: your training gets a process of its own on the server, which loads PyTorch and the "
-                "training images first (a few seconds).")
+        st.info("Starting: your training gets a process of its own on the server, which reads the training images "
+                "first (under a second; a few seconds for the first training after the server started).")
     if p.message and p.state in ("stopped", "failed"):
         (st.error if p.state == "failed" else st.info)(p.message)
     b1, b2, _ = st.columns([1, 1, 5])

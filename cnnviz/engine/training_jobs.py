@@ -42,10 +42,12 @@ from cnnviz.engine.checkpoints import CheckpointError, load_uploaded_pair
 from cnnviz.engine.models import REGISTRY, ModelCard
 from cnnviz.engine.training import Settings
 from cnnviz.engine.training_child import THREADS
+from cnnviz.engine.training_places import Places, Ticket
 
 MAX_STEPS = 20_000  # step budget per training
 MAX_PAUSE_S = 600.0  # a training paused longer than this stops and frees its place
 CURVE_POINTS = 400  # points kept per curve for drawing
+WAIT_POLL_S = 0.5  # how often a process with trainings in line asks whether a place is free (another one's may be)
 OWNER_CHECK_EVERY_S = 2.0  # how often a running job asks whether its browser session is still there
 EXIT_WAIT_S = 10.0  # how long a child may take to exit after its last message (or SIGTERM) before it is killed
 ACTIVE = ("queued", "starting", "running", "paused")
@@ -348,15 +350,28 @@ class TrainingJob:
 class JobRegistry:
     """The server's trainings: at most ``limit`` run at once, the rest wait in order; one active job per owner.
 
+    The places and the line are shared with the server's other processes through ``places`` (a folder of lock
+    files, ``training_places``): ``$CNNVIZ_TRAINING_PLACES``, which ``cnnviz.serve`` sets for its replicas, or a
+    folder of this registry's own. This registry keeps its own jobs (one per owner is checked here: a session lives
+    in one process); while any of them waits, a thread asks every ``WAIT_POLL_S`` whether a place is free, since
+    another process's training may have freed it.
+
     ``data`` is how a training's child reads its dataset, called there as ``data(dataset, data_dir)``. It travels
     to the child by name, so it must be importable from a module (tests pass stand-in data).
     """
 
     limit: int = field(default_factory=lambda: int(os.environ.get("CNNVIZ_TRAINING_LIMIT", os.cpu_count() or 1)))
     data: Callable[[str, str | None], Any] = training_child.Data
+    folder: str | None = field(default_factory=lambda: os.environ.get("CNNVIZ_TRAINING_PLACES") or None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _running: list[TrainingJob] = field(default_factory=list)
     _queue: list[TrainingJob] = field(default_factory=list)
+    _tickets: dict[int, Ticket] = field(default_factory=dict)  # id(job) -> its ticket while it waits
+    _places: dict[int, int] = field(default_factory=dict)  # id(job) -> its place while it runs
+    _poller: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.places = Places(self.limit, self.folder)
 
     def submit(self, owner: str, cfg: NetworkConfig, settings: Settings, dataset: str = "mnist",
                data_dir: str | None = None, alive: Callable[[], bool] | None = None) -> TrainingJob:
@@ -380,29 +395,35 @@ class JobRegistry:
             if any(j.owner == owner for j in self._running + self._queue):
                 raise JobError("You already have a training running or waiting: stop it first (one per session).")
             job = TrainingJob(self, owner, cfg, settings, dataset, data_dir, alive)
+            self._tickets[id(job)] = self.places.take_ticket()
             self._queue.append(job)
         self._advance()
         return job
 
     def position(self, job: TrainingJob) -> int:
+        """Its place in the server's line (every process's waiting trainings), 1 = next; 0 when not waiting."""
         with self._lock:
-            return self._queue.index(job) + 1 if job in self._queue else 0
+            ticket = self._tickets.get(id(job)) if job in self._queue else None
+        return self.places.position(ticket) if ticket is not None else 0
 
     def counts(self) -> tuple[int, int]:
-        """(running, waiting)."""
-        with self._lock:
-            return len(self._running), len(self._queue)
+        """(running, waiting) on the whole server."""
+        return self.places.running(), len(self.places.waiting())
 
     def active(self, owner: str) -> TrainingJob | None:
         with self._lock:
             return next((j for j in self._running + self._queue if j.owner == owner), None)
+
+    def _leave_line(self, job: TrainingJob) -> None:  # under self._lock
+        self._queue.remove(job)
+        self.places.give_back(self._tickets.pop(id(job)))
 
     def _dequeue(self, job: TrainingJob, message: str = "") -> bool:
         """Take a waiting job out of the queue as "stopped"; False when it was not waiting."""
         with self._lock:
             if job not in self._queue:
                 return False
-            self._queue.remove(job)
+            self._leave_line(job)
         job._finish("stopped", message or job.message)
         return True
 
@@ -410,23 +431,44 @@ class JobRegistry:
         with self._lock:
             if job in self._running:
                 self._running.remove(job)
+                self.places.release(self._places.pop(id(job)))
         self._advance()
 
     def _advance(self) -> None:
-        """Start queued jobs while places are free; drop queued jobs whose session has ended."""
+        """Start this process's first waiting job while it is first in the server's line and a place is free; drop
+        waiting jobs whose session has ended. If one still waits, make sure the poller asks again later."""
         while True:
             with self._lock:
                 gone = [j for j in self._queue if j._owner_gone()]
                 for j in gone:
-                    self._queue.remove(j)
-                start = self._queue.pop(0) if self._queue and len(self._running) < self.limit else None
-                if start is not None:
-                    self._running.append(start)
+                    self._leave_line(j)
+                start = None
+                if self._queue:
+                    place = self.places.take_place(self._tickets[id(self._queue[0])])
+                    if place is not None:
+                        start = self._queue.pop(0)
+                        del self._tickets[id(start)]
+                        self._places[id(start)] = place
+                        self._running.append(start)
+                waits = bool(self._queue) and start is None
+                if waits and (self._poller is None or not self._poller.is_alive()):
+                    self._poller = threading.Thread(target=self._poll, name="cnnviz-train-line", daemon=True)
+                    self._poller.start()
             for j in gone:
                 j._finish("stopped", "stopped: the browser session ended")
             if start is None:
                 return
             start._start()
+
+    def _poll(self) -> None:
+        """While a job of this process waits: ask again every WAIT_POLL_S (a place another process held may be free)."""
+        while True:
+            time.sleep(WAIT_POLL_S)
+            with self._lock:
+                if not self._queue:
+                    self._poller = None
+                    return
+            self._advance()
 
     def stop_all(self) -> None:
         """End every training at once (the server stops): their processes are terminated, the queue emptied."""

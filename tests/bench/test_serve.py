@@ -68,6 +68,17 @@ def test_the_balancer_serves_the_page_and_sets_a_sticky_cookie(balancer):
         assert "CNNVIZ_REPLICA" not in resp.headers.get("Set-Cookie", ""), "a pinned browser keeps its cookie"
 
 
+def test_the_replicas_share_one_line_for_trainings(balancer):
+    """Each replica's registry reads $CNNVIZ_TRAINING_PLACES: the same folder for all (cnnviz.serve sets it), so the
+    server-wide limit of trainings counts every replica's (the sharing itself: tests/engine/test_training_places.py)."""
+    found = set()
+    for pid, _ in replicas(balancer).values():
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        found.add(next((v.split(b"=", 1)[1].decode() for v in env if v.startswith(b"CNNVIZ_TRAINING_PLACES=")), None))
+    assert len(found) == 1 and None not in found, found
+    assert Path(found.pop()).is_dir()
+
+
 def test_a_websocket_session_gets_a_checked_run_through_the_balancer(balancer, oracle):
     tally = Tally()
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.engine import datasets
@@ -161,7 +162,8 @@ def test_browser_build_train_pause_resume(browser):
         page.get_by_text("Total:").first.wait_for()
         choose_option(page, "train_preset", TINY)  # again if a rerun closed the list (the machine is busy: the
         wait_for_idle(page)                        # fork server imports torch as the page opens)
-        assert page.locator(".st-key-train_steps input").input_value() == "300", "the tiny preset's steps"
+        # The preset's steps (waits: once a widget was seen holding its minimum for a moment while a rerun drew it).
+        expect(page.locator(".st-key-train_steps input")).to_have_value("300")
         page.locator(".st-key-train_start button").click()
         status_box = page.locator(".st-key-train_status")
         status_box.get_by_text(re.compile(r"training")).wait_for(timeout=120_000)  # after "starting" (its process)

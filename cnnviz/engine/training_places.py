@@ -1,0 +1,169 @@
+"""The places for trainings that every process of one server shares, and the line to them, in a folder of lock files.
+
+A class server (``python -m cnnviz.serve``, or the compose file's containers) runs several Streamlit processes behind
+HAProxy. "At most N trainings at once on this server, the rest wait in line" has to hold across all of them, so each
+process's ``JobRegistry`` (``training_jobs``) keeps its own jobs and asks this folder, which they share
+(``$CNNVIZ_TRAINING_PLACES``; a plain ``streamlit run`` uses a private one), for a place:
+
+- ``place-<i>``, i < limit: a running training's process holds an exclusive ``flock`` on one of them.
+- ``ticket``: the last ticket number given out, read and written under its own ``flock``.
+- ``wait-<number>``: a waiting training's ticket, locked by its process for as long as it waits. The first ticket in
+  number order takes the next free place.
+
+The kernel drops a process's locks when it ends, however it ends (killed, out of memory), so a dead replica's places
+free themselves, and a ``wait-`` file that nobody holds is the leftover of a dead process: whoever sees it removes it.
+Locks conflict between two opens of one file even inside one process, so the same checks work for a process's own files.
+``flock`` is POSIX-only; on Windows (no ``fcntl``) the places are counted in this process alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process's count (a class server runs on Linux)
+    fcntl = None
+
+
+@dataclass
+class Ticket:
+    """A place in the line: its number, and the open, locked ``wait-`` file that says it is still waiting."""
+
+    number: int
+    fd: int | None
+    path: Path
+
+
+class Places:
+    """``limit`` places for trainings and the line to them, shared through ``folder`` (a private one when None)."""
+
+    def __init__(self, limit: int, folder: str | os.PathLike | None = None) -> None:
+        if limit < 1:
+            raise ValueError(f"the training limit must be at least 1, not {limit}")
+        self.limit = limit
+        self._private = None if folder else tempfile.TemporaryDirectory(prefix="cnnviz-places-")
+        self.folder = Path(folder or self._private.name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # without fcntl: the count and the line of this process
+        self._held: set[int] = set()
+        self._line: list[int] = []
+        self._last = 0
+
+    # -- the line ---------------------------------------------------------------------------------------------
+    def take_ticket(self) -> Ticket:
+        """A ticket behind every ticket given out so far, on this server."""
+        if fcntl is None:
+            with self._lock:
+                self._last += 1
+                self._line.append(self._last)
+                return Ticket(self._last, None, self.folder)
+        fd = os.open(self.folder / "ticket", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            number = int(os.pread(fd, 32, 0).decode() or 0) + 1
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(number).encode(), 0)
+        finally:
+            os.close(fd)  # and its lock
+        # Locked before it gets its name: a wait- file nobody holds is always a dead process's.
+        new = self.folder / f".new-{os.getpid()}-{threading.get_ident()}-{number}"
+        fd = os.open(new, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = self.folder / f"wait-{number:012d}"
+        os.rename(new, path)
+        return Ticket(number, fd, path)
+
+    def give_back(self, ticket: Ticket) -> None:
+        """Leave the line (the training started, stopped or its session ended). Safe to call twice."""
+        if fcntl is None:
+            with self._lock:
+                if ticket.number in self._line:
+                    self._line.remove(ticket.number)
+            return
+        if ticket.fd is None:
+            return
+        try:
+            os.unlink(ticket.path)  # before the lock goes: no one may take it for a dead process's meanwhile
+        except FileNotFoundError:
+            pass
+        os.close(ticket.fd)
+        ticket.fd = None
+
+    def waiting(self) -> list[int]:
+        """The numbers of the tickets waiting on this server, in order; removes dead processes' tickets."""
+        if fcntl is None:
+            with self._lock:
+                return sorted(self._line)
+        numbers = []
+        for path in self.folder.glob("wait-*"):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:  # it has just left the line
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its process holds it: waiting
+                numbers.append(int(path.name.removeprefix("wait-")))
+            else:  # nobody holds it: its process has died
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return sorted(numbers)
+
+    def position(self, ticket: Ticket) -> int:
+        """1 for the first in line on this server."""
+        return 1 + sum(1 for n in self.waiting() if n < ticket.number)
+
+    # -- the places -------------------------------------------------------------------------------------------
+    def take_place(self, ticket: Ticket) -> int | None:
+        """A place for the first ticket in line, if one is free: a handle to pass to ``release``. The ticket is then
+        given back. None when the ticket is not first, or every place is taken (ask again later)."""
+        if self.position(ticket) != 1:
+            return None
+        if fcntl is None:
+            with self._lock:
+                free = next((i for i in range(self.limit) if i not in self._held), None)
+                if free is None:
+                    return None
+                self._held.add(free)
+            self.give_back(ticket)
+            return free
+        for i in range(self.limit):
+            fd = os.open(self.folder / f"place-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.give_back(ticket)
+            return fd
+        return None
+
+    def release(self, place: int) -> None:
+        """Free a place taken with ``take_place``."""
+        if fcntl is None:
+            with self._lock:
+                self._held.discard(place)
+            return
+        os.close(place)
+
+    def running(self) -> int:
+        """How many places are taken on this server (each free one is locked for an instant to know it)."""
+        if fcntl is None:
+            with self._lock:
+                return len(self._held)
+        taken = 0
+        for i in range(self.limit):
+            fd = os.open(self.folder / f"place-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                taken += 1
+            finally:
+                os.close(fd)
+        return taken

@@ -2,6 +2,8 @@
 // Strokes are drawn as the pointer moves; the drawing goes to Streamlit as a PNG data URL the moment a stroke ends
 // (no debounce: the prediction is what the learner waits for). Undo and Clear send at once too; an empty canvas
 // sends null. Mouse, touch and pen all draw (pointer events; touch-action: none keeps a finger from scrolling).
+// A canvas mounted anew gets its last drawing back as `data.initial` (a PNG the page kept): it is painted under any
+// new strokes as the board's `base`, and Undo with no stroke left, or Clear, removes it.
 const boards = new WeakMap();  // parentElement -> board, so a rerun keeps the drawing
 
 function button(text, label) {
@@ -28,8 +30,8 @@ function setup(root) {
   bar.append(undo, clear);
   wrap.append(canvas, bar);
   root.appendChild(wrap);
-  const b = { wrap, canvas, ctx: canvas.getContext("2d"), undo, clear, strokes: [], current: null, pointer: null,
-              size: 0, style: null, send: () => {} };
+  const b = { wrap, canvas, ctx: canvas.getContext("2d"), undo, clear, strokes: [], base: null, current: null,
+              pointer: null, size: 0, style: null, send: () => {} };
 
   const at = (e) => {
     const r = canvas.getBoundingClientRect();
@@ -64,14 +66,16 @@ function setup(root) {
   canvas.addEventListener("pointercancel", end);
   canvas.addEventListener("lostpointercapture", end);
   undo.addEventListener("click", () => {
-    if (!b.strokes.length) return;
-    b.strokes.pop();
+    if (b.strokes.length) b.strokes.pop();
+    else if (b.base) b.base = null;
+    else return;
     redraw(b);
     changed(b);
   });
   clear.addEventListener("click", () => {
-    if (!b.strokes.length) return;
+    if (!drawn(b)) return;
     b.strokes = [];
+    b.base = null;
     redraw(b);
     changed(b);
   });
@@ -104,6 +108,7 @@ function redraw(b) {
   const c = b.ctx;
   c.fillStyle = b.style.background;
   c.fillRect(0, 0, b.canvas.width, b.canvas.height);
+  if (b.base) c.drawImage(b.base, 0, 0, b.canvas.width, b.canvas.height);
   for (const s of b.strokes) {
     dot(b, s[0]);
     if (s.length < 2) continue;
@@ -116,13 +121,28 @@ function redraw(b) {
   buttons(b);
 }
 
+function drawn(b) {
+  return b.strokes.length > 0 || b.base !== null;
+}
+
 function buttons(b) {
-  b.undo.disabled = b.clear.disabled = b.strokes.length === 0;
+  b.undo.disabled = b.clear.disabled = !drawn(b);
 }
 
 function changed(b) {
   buttons(b);
-  b.send(b.strokes.length ? b.canvas.toDataURL("image/png") : null);
+  b.send(drawn(b) ? b.canvas.toDataURL("image/png") : null);
+}
+
+function restore(b, url) {  // the page's state already holds this drawing: nothing is sent
+  if (typeof url !== "string" || !url.startsWith("data:image/png;base64,")) return;
+  const img = new Image();
+  img.onload = () => {
+    if (drawn(b)) return;  // the learner drew before it loaded
+    b.base = img;
+    redraw(b);
+  };
+  img.src = url;
 }
 
 function configure(b, data) {
@@ -134,6 +154,7 @@ function configure(b, data) {
     b.canvas.style.width = b.canvas.style.height = `${size}px`;
     b.wrap.style.width = `${size}px`;
     b.strokes = [];
+    b.base = null;
   }
   b.style = style;
   redraw(b);
@@ -143,14 +164,17 @@ export default function (component) {
   const { data, parentElement, setStateValue } = component;
   const root = parentElement.querySelector(".cv-root");
   let b = boards.get(parentElement);
+  let fresh = false;
   if (!b) {
     b = setup(root);
     boards.set(parentElement, b);
+    fresh = true;
   } else if (!root.contains(b.wrap)) {
     root.appendChild(b.wrap);
   }
   b.send = (value) => setStateValue("drawing", value);
   configure(b, data);
+  if (fresh && data.initial) restore(b, data.initial);
   return () => {
     const gone = boards.get(parentElement);
     if (gone) {

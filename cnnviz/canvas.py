@@ -40,6 +40,11 @@ def drawing_canvas(key: str, size: int = 280, stroke_width: int = 20, stroke: st
                    background: str = "#000000") -> bytes | None:
     """Mount the canvas; return the drawing's PNG bytes, or None while it is empty.
 
+    A canvas that comes back after it was not shown (the learner picked another input, or visited another page)
+    comes back with its drawing: Streamlit drops an unmounted widget's state, so the last readable drawing is kept in
+    ``st.session_state[kept_key(key)]`` and given to the new canvas, as its state and as the picture it paints
+    (its strokes are gone: Undo then clears it).
+
     Args:
         key: the widget key (its state is ``st.session_state[key]["drawing"]``, a PNG data URL or None).
         size: the canvas's width and height in pixels.
@@ -48,11 +53,25 @@ def drawing_canvas(key: str, size: int = 280, stroke_width: int = 20, stroke: st
     Raises:
         ValueError: the value is not a base64 PNG data URL.
     """
-    result = _component(
-        data={"size": int(size), "stroke_width": int(stroke_width), "stroke": stroke, "background": background},
-        key=key, default={"drawing": None}, on_drawing_change=lambda: None, width="content", height="content",
+    kept = st.session_state.get(kept_key(key))
+    result = _component(  # a canvas mounted anew paints "initial"; a mounted one ignores it
+        data={"size": int(size), "stroke_width": int(stroke_width), "stroke": stroke, "background": background,
+              "initial": kept},
+        key=key, default={"drawing": kept}, on_drawing_change=lambda: None, width="content", height="content",
     )
-    return png_bytes(result.get("drawing"))
+    value = result.get("drawing")
+    try:
+        drawing = png_bytes(value)
+    except ValueError:
+        st.session_state[kept_key(key)] = None
+        raise
+    st.session_state[kept_key(key)] = value
+    return drawing
+
+
+def kept_key(key: str) -> str:
+    """Where the canvas ``key`` keeps its last drawing (a PNG data URL) while it is not shown."""
+    return f"_cnnviz_canvas_kept_{key}"
 
 
 def png_bytes(value: object) -> bytes | None:

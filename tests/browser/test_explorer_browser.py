@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import IDLE, choose_option, open_page, wait_for_idle
 
@@ -162,6 +163,49 @@ def test_canvas_undo_removes_the_last_stroke_and_clear_brings_back_the_teaching_
     assert prediction(page) == teaching
     assert "Until you draw" in page.inner_text("[data-testid='stMainBlockContainer']")
     assert undo.is_disabled() and clear.is_disabled()
+    no_exception(page)
+
+
+def canvas_lit(page) -> int:
+    """How many of the canvas's pixels are not black (a drawing is white strokes on black)."""
+    return page.locator(".st-key-canvas canvas").last.evaluate("""c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) n += d[i] > 128;
+        return n; }""")
+
+
+def test_a_drawing_comes_back_after_another_input_or_page(page, app_url):
+    """Streamlit drops a widget's state while it is not shown: the canvas keeps its last drawing in the session and
+    paints it again when it comes back (the same prediction), and Undo then clears it."""
+    open_page(page, f"{app_url}/explorer")
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    teaching = prediction(page)
+    draw(page, stroke_one())
+    drawn = prediction(page)
+    assert "Prediction: 1" in drawn
+    lit = canvas_lit(page)
+    assert lit > 500
+    page.locator(".st-key-source_mnist").get_by_text("Upload", exact=True).click()
+    page.locator(".st-key-canvas canvas").wait_for(state="detached", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    page.locator(".st-key-source_mnist").get_by_text("Draw", exact=True).click()
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    assert prediction(page) == drawn
+    page.wait_for_timeout(300)  # the kept PNG is decoded, then painted
+    assert abs(canvas_lit(page) - lit) <= lit * 0.02, "the same drawing, painted from the kept PNG"
+    page.locator("[data-testid='stSidebarNavLink']").filter(has_text="computational graph").first.click()
+    page.locator(".st-key-canvas canvas").wait_for(state="detached", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    page.locator("[data-testid='stSidebarNavLink']").filter(has_text="explorer").first.click()
+    page.wait_for_selector(".st-key-canvas canvas", timeout=60_000)
+    assert prediction(page) == drawn, "back from another page: the drawing and its prediction"
+    undo = page.locator(".st-key-canvas").get_by_role("button", name="Undo the last stroke")
+    expect(undo).to_be_enabled()
+    undo.click()
+    wait_for_idle(page)
+    assert prediction(page) == teaching and canvas_lit(page) == 0
     no_exception(page)
 
 

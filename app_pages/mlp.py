@@ -155,7 +155,9 @@ def step_view(history: mlp.MLPHistory) -> None:
     with st.container(key="mlp_diagram"):
         # Streamlit's own CSS sets diagram text to 9.6 px, over the DOT's font size: set it back to the DOT's
         st.html(f"<style>.st-key-mlp_diagram svg text {{ font-size: {ui.text_px()}px !important; }}</style>")
-        st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px()), width="content")  # never enlarged
+        # Never enlarged; on a projector drawn top to bottom, narrow enough for its text to keep its size at 1280 px
+        st.graphviz_chart(dot.network_dot(step, font_px=ui.text_px(), rankdir="TB" if ui.projector() else "LR"),
+                          width="content")
     if p.key == "relu":
         st.caption("Green: values of the forward pass. Red: gradients dL/d(node) of the backward pass. Edges carry "
                    "the weight and dL/d(weight); for the shared w1, each edge shows its path's share of it.")

@@ -118,7 +118,7 @@ def graph_dot(graph: ComputationalGraph, step: int | None = None, font_px: int =
 
 
 # ------------------------------------------------------------------------------------------------ MLP networks
-def network_dot(step: MLPStep, font_px: int = 14) -> str:
+def network_dot(step: MLPStep, font_px: int = 14, rankdir: str = "LR") -> str:
     """The network of ``step`` as DOT: values and d loss/d value on the nodes, each weight with d loss/d weight.
 
     The ReLU network's edges do not cross, so its weights label the edges. The sigmoid network's edges cross, so
@@ -128,7 +128,11 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
         step: from :func:`cnnviz.handwork.mlp.train`.
         font_px: text size in graphviz points (ui.text_px() on a page). At its natural size a point is 4/3 px;
             a diagram wider than the page is scaled down to fit it.
+        rankdir: "LR" (left to right, the default) or "TB" (top to bottom: about half as wide, so on a projector's
+            1280-pixel screen its text is not scaled down under the projector size).
     """
+    if rankdir not in ("LR", "TB"):
+        raise ValueError(f"rankdir must be LR or TB, not {rankdir!r}")
     p = mlp.preset_of(step.preset)
     s = p.style
     d = "dL" if p.key == "relu" else "dE"
@@ -159,7 +163,7 @@ def network_dot(step: MLPStep, font_px: int = 14) -> str:
         box = node(f"wt_{weight}", f"{weight}: {src} → {dst}", rows, "#f3f6fb")
         return f"{box}\n  {src} -> wt_{weight} [arrowhead=none];\n  wt_{weight} -> {dst};"
 
-    lines = ["digraph MLP {", '  rankdir=LR; bgcolor="transparent"; nodesep=0.15; ranksep=0.3;',
+    lines = ["digraph MLP {", f'  rankdir={rankdir}; bgcolor="transparent"; nodesep=0.15; ranksep=0.3;',
              f'  node [fontname="Helvetica", fontsize={font_px}, color="#555555", margin="0.08,0.04"];',
              f'  edge [fontname="Helvetica", fontsize={font_px}, color="#777777", arrowsize=0.7];']
     if p.key == "relu":

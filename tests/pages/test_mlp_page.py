@@ -280,6 +280,9 @@ def test_mlp_diagram_text_size(projector, least):
     at.run()
     sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", drawing(at))]
     assert sizes and min(sizes) >= least, sizes
+    # Top to bottom on a projector: left to right it is wider than a 1280-pixel screen's column and is scaled down
+    # (the browser test below measures the text as shown)
+    assert f"rankdir={'TB' if projector else 'LR'};" in drawing(at)
 
 
 @pytest.mark.slow
@@ -382,3 +385,33 @@ def test_browser_play_reaches_the_last_step_by_itself(page, mlp_url):
     page.get_by_role("button", name="Play").wait_for(timeout=30_000)  # it stopped by itself, ready to play again
     assert "step=3" in page.url
     shows(page, "L at step 3")
+
+
+DIAGRAM_TEXT_PX = """() => {  // the diagram's text size as shown: its CSS size times the drawing's scale on screen
+    const svg = document.querySelector('[data-testid=stGraphVizChart] svg');
+    const text = svg.querySelector('text');
+    return parseFloat(getComputedStyle(text).fontSize) * svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_projector_mode_keeps_the_diagram_text_large_at_1280(page, mlp_url):
+    """A projector's 1280x720: both networks' diagrams show their text at 16 px or more in projector mode (drawn
+    left to right, the ReLU network's was scaled down to 13.8 px, hardly larger than without projector mode)."""
+    page.set_viewport_size({"width": 1280, "height": 720})
+    for net in ("relu", "sigmoid"):
+        open_page(page, f"{mlp_url}/mlp?net={net}&step=0")
+        shows(page, "Forward pass at step 0")
+        page.get_by_text("Projector mode").click()
+        wait_for_idle(page)
+        chart = page.locator("[data-testid='stGraphVizChart']")
+        chart.scroll_into_view_if_needed()
+        page.wait_for_selector("[data-testid='stGraphVizChart'] svg text")
+        for _ in range(20):  # the new drawing is laid out a moment after the run
+            px = page.evaluate(DIAGRAM_TEXT_PX)
+            if px >= 16:
+                break
+            page.wait_for_timeout(500)
+        assert px >= 16, f"{net}: diagram text {px:.1f} px in projector mode at 1280"
+        assert chart.bounding_box()["width"] <= 1280 - 300, "it fits beside the sidebar"

@@ -12,7 +12,9 @@ CHROMIUM_ARGS = [
 ]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
-# Counts every change of the app's script state, so a run that starts and ends between two polls is still seen.
+# Counts every change of the app's script state that the page renders, so a run that starts and ends between two
+# polls is still seen; not one whose start and end a busy browser renders in one go (no change at all: a quick run,
+# or a loaded machine). Where a run shows something new, wait for that instead (tests/pages/test_hostile_inputs.py).
 WATCH_RUNS = """() => {
   const app = document.querySelector("[data-testid='stApp']");
   if (!app || app.__cnnvizWatched) return;

@@ -694,16 +694,6 @@ def server_url(model_dir):
         stop_server(server)
 
 
-def after_run(page, action) -> None:
-    """Do ``action`` and wait until the Streamlit run it starts has finished (however quick or late it is)."""
-    from bench.browser import RUN_FINISHED, WATCH_RUNS
-
-    page.evaluate(WATCH_RUNS)
-    mark = page.evaluate("window.__cnnvizChanges || 0")
-    action()
-    page.wait_for_function(RUN_FINISHED, arg=mark, timeout=60_000, polling=50)
-
-
 SOURCE_SHOWS = {"Upload": ".st-key-upload_{model}", "Test sample": ".st-key-sample_{model}_new",
                 "Draw": ".st-key-canvas"}  # what the page shows once that input source is chosen
 
@@ -726,10 +716,6 @@ def uploader_input(page, model: str):
     return page.locator(f".st-key-upload_{model} [data-testid='stFileUploaderDropzoneInput']")
 
 
-def set_upload(page, model: str, path: Path) -> None:
-    after_run(page, lambda: uploader_input(page, model).set_input_files(str(path)))
-
-
 def no_exception(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
 
@@ -749,9 +735,15 @@ def test_browser_bad_uploads_show_errors_and_the_page_keeps_working(page, server
     for name, data, words in cases:
         path = tmp_path / name
         path.write_bytes(data)
-        set_upload(page, "mnist", path)
+        uploader_input(page, "mnist").set_input_files(str(path))
+        # Wait for what the upload's run shows, then for the run's end (which removes the last prediction). Not
+        # for a change of the app's script state: a busy browser can render a quick run's "running" and its end
+        # in one go, leaving no change to see (a fresh server's first upload on a loaded machine: the wait timed
+        # out with the error already on screen). A page showing this alert has rendered its run's start, so it
+        # reads "notRunning" again only once it has rendered the run's end.
         alert = page.locator("[data-testid='stAlert']", has_text=name)
-        alert.first.wait_for(timeout=30_000)  # painted a moment after the run ends
+        alert.first.wait_for(timeout=60_000)
+        page.wait_for_selector(IDLE, timeout=60_000)
         assert words in alert.first.inner_text(), alert.first.inner_text()
         no_exception(page)
         assert page.locator(".st-key-prediction").count() == 0
@@ -784,8 +776,8 @@ def test_browser_upload_over_the_size_limit_is_refused_by_the_server(page, serve
     page.on("request", lambda r: requests.append(r) if "/_stcore/upload_file/" in r.url and r.method == "PUT" else None)
     small = tmp_path / "small.png"
     small.write_bytes(encode(Image.fromarray(digit())))
-    set_upload(page, "mnist", small)
-    page.wait_for_selector(".st-key-prediction")
+    uploader_input(page, "mnist").set_input_files(str(small))
+    page.wait_for_selector(".st-key-prediction", timeout=120_000)  # what the upload's run shows
     assert requests, "the browser did not upload through /_stcore/upload_file/"
     put = requests[-1]
     big = tmp_path / "big.png"

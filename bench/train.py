@@ -3,6 +3,7 @@
     python bench/train.py accuracy [--preset tiny|shipped|both]   held-out accuracy and training time
     python bench/train.py memory [--ahead]                       server + fork server + child memory in two trainings
     python bench/train.py explorer [--runs 100 --rounds 10]      capture() time while a training runs and is paused
+    python bench/train.py session-memory [--cold]                two learners' sessions on a real server (Chromium)
 
 Needs $CNNVIZ_DATA_DIR (MNIST). Each training runs as on the server: in its own process, with the page's thread
 count and priority (cnnviz.engine.training_child.THREADS, NICE).
@@ -15,6 +16,7 @@ import ctypes
 import gc
 import multiprocessing.forkserver
 import os
+import re
 import statistics
 import sys
 import time
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 import torch
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
 from cnnviz.engine import training_jobs as jobs
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.datasets import dataset, load_arrays
@@ -188,23 +191,132 @@ def explorer(runs: int, rounds: int) -> None:
           f"on {torch.get_num_threads()} torch threads, training on {jobs.THREADS} at nice {NICE}")
 
 
+SESSION_TTL_S = 10  # server.disconnectedSessionTTL for session-memory: a closed session's state is dropped soon
+
+
+def server_tree(pid: int) -> list[float]:
+    """[PSS, anonymous PSS, RSS, the fork server's PSS] in MB: the server and every process under it (fork server,
+    resource tracker, trainings), summed."""
+    total = [0.0] * 4
+    for process in (top := psutil.Process(pid)), *top.children(recursive=True):
+        sizes = pss_rss(process)
+        try:
+            fork = "multiprocessing.forkserver" in " ".join(process.cmdline())
+        except psutil.Error:  # it has just exited
+            fork = False
+        total = [a + b for a, b in zip(total, (*sizes, sizes[0] if fork else 0.0), strict=True)]
+    return total
+
+
+def learner(browser, url: str, pid: int) -> tuple[list[float], str]:
+    """A learner's session: opens the Train page, picks the tiny preset, trains it with the page's defaults and
+    sees the result. Returns the process tree's largest [PSS, anonymous PSS, RSS], sampled every 0.2 s, and the
+    status line; the session ends with its browser context."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        page.goto(f"{url}/train")
+        page.get_by_text("Total:").first.wait_for()
+        page.wait_for_selector(IDLE)
+        page.locator(".st-key-train_preset input").first.click()
+        page.get_by_role("option", name=NAMES["tiny"], exact=True).click()
+        page.wait_for_function("() => document.querySelector('.st-key-train_steps input')?.value === '300'")
+        page.wait_for_selector(IDLE)
+        page.locator(".st-key-train_start button").click()
+        peak, deadline = [0.0] * 3, time.monotonic() + 600
+        while time.monotonic() < deadline:  # until the page shows the trained model (or the training failed)
+            peak = [max(a, b) for a, b in zip(peak, server_tree(pid)[:3], strict=True)]
+            status, done = page.evaluate("""() => [
+                document.querySelector('.st-key-train_status')?.innerText.trim() || '',
+                document.body.innerText.includes('Your model scores')]""")
+            if done or re.search(r"stopped|failed", status):
+                break
+            time.sleep(0.2)
+        return peak, status
+    finally:
+        context.close()
+
+
+def session_memory(cold: bool) -> None:
+    """Issue 16's target on a real `streamlit run`, measured as bench/load.py measures sessions: from "warm" (a
+    browser session has visited every page once and closed: the Train page too, which starts the fork server, unless
+    ``cold``) to the peak of a learner's session that trains the tiny preset from the page, and to "after" (that
+    session closed, its state dropped and the heap trimmed). Two learners, one after the other."""
+    from playwright.sync_api import sync_playwright
+
+    from app import ALL_PAGES
+    from bench.load import SETTLE_S
+    from bench.server import start_server, stop_server
+
+    server = start_server(env={"CNNVIZ_DATA_DIR": os.environ.get("CNNVIZ_DATA_DIR", ""),
+                               "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(SESSION_TTL_S)})
+    pid, drain = server.process.pid, SESSION_TTL_S + 10 + SETTLE_S  # load.py's wait once its sessions closed
+    visited = [spec for spec in ALL_PAGES[1:] if not (cold and spec.url_path == "train")]
+    print(f"session-memory: {server.url} (streamlit run), session TTL {SESSION_TTL_S} s; the warm-up session visits "
+          f"home, {', '.join(spec.url_path for spec in visited)}; each measurement {drain:.0f} s after a session "
+          "closed")
+
+    def settled(label: str) -> list[float]:
+        time.sleep(drain)
+        pss, anon, rss, fork = now = server_tree(pid)
+        print(f"  {label}: {pss:.0f} MB PSS ({anon:.0f} anonymous), {rss:.0f} MB RSS; the fork server {fork:.0f} MB "
+              f"PSS ({load()})")
+        return now
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(180_000)
+            page.goto(server.url)
+            page.wait_for_selector(IDLE)
+            for spec in visited:  # from the sidebar: one session; its title shows once the page's run has begun
+                page.locator(f"[data-testid='stSidebarNav'] a[href$='/{spec.url_path}']").click()
+                page.locator("[data-testid='stMainBlockContainer'] h1", has_text=spec.title).wait_for()
+                page.wait_for_selector(IDLE)
+            page.close()
+            warm = after = settled("warm")
+            for n in (1, 2):
+                peak, status = learner(browser, server.url, pid)
+                print(f"  learner {n} ({status}): at most {peak[0]:.0f} MB PSS, {peak[0] - warm[0]:+.0f} over warm "
+                      f"(target at most +300; anonymous {peak[1] - warm[1]:+.0f}; {peak[0] - after[0]:+.0f} over the "
+                      f"server before this session); {peak[2]:.0f} MB RSS, {peak[2] - warm[2]:+.0f} ({load()})")
+                after = settled(f"learner {n}'s session ended")
+                print(f"    {after[0] - warm[0]:+.0f} MB PSS over warm (target within 50 MB; anonymous "
+                      f"{after[1] - warm[1]:+.0f}), {after[2] - warm[2]:+.0f} MB RSS; the fork server "
+                      f"{after[3] - warm[3]:+.0f} MB PSS")
+            browser.close()
+    finally:
+        left = psutil.Process(pid).children(recursive=True) if server.process.poll() is None else []
+        stop_server(server)
+        _, alive = psutil.wait_procs(left, timeout=20)
+        for process in alive:
+            process.kill()
+        print(f"  server stopped; {len(alive)} of its {len(left)} child processes had to be killed")
+
+
 def load() -> str:
     return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "memory", "explorer"])
+    parser.add_argument("what", choices=["accuracy", "memory", "explorer", "session-memory"])
     parser.add_argument("--preset", choices=["tiny", "shipped", "both"], default="both")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--ahead", action="store_true", help="memory: start the fork server before the first training")
+    parser.add_argument("--cold", action="store_true", help="session-memory: the warm-up skips the Train page (the "
+                        "first learner's session starts the fork server)")
     args = parser.parse_args()
     if args.what == "accuracy":
         for preset in (["tiny", "shipped"] if args.preset == "both" else [args.preset]):
             accuracy(preset)
     elif args.what == "memory":
         memory(args.ahead)
+    elif args.what == "session-memory":
+        session_memory(args.cold)
     else:
         explorer(args.runs, args.rounds)
     print(f"({load()} on {os.cpu_count()} cores at the end)")

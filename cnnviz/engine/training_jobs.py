@@ -22,6 +22,7 @@ thread: the page shows "starting"). It exits once the server and every training'
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import multiprocessing.forkserver
@@ -48,6 +49,7 @@ MAX_STEPS = 20_000  # step budget per training
 MAX_PAUSE_S = 600.0  # a training paused longer than this stops and frees its place
 CURVE_POINTS = 400  # points kept per curve for drawing
 WAIT_POLL_S = 0.5  # how often a process with trainings in line asks whether a place is free (another one's may be)
+LOG = logging.getLogger(__name__)
 OWNER_CHECK_EVERY_S = 2.0  # how often a running job asks whether its browser session is still there
 EXIT_WAIT_S = 10.0  # how long a child may take to exit after its last message (or SIGTERM) before it is killed
 ACTIVE = ("queued", "starting", "running", "paused")
@@ -351,16 +353,17 @@ class JobRegistry:
     """The server's trainings: at most ``limit`` run at once, the rest wait in order; one active job per owner.
 
     The places and the line are shared with the server's other processes through ``places`` (a folder of lock
-    files, ``training_places``): ``$CNNVIZ_TRAINING_PLACES``, which ``cnnviz.serve`` sets for its replicas, or a
-    folder of this registry's own. This registry keeps its own jobs (one per owner is checked here: a session lives
-    in one process); while any of them waits, a thread asks every ``WAIT_POLL_S`` whether a place is free, since
-    another process's training may have freed it.
+    files, ``training_places``): ``$CNNVIZ_TRAINING_PLACES``, which ``cnnviz.serve`` sets for its replicas; without
+    it (one ``streamlit run``) they are this process's own. This registry keeps its own jobs (one per owner is
+    checked here: a session lives in one process); while any of them waits, a thread asks every ``WAIT_POLL_S``
+    whether a place is free, since another process's training may have freed it.
 
     ``data`` is how a training's child reads its dataset, called there as ``data(dataset, data_dir)``. It travels
     to the child by name, so it must be importable from a module (tests pass stand-in data).
     """
 
-    limit: int = field(default_factory=lambda: int(os.environ.get("CNNVIZ_TRAINING_LIMIT", os.cpu_count() or 1)))
+    limit: int = field(  # at least 1
+        default_factory=lambda: max(1, int(os.environ.get("CNNVIZ_TRAINING_LIMIT", os.cpu_count() or 1))))
     data: Callable[[str, str | None], Any] = training_child.Data
     folder: str | None = field(default_factory=lambda: os.environ.get("CNNVIZ_TRAINING_PLACES") or None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -394,8 +397,15 @@ class JobRegistry:
         with self._lock:
             if any(j.owner == owner for j in self._running + self._queue):
                 raise JobError("You already have a training running or waiting: stop it first (one per session).")
+            try:
+                ticket = self.places.take_ticket()
+            except OSError as exc:
+                LOG.error("the line for trainings in %s cannot be used: %s", self.places.folder, exc)
+                raise JobError(f"Trainings cannot start on this server now: its line for trainings "
+                               f"({self.places.folder}) cannot be used ({exc}). Tell whoever runs the "
+                               "server.") from None
             job = TrainingJob(self, owner, cfg, settings, dataset, data_dir, alive)
-            self._tickets[id(job)] = self.places.take_ticket()
+            self._tickets[id(job)] = ticket
             self._queue.append(job)
         self._advance()
         return job
@@ -404,11 +414,19 @@ class JobRegistry:
         """Its place in the server's line (every process's waiting trainings), 1 = next; 0 when not waiting."""
         with self._lock:
             ticket = self._tickets.get(id(job)) if job in self._queue else None
-        return self.places.position(ticket) if ticket is not None else 0
+            local = self._queue.index(job) + 1 if ticket is not None else 0
+        try:
+            return self.places.position(ticket) if ticket is not None else 0
+        except OSError:  # the shared folder cannot be read: at least this process's own line
+            return local
 
     def counts(self) -> tuple[int, int]:
-        """(running, waiting) on the whole server."""
-        return self.places.running(), len(self.places.waiting())
+        """(running, waiting) on the whole server (this process's own when the shared folder cannot be read)."""
+        try:
+            return self.places.running(), len(self.places.waiting())
+        except OSError:
+            with self._lock:
+                return len(self._running), len(self._queue)
 
     def active(self, owner: str) -> TrainingJob | None:
         with self._lock:
@@ -443,8 +461,13 @@ class JobRegistry:
                 for j in gone:
                     self._leave_line(j)
                 start = None
+                place = None
                 if self._queue:
-                    place = self.places.take_place(self._tickets[id(self._queue[0])])
+                    try:
+                        place = self.places.take_place(self._tickets[id(self._queue[0])])
+                    except OSError as exc:  # the poller asks again
+                        LOG.warning("no place for a training: the line in %s cannot be used: %s", self.places.folder,
+                                    exc)
                     if place is not None:
                         start = self._queue.pop(0)
                         del self._tickets[id(start)]
@@ -468,7 +491,10 @@ class JobRegistry:
                 if not self._queue:
                     self._poller = None
                     return
-            self._advance()
+            try:
+                self._advance()
+            except Exception:  # keep asking: a waiting training must not wait forever
+                LOG.exception("starting a waiting training failed; trying again")
 
     def stop_all(self) -> None:
         """End every training at once (the server stops): their processes are terminated, the queue emptied."""

@@ -3,23 +3,28 @@
 A class server (``python -m cnnviz.serve``, or the compose file's containers) runs several Streamlit processes behind
 HAProxy. "At most N trainings at once on this server, the rest wait in line" has to hold across all of them, so each
 process's ``JobRegistry`` (``training_jobs``) keeps its own jobs and asks this folder, which they share
-(``$CNNVIZ_TRAINING_PLACES``; a plain ``streamlit run`` uses a private one), for a place:
+(``$CNNVIZ_TRAINING_PLACES``), for a place:
 
 - ``place-<i>``, i < limit: a running training's process holds an exclusive ``flock`` on one of them.
 - ``ticket``: the last ticket number given out, read and written under its own ``flock``.
-- ``wait-<number>``: a waiting training's ticket, locked by its process for as long as it waits. The first ticket in
-  number order takes the next free place.
+- ``wait-<number>``: a waiting training's ticket, locked by its process for as long as it waits (made under the
+  ``ticket`` lock, so no later ticket can take a place before it is seen). The first ticket in number order takes the
+  next free place.
 
 The kernel drops a process's locks when it ends, however it ends (killed, out of memory), so a dead replica's places
 free themselves, and a ``wait-`` file that nobody holds is the leftover of a dead process: whoever sees it removes it.
-Locks conflict between two opens of one file even inside one process, so the same checks work for a process's own files.
-``flock`` is POSIX-only; on Windows (no ``fcntl``) the places are counted in this process alone.
+``flock`` locks conflict between two opens of one file even inside one process, so the same checks work for a
+process's own files. This holds on a local filesystem of one machine (not NFS, where flock acts per process): the
+folder must be local, written by one user, and every process must have the same limit (``cnnviz.serve`` starts its
+replicas with one environment). The limit is one machine's.
+
+Without a folder (a plain ``streamlit run``: one process) or without ``fcntl`` (Windows), the places and the line are
+counted in this process alone, and no file is made.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,55 +37,69 @@ except ImportError:  # Windows: one process's count (a class server runs on Linu
 
 @dataclass
 class Ticket:
-    """A place in the line: its number, and the open, locked ``wait-`` file that says it is still waiting."""
+    """A place in the line: its number, and (shared) the open, locked ``wait-`` file that says it still waits."""
 
     number: int
-    fd: int | None
-    path: Path
+    fd: int | None = None
+    path: Path | None = None
 
 
 class Places:
-    """``limit`` places for trainings and the line to them, shared through ``folder`` (a private one when None)."""
+    """``limit`` places for trainings and the line to them, shared through ``folder`` (this process's alone when None).
+
+    Errors of the folder (removed, not writable, too many open files) are raised as ``OSError``; the caller says so.
+    """
 
     def __init__(self, limit: int, folder: str | os.PathLike | None = None) -> None:
         if limit < 1:
             raise ValueError(f"the training limit must be at least 1, not {limit}")
         self.limit = limit
-        self._private = None if folder else tempfile.TemporaryDirectory(prefix="cnnviz-places-")
-        self.folder = Path(folder or self._private.name)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # without fcntl: the count and the line of this process
+        self.folder = Path(folder) if folder and fcntl is not None else None
+        self._lock = threading.Lock()  # the in-process count and line
         self._held: set[int] = set()
         self._line: list[int] = []
         self._last = 0
 
+    @property
+    def shared(self) -> bool:
+        return self.folder is not None
+
+    def _open(self, name: str) -> int:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+
     # -- the line ---------------------------------------------------------------------------------------------
     def take_ticket(self) -> Ticket:
         """A ticket behind every ticket given out so far, on this server."""
-        if fcntl is None:
+        if not self.shared:
             with self._lock:
                 self._last += 1
                 self._line.append(self._last)
-                return Ticket(self._last, None, self.folder)
-        fd = os.open(self.folder / "ticket", os.O_RDWR | os.O_CREAT, 0o600)
+                return Ticket(self._last)
+        counter = self._open("ticket")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            number = int(os.pread(fd, 32, 0).decode() or 0) + 1
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(number).encode(), 0)
+            fcntl.flock(counter, fcntl.LOCK_EX)
+            number = int(os.pread(counter, 32, 0).decode() or 0) + 1
+            # Locked before it gets its name (a wait- file nobody holds is a dead process's), and named before the
+            # counter is unlocked (no later ticket can look first meanwhile).
+            new = f".new-{os.getpid()}-{threading.get_ident()}-{number}"
+            fd = self._open(new)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                path = self.folder / f"wait-{number:012d}"
+                os.rename(self.folder / new, path)
+            except OSError:
+                os.close(fd)
+                raise
+            os.ftruncate(counter, 0)
+            os.pwrite(counter, str(number).encode(), 0)
         finally:
-            os.close(fd)  # and its lock
-        # Locked before it gets its name: a wait- file nobody holds is always a dead process's.
-        new = self.folder / f".new-{os.getpid()}-{threading.get_ident()}-{number}"
-        fd = os.open(new, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = self.folder / f"wait-{number:012d}"
-        os.rename(new, path)
+            os.close(counter)  # and its lock
         return Ticket(number, fd, path)
 
     def give_back(self, ticket: Ticket) -> None:
         """Leave the line (the training started, stopped or its session ended). Safe to call twice."""
-        if fcntl is None:
+        if not self.shared:
             with self._lock:
                 if ticket.number in self._line:
                     self._line.remove(ticket.number)
@@ -89,14 +108,14 @@ class Places:
             return
         try:
             os.unlink(ticket.path)  # before the lock goes: no one may take it for a dead process's meanwhile
-        except FileNotFoundError:
+        except OSError:
             pass
         os.close(ticket.fd)
         ticket.fd = None
 
     def waiting(self) -> list[int]:
         """The numbers of the tickets waiting on this server, in order; removes dead processes' tickets."""
-        if fcntl is None:
+        if not self.shared:
             with self._lock:
                 return sorted(self._line)
         numbers = []
@@ -106,7 +125,7 @@ class Places:
             except FileNotFoundError:  # it has just left the line
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:  # its process holds it: waiting
                 numbers.append(int(path.name.removeprefix("wait-")))
             else:  # nobody holds it: its process has died
@@ -125,7 +144,7 @@ class Places:
         given back. None when the ticket is not first, or every place is taken (ask again later)."""
         if self.position(ticket) != 1:
             return None
-        if fcntl is None:
+        if not self.shared:
             with self._lock:
                 free = next((i for i in range(self.limit) if i not in self._held), None)
                 if free is None:
@@ -134,7 +153,7 @@ class Places:
             self.give_back(ticket)
             return free
         for i in range(self.limit):
-            fd = os.open(self.folder / f"place-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open(f"place-{i}")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -146,22 +165,23 @@ class Places:
 
     def release(self, place: int) -> None:
         """Free a place taken with ``take_place``."""
-        if fcntl is None:
+        if not self.shared:
             with self._lock:
                 self._held.discard(place)
             return
         os.close(place)
 
     def running(self) -> int:
-        """How many places are taken on this server (each free one is locked for an instant to know it)."""
-        if fcntl is None:
+        """How many places are taken on this server. A free place is locked shared for an instant to know it: a
+        ``take_place`` at that instant tries the next one, or asks again later."""
+        if not self.shared:
             with self._lock:
                 return len(self._held)
         taken = 0
         for i in range(self.limit):
-            fd = os.open(self.folder / f"place-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open(f"place-{i}")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 taken += 1
             finally:

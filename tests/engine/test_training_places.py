@@ -73,15 +73,19 @@ def test_a_killed_process_frees_its_place_and_leaves_the_line(tmp_path):
     assert here.running() == 0 and here.take_place(mine) is not None
 
 
-def test_without_flock_the_places_are_counted_in_this_process(monkeypatch):
-    monkeypatch.setattr(training_places, "fcntl", None)
-    p = Places(1)
+@pytest.mark.parametrize("no_fcntl", [False, True], ids=["no folder", "no fcntl"])
+def test_without_a_folder_or_flock_the_places_are_counted_in_this_process(monkeypatch, tmp_path, no_fcntl):
+    if no_fcntl:
+        monkeypatch.setattr(training_places, "fcntl", None)
+    p = Places(1, tmp_path / "places" if no_fcntl else None)
+    assert not p.shared
     t1, t2 = p.take_ticket(), p.take_ticket()
     assert p.take_place(t2) is None
     place = p.take_place(t1)
     assert place is not None and p.running() == 1 and p.position(t2) == 1 and p.take_place(t2) is None
     p.release(place)
     assert p.take_place(t2) is not None and p.waiting() == []
+    assert not (tmp_path / "places").exists(), "no file made"
 
 
 def test_a_limit_below_one_is_refused():
@@ -111,6 +115,7 @@ def test_two_replicas_with_a_limit_of_one_share_it(tmp_path):
         _wait(third.done, timeout=60)
         assert second.progress().step == third.progress().step == 20
         assert one.counts() == two.counts() == (0, 0)
+        _wait(lambda: one._poller is None and two._poller is None, timeout=5)  # no one waits: the pollers end
     finally:
         one.stop_all()
         two.stop_all()
@@ -122,4 +127,62 @@ def test_the_server_registry_reads_the_shared_folder_from_the_environment(tmp_pa
     registry = tj.JobRegistry()
     assert registry.places.folder == tmp_path and registry.places.limit == 3
     monkeypatch.delenv("CNNVIZ_TRAINING_PLACES")
-    assert tj.JobRegistry().places.folder != tmp_path, "a plain server has a folder of its own"
+    monkeypatch.setenv("CNNVIZ_TRAINING_LIMIT", "0")
+    registry = tj.JobRegistry()
+    assert not registry.places.shared and registry.limit == 1, "a plain server counts its own; a limit of 0 is 1"
+
+
+def test_a_ticket_is_named_before_the_next_one_is_given(tmp_path):
+    """First come, first served: when ticket N+1 exists, ticket N's wait- file exists too (it is made under the
+    counter's lock), so N+1 can never look first while N waits."""
+    a, b = Places(1, tmp_path), Places(1, tmp_path)
+    t1 = a.take_ticket()
+    assert (tmp_path / f"wait-{t1.number:012d}").exists() and not list(tmp_path.glob(".new-*"))
+    t2 = b.take_ticket()
+    assert b.position(t2) == 2 and b.take_place(t2) is None
+
+
+def test_an_unusable_folder_gives_a_message_not_a_traceback(tmp_path):
+    """The shared folder unusable (here a file in its place): submitting says so, the counts fall back to this
+    process's own, nothing is left queued, and a later submit works once the folder can be made."""
+    folder = tmp_path / "places"
+    folder.write_text("a file where the folder should be")  # makes mkdir and open fail, even for root
+    registry = tj.JobRegistry(limit=1, data=fake_source, folder=str(folder))
+    with pytest.raises(tj.JobError, match="cannot be used"):
+        registry.submit("a", PRESETS[TINY], SLOW)
+    assert registry.counts() == (0, 0) and registry.active("a") is None, "nothing left queued"
+    folder.unlink()
+    job = registry.submit("a", PRESETS[TINY], dataclasses.replace(SLOW, steps=3))
+    try:
+        assert job.progress().state in ("starting", "running")
+    finally:
+        registry.stop_all()
+
+
+def test_the_poller_keeps_asking_after_an_error(tmp_path, monkeypatch):
+    """A waiting training is started by the poller even when asking for a place failed once (an OSError): the
+    poller logs it and asks again, instead of dying and leaving the ticket first in line on every replica."""
+    monkeypatch.setattr(tj, "WAIT_POLL_S", 0.05)
+    one = tj.JobRegistry(limit=1, data=fake_source, folder=str(tmp_path))
+    blocker = Places(1, tmp_path)
+    held = blocker.take_place(blocker.take_ticket())  # another replica's training
+    calls = []
+    real = one.places.take_place
+
+    def flaky(ticket):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(24, "Too many open files")
+        return real(ticket)
+
+    monkeypatch.setattr(one.places, "take_place", flaky)
+    job = one.submit("a", PRESETS[TINY], dataclasses.replace(SLOW, steps=5))
+    try:
+        _wait(lambda: len(calls) >= 4, timeout=10)
+        assert job.progress().state == "queued" and one._poller.is_alive()
+        blocker.release(held)
+        _wait(job.done, timeout=120)
+        assert job.progress().state == "finished"
+        _wait(lambda: one._poller is None, timeout=5)
+    finally:
+        one.stop_all()

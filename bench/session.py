@@ -38,6 +38,7 @@ class ProtocolSession:
         self.client, self.rng = StreamlitClient(url, timeout_s=timeout_s), random.Random(seed)
         self.can_sample = model in oracle.sampled
         self.expected: tuple[str, str] | None = None  # (prediction line, loss fragment) of the input shown
+        self.kept: bytes | None = None  # the last drawing: the canvas paints it again when it comes back
 
     def problem(self, kind: str, detail: str) -> None:
         self.tally.problems.append(Problem(self.index, kind, detail[:400]))
@@ -56,6 +57,8 @@ class ProtocolSession:
             self.tally.updates.append((kind, latency))
         for text in self.client.exceptions():
             self.problem("exception", f"{kind}: {text[:300]}")
+        if self.client.reconnects != reconnects:
+            self.kept = None  # a new session: nothing drawn in it yet
         if self.client.reconnects != reconnects and re.search(r"test image #\d+", " ".join(self.client.texts())):
             # a new session on another server (the old one died): it shows what a fresh page shows, as the
             # learner's browser does ("pick your input again"); that is what is checked from here on
@@ -132,8 +135,18 @@ class ProtocolSession:
     async def expect_sample(self, what: str) -> None:
         """The test image a caption names, if any: its numbers become ``expected`` (else none), and are checked."""
         found = re.search(r"test image #(\d+)", " ".join(self.client.texts()))
+        if self.kept and self.shows_canvas():  # the canvas came back with the session's last drawing
+            self.expected = await asyncio.to_thread(self.oracle.drawing, self.kept)
+            return self.check(f"{what}: the canvas with its last drawing")
         self.expected = found and await asyncio.to_thread(self.oracle.sample, self.model, int(found.group(1)))
         self.check(f"{what} {found.group(0) if found else ''}")
+
+    def shows_canvas(self) -> bool:
+        try:
+            self.client.widget("canvas")
+            return True
+        except ProtocolError:
+            return False
 
     async def ensure_source(self, source: str) -> None:
         await self.choose("model", "model_name", MODEL_PREFIX[self.model])
@@ -145,6 +158,7 @@ class ProtocolSession:
         png = stroke_png(STROKES[name]) if name else None  # Clear sends None
         value = json.dumps(canvas_value(png))
         await self.act("draw" if name else "clear", lambda: self.client.interact("canvas", json_value=value))
+        self.kept = png
         self.expected = await asyncio.to_thread(self.oracle.drawing, png)
         if self.expected is None:  # nothing drawn: no prediction, or the test image the page shows instead
             return await self.expect_sample("clear")
@@ -169,4 +183,8 @@ class ProtocolSession:
     async def visit(self) -> None:
         await self.act("visit", lambda: self.client.navigate(self.rng.choice(OTHER_PAGES)))
         await self.act("visit", lambda: self.client.navigate("explorer"))
-        self.expected = None  # widgets start afresh on the page
+        # Widgets start afresh on the page, but the canvas comes back with the session's last drawing
+        if self.kept and self.shows_canvas():
+            await self.expect_sample("back on the explorer")
+        else:
+            self.expected = None

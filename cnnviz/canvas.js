@@ -142,6 +142,9 @@ function restore(b, url) {  // the page's state already holds this drawing: noth
     b.base = img;
     redraw(b);
   };
+  img.onerror = () => {  // not a picture after all: the page forgets it, and the canvas is empty as it shows
+    if (!drawn(b)) b.send(null);
+  };
   img.src = url;
 }
 

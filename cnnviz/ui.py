@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnviz.canvas import BUTTON_CSS, drawing_canvas
+from cnnviz.canvas import BUTTON_CSS, drawing_canvas, kept_key
 from cnnviz.engine.checkpoints import CheckpointError, checkpoint_dir, load_model
 from cnnviz.engine.datasets import DataUnavailable, dataset, dataset_available, default_data_dir
 from cnnviz.engine.models import ModelCard
@@ -85,6 +85,7 @@ def canvas_input(key: str = "canvas", size: int = 280) -> PickedInput | None:
         st.warning(str(exc))
         return None
     except (ImageError, ValueError, OSError):  # a malformed drawing payload
+        st.session_state[kept_key(key)] = None  # not painted again if the canvas comes back
         st.warning("The drawing could not be read. Clear the canvas and draw again.")
         return None
     if picture is None:

@@ -29,6 +29,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES
 from bench.protocol import canvas_value
+from cnnviz.canvas import kept_key
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
 from cnnviz.engine.datasets import dataset_available
 from cnnviz.engine.models import REGISTRY, ModelCard, build_model, new_card
@@ -650,14 +651,17 @@ def test_page_canvas_cases(monkeypatch, model_dir, kind):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     warnings = [w.value for w in at.warning]
+    kept = at.session_state[kept_key("canvas")]
     if kind == "dot":
         assert len(predictions(at)) == 1 and not warnings
+        assert kept == value["drawing"], "kept for when the canvas comes back"
     elif kind == "empty":
         assert not predictions(at) and not warnings and any("Draw a digit" in i.value for i in at.info)
     elif kind == "full":
         assert not predictions(at) and any("painted right up to its edges" in w for w in warnings), warnings
     else:
         assert not predictions(at) and any("could not be read" in w for w in warnings), warnings
+        assert kept is None, "an unreadable drawing is not painted again"
 
 
 def test_page_with_a_broken_checkpoint_names_it_and_the_other_model_works(monkeypatch, model_dir, tmp_path):

@@ -59,10 +59,10 @@ class ProtocolSession:
             self.problem("exception", f"{kind}: {text[:300]}")
         if self.client.reconnects != reconnects:
             self.kept = None  # a new session: nothing drawn in it yet
-        if self.client.reconnects != reconnects and re.search(r"test image #\d+", " ".join(self.client.texts())):
-            # a new session on another server (the old one died): it shows what a fresh page shows, as the
-            # learner's browser does ("pick your input again"); that is what is checked from here on
-            await self.expect_sample(f"{kind} after a reconnection")
+            if re.search(r"test image #\d+", " ".join(self.client.texts())):
+                # a new session on another server (the old one died): it shows what a fresh page shows, as the
+                # learner's browser does ("pick your input again"); that is what is checked from here on
+                await self.expect_sample(f"{kind} after a reconnection")
 
     async def guarded(self, step) -> bool:
         """Await ``step``; a problem in it ends the session and is reported once (act reports protocol errors)."""

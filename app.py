@@ -1,8 +1,7 @@
 """cnnviz: watch a convolutional neural network think and learn.  Run with `streamlit run app.py`.
 
-The page files live in app_pages/, not pages/: Streamlit treats a folder named pages/ beside the entry script as
-a legacy multipage app until some session has run this script, so a deep link (/explorer) opened first on a fresh
-server would bypass st.navigation (no grouped sidebar, no wide layout).
+The page registry (SECTIONS) and st.navigation inside run(). Page files live in app_pages/, not pages/: a pages/
+folder makes a fresh server serve a deep link as a legacy page, bypassing st.navigation (docs/design.md).
 """
 
 from __future__ import annotations
@@ -44,10 +43,9 @@ SECTIONS: dict[str, tuple[PageSpec, ...]] = {
 
 ALL_PAGES: tuple[PageSpec, ...] = (HOME,) + tuple(p for pages in SECTIONS.values() for p in pages)
 
-# torch's intra-op threads per server process. One: the server's inputs are single pictures, where a second thread
-# saves ~2 ms of a capture's ~7 ms while doubling its CPU (OpenMP's waiting threads spin), and a class's sessions
-# already keep every core busy (measured with bench/explorer.py: an MNIST capture 15.7 ms CPU with 2 threads,
-# 5.5 ms with 1). Several processes behind HAProxy use the cores (cnnviz.serve); trainings run in their own processes.
+# torch's intra-op threads per server process. One: on a single picture a second thread saves little time and doubles
+# the CPU a capture costs (OpenMP's waiting threads spin). A class's cores are used by several server processes
+# (cnnviz.serve), and trainings run in processes of their own. Figures: docs/performance.md.
 TORCH_THREADS = 1
 
 

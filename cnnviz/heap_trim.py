@@ -1,25 +1,9 @@
 """Give memory the app has freed back to the operating system (the allocator settings need glibc).
 
-Why: every Streamlit script run happens in a new thread, and a run of the explorer allocates and frees tens of
-megabytes (traces, figures, images). glibc keeps freed memory for reuse: in one heap per thread that allocated
-(up to 8 x cores of them) and, for blocks above a threshold that grows with every large free, inside those heaps
-instead of unmapping it. After thirty students leave, the server's resident memory would stay at its peak although
-Python holds none of it. Two settings bound that, and a periodic trim returns what is free:
-
-- ``M_ARENA_MAX = 2``: at most two heaps, however many run threads come and go;
-- ``M_MMAP_THRESHOLD = 256 KiB`` (fixed, so it no longer grows): arrays above it (feature maps, gradients, images)
-  get their own mapping, which ``free`` returns to the system at once;
-- ``malloc_trim(0)`` every ``TRIM_EVERY_S`` seconds in one daemon thread: hands back whole free pages inside the
-  heaps, also while no one is using the app (when no script runs that could do it);
-- ``gc.collect()`` every ``COLLECT_EVERY_S`` seconds in the same thread (after an optional hook: app.py drops the
-  state of sessions closed longer ago than Streamlit keeps it, see ``ui.expire_closed_sessions``): a closed
-  session's state (its cached traces, tens of megabytes) sits in reference cycles of Streamlit's session objects,
-  and Python's cycle collector only runs when enough new objects are allocated, which an idle server never does.
-  Measured: 25 traces (about 200 MB of tensors) still alive after every session had gone, until a collection. A
-  full collection of the server's ~500,000 objects takes about 0.2 s, so once every half minute (Streamlit's own
-  collection after every script run is turned off in .streamlit/config.toml: it cost that on every update).
-
-Nothing here changes what any computation returns; it only changes when freed memory leaves the process.
+Every Streamlit run is a new thread that allocates and frees tens of megabytes, glibc keeps what is freed in per-thread
+heaps, and an idle server never runs Python's cycle collector, so a closed session's traces would stay resident. This
+bounds the heaps, unmaps large arrays when freed, and runs one daemon thread that collects cycles and trims the heap.
+Nothing here changes what any computation returns. Settings and measurements: docs/performance.md (Memory).
 """
 
 from __future__ import annotations
@@ -34,10 +18,10 @@ from collections.abc import Callable
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 256 * 1024
-ARENAS = 2
-TRIM_EVERY_S = 10.0
-COLLECT_EVERY_S = 30.0
+MMAP_THRESHOLD_BYTES = 256 * 1024  # fixed (glibc raises it with every large free): larger arrays get their own mapping
+ARENAS = 2  # at most two heaps, however many run threads come and go
+TRIM_EVERY_S = 10.0  # malloc_trim(0): whole free pages inside the heaps go back, also while no script runs
+COLLECT_EVERY_S = 30.0  # a full gc.collect() of the server's objects is costly: twice a minute, not after every run
 
 _lock = threading.Lock()
 _state = {"tuned": False, "last_trim": float("-inf"), "trimmer": None}

@@ -1,15 +1,9 @@
 """Send the app's websocket messages when they are written: TCP_NODELAY on every connection the server holds.
 
-Why: Streamlit opens its listening socket as ``socket.socket(family=...)`` (protocol number 0), and asyncio turns
-Nagle's algorithm off only on sockets whose protocol is IPPROTO_TCP (``asyncio.base_events._set_nodelay``). So on
-every browser connection, a small message written while an earlier one is unacknowledged waits for the browser's
-delayed ACK: up to 40 ms on Linux. Measured with a websocket client on a plain `streamlit run` of a page that writes,
-computes 80 ms, writes again: the first message of each run arrived ~40 ms late (at 41-54 ms instead of ~1 ms);
-with this, at once. On the explorer, the prediction of a new drawing reached the client 40 ms earlier.
-
-``enable()`` (app.py calls it on every run; it acts once per process) makes asyncio set the option on every TCP
-stream socket it wraps from then on, and sets it on the connections already open. Nothing else changes: the same
-bytes are sent in the same order, only without waiting.
+Streamlit's listening socket has protocol number 0, and asyncio turns Nagle's algorithm off only on sockets whose
+protocol is IPPROTO_TCP, so a small message written while an earlier one is unacknowledged would wait for the browser's
+delayed ACK. ``enable()`` (once per process) makes asyncio set the option on every TCP stream socket it wraps from then
+on, and on the connections already open; the same bytes go out in the same order. Effect: docs/performance.md.
 """
 
 from __future__ import annotations

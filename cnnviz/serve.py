@@ -3,12 +3,8 @@
     python -m cnnviz.serve [--replicas N] [--port 8501] [--address 0.0.0.0]
     python -m cnnviz.serve --backends app1:8501,app2:8501 --port 8501     # HAProxy only, replicas elsewhere
 
-Each replica is a plain Streamlit server on a loopback port, with the same cookie secret; HAProxy (Debian's
-package) listens on ``--address:--port``, with the configuration rendered from deploy/haproxy.cfg.template into a
-temporary folder: sticky sessions by cookie, websockets, health checks on ``/_stcore/health``. A replica that
-exits is started again on its port, and HAProxy sends its users' reconnections to the others meanwhile. Ctrl-C or
-SIGTERM stops HAProxy and every replica. This module starts processes only; it imports neither torch nor
-streamlit.
+HAProxy's configuration comes from deploy/haproxy.cfg.template (sticky cookie, websockets, health checks); a replica
+that exits is started again on its port. Starts processes only: imports neither torch nor streamlit. docs/serving.md.
 """
 
 from __future__ import annotations

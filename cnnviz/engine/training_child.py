@@ -1,24 +1,9 @@
 """One training of the "Train a CNN" page, inside its own child process (started by ``training_jobs.TrainingJob``).
 
-Why a process and not a thread of the server: the server's Python interpreter (its GIL) is shared with every
-explorer user, its allocator is tuned for freeing memory (``cnnviz.heap_trim``'s fixed mapping threshold made a
-training thread 2-5x slower), and whatever a training allocates stays in a long-lived process. A child process has
-its own interpreter (a copy of the fork server's), an untuned allocator and a bounded number of torch threads at a
-lower priority, and hands all its memory back to the system when it exits. It is forked from multiprocessing's fork
-server, which imported this module (and torch) once (``training_jobs`` says why not "fork" or "spawn"), so its first
-act is ``gc.freeze()``: the objects it shares with the fork server are then never traversed by its collections, which
-would write to their pages and copy them (measured: about 25-35 MB less of its own at the peak of a tiny training).
-
-``main`` is the child's whole life: load the data, build the network from its seed, train with the shared loop
-(``training.Trainer``), and talk to the server over one duplex pipe of plain values (dicts, lists, numbers, numpy
-arrays, bytes; a model is never pickled):
-
-- server -> child: ``"pause"``, ``"resume"``, ``"stop"``.
-- child -> server: ``{"kind": "progress", ...}`` (what was learned since the last message; ``state`` "running" or
-  "paused"), then one ``{"kind": "end", "state", "message", "weights", "card"}``: the trained weights as
-  safetensors bytes and the JSON card (``checkpoints.to_bytes``), or None when there is nothing to keep.
-
-The child exits when the server's end of the pipe closes (the server is gone), so it never outlives it.
+A process, not a thread of the server: it has its own interpreter lock, an allocator not tuned by ``heap_trim``, a
+bounded number of torch threads at a lower priority, and it hands all its memory back when it exits. It talks to its
+job over one duplex pipe of plain values (never a pickled model; the messages: ``main``) and exits when the server's
+end closes. Why this design, and what it costs: docs/design.md and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -43,13 +28,12 @@ from cnnviz.engine.pictures import normalize
 from cnnviz.engine.training import Settings, Trainer, init_model
 from cnnviz.evaluate import evaluate_arrays
 
-# Torch threads per training: one core of this 2-core machine, so that explorer users keep the other (and the
-# results are deterministic for a given count). $CNNVIZ_TRAINING_THREADS raises it on a bigger server.
+# Torch threads per training: one core, so that explorer users keep the others (and the results are deterministic for
+# a given count). $CNNVIZ_TRAINING_THREADS raises it on a bigger server.
 THREADS = int(os.environ.get("CNNVIZ_TRAINING_THREADS", "1"))
 # Scheduling priority of a training child (0 normal, 19 lowest): an explorer user's page update is interactive and a
 # training is background work, so when both want the same core the scheduler gives the server about ten times
-# the child's share (nice 10 weighs 110 against 1024). An idle core still trains at full speed. Measured with
-# bench/train.py explorer: an MNIST capture 1.03-1.07x slower while a training runs at nice 10, 1.71x at nice 0.
+# the child's share (nice 10 weighs 110 against 1024). An idle core still trains at full speed (docs/performance.md).
 NICE = 10
 EVAL_IMAGES = 1000  # held-out images for the live accuracy curve (the whole test split at the end)
 GRAD_NORM_POINTS = 400  # gradient norms are taken on at most this many steps
@@ -136,6 +120,11 @@ def main(conn, cfg_args: dict[str, Any], settings_args: dict[str, Any], dataset:
          data_source=Data) -> None:
     """The child process: train and report over ``conn``; any failure becomes an "end" message with the reason.
 
+    Load the data, build the network from its seed, train with the shared loop (``training.Trainer``). Messages:
+    server -> child ``"pause"``, ``"resume"``, ``"stop"``; child -> server ``{"kind": "progress", ...}`` (what was
+    learned since the last message; ``state`` "running" or "paused"), then one ``{"kind": "end", "state", "message",
+    "weights", "card"}``: safetensors bytes and the JSON card (``checkpoints.to_bytes``), or None if nothing is kept.
+
     Args:
         conn: the child's end of a ``multiprocessing.Pipe``.
         cfg_args, settings_args: ``NetworkConfig.to_args()`` and ``dataclasses.asdict(Settings)``.
@@ -143,7 +132,7 @@ def main(conn, cfg_args: dict[str, Any], settings_args: dict[str, Any], dataset:
         data_dir: the data folder (None: $CNNVIZ_DATA_DIR).
         data_source: called as ``data_source(dataset, data_dir)`` for the splits (tests pass stand-in data).
     """
-    gc.freeze()  # the objects shared with the fork server stay out of this process's collections (and uncopied)
+    gc.freeze()  # the objects shared with the fork server: never traversed by this process's collections, so uncopied
     try:
         os.nice(NICE)
     except OSError:
@@ -166,7 +155,7 @@ def main(conn, cfg_args: dict[str, Any], settings_args: dict[str, Any], dataset:
 
 def _train(link: _Link, cfg: NetworkConfig, s: Settings, dataset: str, data_dir: str | None, data_source) -> None:
     data = data_source(dataset, data_dir)
-    heap_trim.collect_and_trim()  # what reading the files left in the heap (about 50 MB for MNIST)
+    heap_trim.collect_and_trim()  # what reading the files left in the heap
     model = init_model(cfg, s.seed)
     card = new_card(dataset, model)
     trainer = Trainer(model, card, s, data.train_x, data.train_y)

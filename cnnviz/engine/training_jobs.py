@@ -1,23 +1,9 @@
 """Trainings that run in the background for the "Train a CNN" page: one per session, a server-wide limit, a queue.
 
-A ``TrainingJob`` runs one training in a child process of its own (why a process, and the messages on its pipe:
-``cnnviz.engine.training_child``). A supervising thread in the server starts the child, reads its progress into the
-``Progress`` record the page draws, forwards pause, resume and stop, and at the end rebuilds the trained network from
-the safetensors bytes and card the child sends, validated like an upload. ``JobRegistry`` starts at most ``limit``
-jobs at once and queues the rest in order; a job whose owner is gone (``alive()`` false: the browser session ended)
-has its process ended, or leaves the queue. No streamlit here: the page passes the session's id and ``alive``.
-
-How the child starts: multiprocessing's "forkserver". Never "fork" from the server itself: it runs many threads (a fork
-copies locks another thread may hold) and has torch loaded. The fork server is a fresh interpreter (fork + exec, as
-"spawn" starts a child) that imports ``training_child``, and torch with it, once; each training's process is then forked
-from that single-threaded process and shares its pages copy-on-write, where a spawned child imported torch itself (about
-280 MB of its own before it did anything). Measured with ``bench/train.py memory`` (the README has the figures): the
-fork server holds about 330 MB PSS for as long as the server runs; with it running, one training adds about 140-260 MB
-PSS and starts in under a second (a spawned child: 410-520 MB, 2-4 s). Counted with the fork server, one training alone
-costs what a spawned one did; each training running beside it costs half as much. ``start_fork_server`` starts it ahead
-of the first training; otherwise the first ``Process.start`` does, and waits for its imports (seconds, in the job's
-thread: the page shows "starting"). It exits once the server and every training's process have closed their ends of its
-"alive" pipe, so a killed server leaves nothing behind once its trainings have noticed.
+A ``TrainingJob``'s supervising thread starts one training in a child process (``training_child``), reads its progress
+into the ``Progress`` record the page draws, forwards pause, resume and stop, and rebuilds the trained network like an
+upload. ``JobRegistry`` runs at most ``limit`` and queues the rest; a job whose session is gone is ended. Children are
+forked from multiprocessing's fork server, never from the threaded server itself (why: docs/design.md). No streamlit.
 """
 
 from __future__ import annotations
@@ -59,7 +45,7 @@ VIEWS = ("filters", "maps", "digit_probs", "digit", "digit_label")  # the child'
 
 
 def start_fork_server() -> None:
-    """Start the fork server if it is not running. Returns at once (a few ms); it imports torch meanwhile (~3 s).
+    """Start the fork server if it is not running. Returns at once; it imports torch meanwhile (seconds).
 
     A training started later forks at once. The fork server inherits the server's environment and working directory
     as they are now: ``cnnviz`` must be importable from there, or each child imports torch itself (spawn's cost).
@@ -79,8 +65,8 @@ class JobError(Exception):
 def default_settings(preset: str | None = None, dataset: str = "mnist") -> Settings:
     """The page's default hyperparameters for a preset.
 
-    Shipped architecture: one epoch of MNIST (938 steps of 64), SGD with momentum, one-cycle to 0.05 (98.67% held
-    out; at batch 128 and 0.1 it was 98.46%). Tiny: 300 steps of 128 with Adam (200 steps gave 97.74%).
+    Shipped architecture: one epoch of MNIST (938 steps of 64), SGD with momentum, one-cycle to 0.05. Tiny: 300 steps
+    of 128 with Adam. Deep sigmoid: plain SGD. What they reach: docs/performance.md.
     """
     if preset is not None and preset.startswith("Shipped"):
         return Settings(optimizer="momentum", lr=0.05, schedule="onecycle", batch_size=64, steps=938, augment=False,
@@ -148,6 +134,7 @@ class TrainingJob:
         self._views: dict[str, Any] = {"filters": None, "maps": {}, "digit_probs": None, "digit": None,
                                        "digit_label": None}
         self._result: tuple[nn.Module, ModelCard] | None = None
+        self.finished_at: float | None = None  # time.time() when it ended
         self._done = threading.Event()
         self._conn = None  # the server's end of the pipe
         self._send_lock = threading.Lock()
@@ -335,7 +322,7 @@ class TrainingJob:
 
     def _finish(self, state: str, message: str = "") -> None:
         with self._lock:
-            self.state = state
+            self.state, self.finished_at = state, time.time()
             if message:
                 self.message = message
         self._done.set()

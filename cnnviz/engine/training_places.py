@@ -1,25 +1,9 @@
 """The places for trainings that every process of one server shares, and the line to them, in a folder of lock files.
 
-A class server (``python -m cnnviz.serve``, or the compose file's containers) runs several Streamlit processes behind
-HAProxy. "At most N trainings at once on this server, the rest wait in line" has to hold across all of them, so each
-process's ``JobRegistry`` (``training_jobs``) keeps its own jobs and asks this folder, which they share
-(``$CNNVIZ_TRAINING_PLACES``), for a place:
-
-- ``place-<i>``, i < limit: a running training's process holds an exclusive ``flock`` on one of them.
-- ``ticket``: the last ticket number given out, read and written under its own ``flock``.
-- ``wait-<number>``: a waiting training's ticket, locked by its process for as long as it waits (made under the
-  ``ticket`` lock, so no later ticket can take a place before it is seen). The first ticket in number order takes the
-  next free place.
-
-The kernel drops a process's locks when it ends, however it ends (killed, out of memory), so a dead replica's places
-free themselves, and a ``wait-`` file that nobody holds is the leftover of a dead process: whoever sees it removes it.
-``flock`` locks conflict between two opens of one file even inside one process, so the same checks work for a
-process's own files. This holds on a local filesystem of one machine (not NFS, where flock acts per process): the
-folder must be local, written by one user, and every process must have the same limit (``cnnviz.serve`` starts its
-replicas with one environment). The limit is one machine's.
-
-Without a folder (a plain ``streamlit run``: one process) or without ``fcntl`` (Windows), the places and the line are
-counted in this process alone, and no file is made.
+A class server runs several Streamlit processes, and "at most N trainings at once, the rest wait in line" must hold
+across all of them: each process's ``JobRegistry`` asks this folder (``$CNNVIZ_TRAINING_PLACES``) for a place. The
+kernel drops a process's ``flock`` locks however it ends, so a dead replica frees its places. Local filesystem, one
+user, one limit; without a folder (one process) or ``fcntl`` (Windows) this process counts alone. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -46,6 +30,13 @@ class Ticket:
 
 class Places:
     """``limit`` places for trainings and the line to them, shared through ``folder`` (this process's alone when None).
+
+    The folder holds ``place-<i>`` (i < limit; a running training's process holds an exclusive ``flock`` on one),
+    ``ticket`` (the last ticket number, read and written under its own lock) and ``wait-<number>`` (a waiting
+    training's ticket, locked by its process while it waits; made under the ``ticket`` lock). The first ticket in
+    number order takes the next free place; a ``wait-`` file nobody holds is a dead process's, and whoever sees it
+    removes it. ``flock`` locks conflict between two opens of one file even in one process, so the same checks work
+    for a process's own files.
 
     Errors of the folder (removed, not writable, too many open files) are raised as ``OSError``; the caller says so.
     """

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -77,6 +78,16 @@ def log(a: float) -> float:
 
 def sigmoid(a: float) -> float:
     return div(1.0, 1.0 + exp(-a))  # torch's CPU kernel: 1 / (1 + exp(-a)); exp overflow gives exactly 0
+
+
+def one_minus_square(y: float) -> float:
+    """1 - y*y rounded once, as torch's tanh_backward kernel computes it: its CPU build contracts the product and
+    the difference into one fused multiply-add (AVX2/AVX512; ``ATEN_CPU_CAPABILITY=default`` rounds twice). The
+    extra rounding's ulp survives where two paths cancel.
+    """
+    if math.isnan(y):
+        return NAN
+    return float(1 - Fraction(y) ** 2)  # exact, then rounded once (int / int division rounds correctly)
 
 
 def maximum(a: float, b: float) -> float:
@@ -174,7 +185,8 @@ OPERATORS: dict[str, Operator] = {op.key: op for op in (
              local=lambda a, b, y, s: ((1.0 - y) * y,), backward=lambda g, a, b, y, s: ((g * (1.0 - y)) * y,),
              rules=_fixed("{y} * (1 - {y})")),
     Operator("tanh", 1, "tanh", "torch.tanh", "tanh({A})", lambda a, b, s: math.tanh(a),
-             local=lambda a, b, y, s: (1.0 - y * y,), backward=lambda g, a, b, y, s: (g * (1.0 - y * y),),
+             local=lambda a, b, y, s: (one_minus_square(y),),
+             backward=lambda g, a, b, y, s: (g * one_minus_square(y),),
              rules=_fixed("1 - {y}**2")),
     # relu: threshold_backward(g, result, 0) = 0 where result <= 0, else g (a nan input passes g through)
     Operator("relu", 1, "relu", "torch.relu", "relu({A})", lambda a, b, s: maximum(a, 0.0),

@@ -484,6 +484,38 @@ def test_inf_and_nan_follow_torch(text, values, expected):
     assert_code_reproduces_page(g)
 
 
+FUSED = pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+                           reason="torch's kernels built without fused multiply-add round 1 - y*y twice")
+
+
+@FUSED
+def test_tanh_backward_equals_torch_bit_for_bit():
+    rng = random.Random(13)
+    xs = [rng.uniform(-5, 5) for _ in range(2000)] + [rng.uniform(-0.3, 0.3) for _ in range(2000)]
+    gs = [rng.choice([1.0, -2.5, rng.uniform(-10, 10)]) for _ in xs]
+    x = torch.tensor(xs, dtype=F64, requires_grad=True)
+    y = torch.tanh(x)
+    y.backward(torch.tensor(gs, dtype=F64))
+    tanh = graph_ops.OPERATORS["tanh"]
+    got = [tanh.backward(g, a, 0.0, v, False)[0] for g, a, v in zip(gs, xs, y.tolist(), strict=True)]
+    assert_close(torch.tensor(got, dtype=F64), x.grad, rtol=0, atol=0)
+
+
+@FUSED
+def test_tanh_paths_that_cancel_give_torchs_exact_zero():
+    # issue 21 item 13: two paths of +-3.2e299 through tanh cancel; the page said df/dc = 3.71754e+283
+    text, values = "tanh(c / (relu(c) * d))", {"c": 1e-300, "d": -0.7488397846201407}
+    g = graph.build_graph(text, values)
+    env = {k: t(v) for k, v in values.items()}
+    torch_eval(text, env)[0].backward()
+    for name in g.variables:
+        assert_close(torch.tensor(g.by_name(name).grad, dtype=F64), env[name].grad, rtol=0, atol=0)
+    assert g.by_name("c").grad == 0.0
+    assert g.steps[-1].equation.endswith("= 0"), g.steps[-1].equation
+    assert run_torch_code(g)["df/dc"] == 0.0
+    assert_code_reproduces_page(g)
+
+
 @pytest.mark.parametrize("text", ["max(x, y)", "min(x, y)"])
 def test_ties_write_the_rule_the_half_comes_from(text):
     g = graph.build_graph(text, {"x": 1.5, "y": 1.5})

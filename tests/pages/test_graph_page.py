@@ -209,6 +209,17 @@ def test_graph_page_link_opens_that_formula_those_values_and_that_step():
     assert at.query_params["x"] == "0.1234567891", "the link keeps every digit"
 
 
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+                    reason="torch's kernels built without fused multiply-add round tanh's 1 - y*y twice")
+def test_graph_page_tanh_paths_that_cancel_show_what_its_torch_code_prints():
+    text, values = "tanh(c / (relu(c) * d))", {"c": 1e-300, "d": -0.7488397846201407}  # issue 21, item 13
+    last = len(graph.build_graph(text, values).steps) - 1
+    at = run(expr=text, step=str(last), **{k: repr(v) for k, v in values.items()})
+    assert at.success[0].value == summary_from_torch(text, values, ("c", "d"))
+    assert "df/dc = 0," in at.success[0].value
+    assert equation(at).endswith("= 0"), equation(at)
+
+
 @pytest.mark.parametrize("params,words", [
     ({"expr": "x +"}, "formula"),
     ({"expr": "__import__('os')"}, "formula"),

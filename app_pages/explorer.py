@@ -12,7 +12,7 @@ from app_pages.explorer_views.context import VIEWS, Ctx, traces
 from cnnviz import ui
 from cnnviz.engine.checkpoints import CheckpointError, available_stages, load_uploaded_pair
 from cnnviz.engine.pictures import EmptyImage, ImageError, preprocess, unnormalize
-from cnnviz.numbers import fmt_close_to_one
+from cnnviz.numbers import fmt, fmt_close_to_one
 from cnnviz.render import inspect as figs
 from cnnviz.render.network import pixels_image
 
@@ -29,11 +29,29 @@ controls = st.columns([1, 1, 1.1, 1.1, 1], vertical_alignment="bottom")
 top = st.columns([1, 1.3], gap="medium")
 
 # ------------------------------------------------------------------------------------------------- model, weights
+with controls[4]:
+    with st.popover("Your own network", icon=":material/upload_file:"):
+        st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
+                   "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
+        weights_file = st.file_uploader("weights (.safetensors)", type=["safetensors"], key="up_weights")
+        card_file = st.file_uploader("card (.json)", type=["json"], key="up_card")
+        if weights_file is not None and card_file is not None:
+            pair = (weights_file.file_id, card_file.file_id)
+            try:
+                if st.session_state.get("_uploaded_pair") != pair:  # each new pair becomes Your model once
+                    ui.add_uploaded_model(load_uploaded_pair(weights_file.getvalue(), card_file.getvalue(),
+                                                             weights_file.name, card_file.name), weights_file.name)
+                    st.session_state["_uploaded_pair"] = pair
+                    st.session_state["model_name"] = "yours"
+                st.success(f"Loaded {weights_file.name}: it is \"Your model\" now.")
+            except (CheckpointError, ValueError) as exc:
+                st.error(f"This checkpoint cannot be used: {exc}")
 with controls[0]:
-    yours = ui.session_model()
-    models = [m for m in MODELS if m != "yours" or yours is not None or st.session_state.get("_uploaded_model")]
+    yours = ui.your_model()
+    models = [m for m in MODELS if m != "yours" or yours is not None]
     ui.seed_from_url("model", "model_name", ui.one_of(models), "model")
-    name = st.selectbox("Model", models, format_func=MODELS.get, key="model_name")
+    name = st.selectbox("Model", models, key="model_name",
+                        format_func=lambda m: f"Your model ({yours.origin})" if m == "yours" else MODELS[m])
 stages = [s for s in ("final", "epoch1", "init") if s in available_stages(name)] if name != "yours" else []
 stage = "final"
 with controls[1]:
@@ -43,34 +61,22 @@ with controls[1]:
                              help="Snapshots taken while the network learned: compare the same input's maps.")
     else:
         st.selectbox("Weights", ["as trained"], disabled=True, key=f"stage_{name}_only")
-if name == "yours":
-    loaded = st.session_state.get("_uploaded_model") or yours
+if name == "yours":  # its identity stands for the weights stage in every cache key: another network, other results
+    loaded, stage = (yours.model, yours.card), yours.identity
 else:
     loaded = ui.get_model(name, stage)
-with controls[4]:
-    with st.popover("Your own network", icon=":material/upload_file:"):
-        st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
-                   "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
-        weights_file = st.file_uploader("weights (.safetensors)", type=["safetensors"], key="up_weights")
-        card_file = st.file_uploader("card (.json)", type=["json"], key="up_card")
-        if weights_file is not None and card_file is not None:
-            try:
-                st.session_state["_uploaded_model"] = load_uploaded_pair(
-                    weights_file.getvalue(), card_file.getvalue(), weights_file.name, card_file.name)
-                st.success("Loaded: choose \"Your model\" as the model.")
-            except (CheckpointError, ValueError) as exc:
-                st.error(f"This checkpoint cannot be used: {exc}")
 if loaded is None:
     with top[1]:
         st.info(f"Train it with `python -m cnnviz.train {name}`, or choose the other model.")
     st.stop()
 model, card = loaded
 is_digits = card.input_shape[0] == 1
+data = card.name  # the test set the pickers read: the card's dataset (also Your model's)
 
 # ---------------------------------------------------------------------------------------------------------- input
 with top[0]:
     sources = (["Draw"] if is_digits else []) + ["Test sample", "Mistakes", "Upload"]
-    if ui.seed_from_url("sample", f"sample_{name}_index", ui.sample_index_parser(name), "sample"):
+    if ui.seed_from_url("sample", f"sample_{name}_index", ui.sample_index_parser(data), "sample"):
         st.session_state[f"source_{name}"] = "Test sample"  # a link's sample opens the test-sample picker
     source = st.radio("Input", sources, horizontal=True, key=f"source_{name}")
     picked, note = None, None
@@ -78,15 +84,16 @@ with top[0]:
         picked = ui.canvas_input("canvas", size=240)
         st.caption("Draw one digit, large, in the middle. Undo and Clear are under the canvas.")
         if picked is None:
-            picked = ui.teaching_sample(name, stage, card.classes)
+            picked = ui.teaching_sample(data, ui.examples_for(name, stage, model, card), card.classes)
             note = "Until you draw, this is a test image the model finds hard." if picked is not None else None
     elif source == "Test sample":
-        ex = ui.examples_of(name, stage)
+        ex = ui.examples_for(name, stage, model, card)
         if f"sample_{name}_index" not in st.session_state and ex is not None and ex.hard:
             st.session_state[f"sample_{name}_index"] = ex.hard[0].index  # start on a test image the model finds hard
-        picked = ui.sample_input(name, card.classes, key=f"sample_{name}")
+        picked = ui.sample_input(data, card.classes, key=f"sample_{name}")
     elif source == "Mistakes":
-        picked = ui.mistake_input(name, stage, card.classes, key=f"mistake_{name}_{stage}")
+        picked = ui.mistake_input(data, ui.examples_for(name, stage, model, card), card.classes,
+                                  key=f"mistake_{name}_{stage}")
     else:
         picked = ui.upload_input(key=f"upload_{name}")
 
@@ -114,11 +121,7 @@ with top[1]:
         if picked.label is not None:
             verdict = " (correct)" if first.pred == picked.label else f" (true: {card.classes[picked.label]})"
         st.markdown(f"### Prediction: {card.classes[first.pred]} ({p:.1%}){verdict}")
-        if p > 0.99:
-            runner = int(first.probs.argsort()[-2])
-            st.caption(f"p = {fmt_close_to_one(p)}: so sure that the loss's gradient is tiny everywhere.")
-            st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
-                      on_click=lambda r=runner: st.session_state.update(target=r))
+        sure_note = st.container()  # written once the backward target is known
     pic, bars = st.columns([1, 1.3])
     pic.image(pixels_image(unnormalize(x[0].numpy(), card), size=112), width=112)
     words = pic
@@ -130,15 +133,18 @@ with top[1]:
 
 # ------------------------------------------------------------------------------------------- target, objective
 default_target = picked.label if picked.label is not None else first.pred
-if st.session_state.get("_target_for") != (name, key_x):
-    st.session_state["_target_for"] = (name, key_x)
-    st.session_state["target"] = default_target
+if st.session_state.get("_target_for") != (card.classes, key_x):  # a new input: its true or predicted class
+    st.session_state["_target_for"] = (card.classes, key_x)      # (another model with these classes keeps it)
+    st.session_state["_target"] = st.session_state["target"] = default_target
+if "target" not in st.session_state:  # Streamlit drops a widget's state after a run that did not draw it
+    st.session_state["target"] = st.session_state.get("_target", default_target)
 k = len(card.classes)
 ui.seed_from_url("target", "target", lambda t: ui.index_in(t, k, "class index"), "target")
 ui.seed_from_url("objective", "objective", ui.one_of(list(OBJECTIVES)), "objective")
 with controls[2]:
     target = st.selectbox("Explain class (backward target)", range(k), format_func=lambda i: card.classes[i],
                           key="target")
+    st.session_state["_target"] = target
 with controls[3]:
     objective = st.selectbox("Differentiate", list(OBJECTIVES), key="objective", format_func=OBJECTIVES.get)
 with top[1]:
@@ -147,6 +153,18 @@ with top[1]:
         st.html(figs.bars_html(first.probs, labels, first.pred, ui.text_px(13)))
 
 first, trace = traces(name, stage, model, x, key_x, target, objective)
+with sure_note:
+    p_target = float(first.probs[target])
+    if target == first.pred and p_target > 0.99 and objective == "loss":
+        runner = int(first.probs.argsort()[-2])
+        st.caption(f"p = {fmt_close_to_one(p_target)}: so sure that the loss's gradient is tiny everywhere.")
+        st.button(f"Explain the runner-up instead: {card.classes[runner]}", key="runner_up",
+                  on_click=lambda r=runner: st.session_state.update(target=r))
+    elif target != first.pred and p > 0.99 and objective == "loss":  # a mistake, or a class the learner chose
+        t = card.classes[target]
+        st.caption(("Sure, and wrong: the true class " if target == picked.label else "Sure it is not ")
+                   + f"{t} (p = {fmt(p_target, 3)}), so the loss for {t} is {fmt(trace.loss, 3)} and its gradient is "
+                   f"large: the backward pass shows what would move the answer towards {t}.")
 ctx = Ctx(name, stage, model, card, x, key_x, picked.label, picked.description, first, trace)
 
 # ------------------------------------------------------------------------------------------------------- the view

@@ -164,12 +164,54 @@ def examples_of(name: str, stage: str):
     return _cached_examples(name, stage, str(checkpoint_dir()))
 
 
-def teaching_sample(name: str, stage: str, classes: tuple[str, ...]) -> PickedInput | None:
-    """The test image shown until the learner draws: one the model finds hard (shipped list), or None."""
-    ex = examples_of(name, stage)
-    if ex is None or not ex.hard or not dataset_available(name)[0]:
+@st.cache_resource(show_spinner="Running your model on every test image once, to find its hard images and mistakes...",
+                   max_entries=8)
+def _your_examples(identity: str, data_dir: str, _model: nn.Module, _card: ModelCard):
+    from cnnviz.engine.examples import examples_of_model
+
+    try:
+        return examples_of_model(_model, _card, data_dir)
+    except DataUnavailable:
         return None
-    ds = test_set(name)
+
+
+def examples_for(name: str, stage: str, model: nn.Module, card: ModelCard):
+    """The hard test images and mistakes of the explorer's model: the shipped lists, or for "Your model" (``stage``
+    is then its identity) computed once per network on its card's test set. None when they cannot be had."""
+    if name != "yours":
+        return examples_of(name, stage)
+    if not dataset_available(card.name)[0]:
+        return None
+    return _your_examples(stage, str(default_data_dir()), model, card)
+
+
+@st.cache_resource(show_spinner="Choosing a learning rate for this network (once per network)...", max_entries=8)
+def _chosen_learn_rate(identity: str, data_dir: str, _model: nn.Module, _card: ModelCard, hard: tuple[int, ...]):
+    from cnnviz.engine.learn import choose_learn_rate
+
+    return choose_learn_rate(_model, _card, list(hard), data_dir)
+
+
+def default_learn_rate(name: str, stage: str, model: nn.Module, card: ModelCard) -> float:
+    """The Learn view's default rate: a shipped card's ``learn_rate``, else chosen the same way for this network
+    (``learn.choose_learn_rate``) once; 0.001 when there are no test images to choose it with."""
+    if name != "yours" and card.learn_rate is not None:
+        return float(card.learn_rate)
+    ex = examples_for(name, stage, model, card)
+    if ex is None or not ex.hard:
+        return 0.001
+    try:
+        return _chosen_learn_rate(f"{name}/{stage}", str(default_data_dir()), model, card,
+                                  tuple(h.index for h in ex.hard))
+    except (DataUnavailable, ValueError):
+        return 0.001
+
+
+def teaching_sample(data: str, ex, classes: tuple[str, ...]) -> PickedInput | None:
+    """The test image of dataset ``data`` shown until the learner draws: the first hard one of ``ex``, or None."""
+    if ex is None or not ex.hard or not dataset_available(data)[0]:
+        return None
+    ds = test_set(data)
     if ds is None:
         return None
     index = ex.hard[0].index
@@ -177,14 +219,18 @@ def teaching_sample(name: str, stage: str, classes: tuple[str, ...]) -> PickedIn
     return PickedInput(image, "sample", int(label), f"test image #{index} (true class: {classes[int(label)]})", index)
 
 
-def mistake_input(name: str, stage: str, classes: tuple[str, ...], key: str) -> PickedInput | None:
-    """Pick one of the test images this model and weights get wrong, listed with true and predicted class."""
-    ds = _open_test_set(name)
+def mistake_input(data: str, ex, classes: tuple[str, ...], key: str) -> PickedInput | None:
+    """Pick one of the test images of dataset ``data`` that the model gets wrong (``ex.mistakes``), listed with true
+    and predicted class."""
+    ds = _open_test_set(data)
     if ds is None:
         return None
-    ex = examples_of(name, stage)
-    if ex is None or not ex.mistakes:
+    if ex is None:
         st.info("No list of mistakes for this model and weights (run `python -m cnnviz.engine.examples`).")
+        return None
+    if not ex.mistakes:
+        st.success(f"This network gets every one of the {ex.n_test:,} test images right: there is no mistake to "
+                   "show.")
         return None
     wrong = ex.mistakes
     pick = st.selectbox(f"The {len(wrong)} test images these weights get wrong (most confident first)",
@@ -561,16 +607,80 @@ def start_training(cfg, settings, dataset: str = "mnist"):
 
 
 def session_model() -> tuple[nn.Module, ModelCard] | None:
-    """ "Your model": the network this session trained on the "Train a CNN" page, as (model, card), or None.
+    """The network this session trained on the "Train a CNN" page, as (model, card), or None.
 
     The model is in eval mode and never changes again (the next training builds a new one); treat it like a shared
     model (capture, learn_step and the attributions all work on it). Its card's ``name`` is the dataset it was
-    trained on ("mnist" or "cifar10"), so ``pictures.preprocess`` and the dataset pickers work with it unchanged.
+    trained on ("mnist" or "cifar10").
     """
     job = training_job()
     if job is not None and job.result() is not None:
         return job.result()
     return st.session_state.get(_YOUR_MODEL_KEY)
+
+
+@dataclass(frozen=True)
+class YourModel:
+    """The explorer's "Your model": the network trained or uploaded last in this session, and which one it is."""
+
+    model: nn.Module
+    card: ModelCard
+    identity: str  # digest of its weights and card: every cached result of this network is keyed on it
+    origin: str  # for the model list: "trained here at 20:14", "uploaded mynet.safetensors at 20:16"
+    arrived: float  # time.time() when this session first had it
+
+
+def model_identity(model: nn.Module, card: ModelCard) -> str:
+    """A digest of a network's weights (names, shapes, values) and its card: two different networks never share it."""
+    import json
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    h.update(json.dumps(card.to_json(), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _clock(t: float) -> str:
+    import time
+
+    return time.strftime("%H:%M", time.localtime(t))
+
+
+def _your_entry(slot: str, loaded: tuple[nn.Module, ModelCard], origin: Callable[[float], str],
+                at: float | None = None) -> YourModel:
+    """The session's entry for a trained or uploaded network, made once per network (its arrival time kept)."""
+    import time
+
+    entries = st.session_state.setdefault("_cnnviz_your_models", {})
+    entry = entries.get(slot)
+    if entry is None or entry.model is not loaded[0]:
+        now = at or time.time()
+        entry = YourModel(loaded[0], loaded[1], model_identity(*loaded), origin(now), now)
+        entries[slot] = entry
+    return entry
+
+
+def add_uploaded_model(loaded: tuple[nn.Module, ModelCard], file_name: str) -> YourModel:
+    """Make an uploaded pair "Your model" (it wins over an earlier training or upload)."""
+    your_model()  # a training that ended before this upload is registered first, with its own end time
+    st.session_state.setdefault("_cnnviz_your_models", {}).pop("uploaded", None)
+    return _your_entry("uploaded", loaded, lambda t: f"uploaded {file_name} at {_clock(t)}")
+
+
+def your_model() -> YourModel | None:
+    """ "Your model": whichever arrived last in this session, the network trained here or the pair uploaded.
+
+    A training that ends after an upload wins over it, and an upload after a training wins over that.
+    """
+    job, trained = training_job(), session_model()
+    ended = getattr(job, "finished_at", None) if job is not None and job.result() is trained else None
+    entries = [_your_entry("trained", trained, lambda t: f"trained here at {_clock(t)}", ended)] if trained else []
+    uploaded = st.session_state.get("_cnnviz_your_models", {}).get("uploaded")
+    entries += [uploaded] if uploaded is not None else []
+    return max(entries, key=lambda e: e.arrived, default=None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import streamlit as st
 import torch
 from torch import nn
 
@@ -55,3 +56,17 @@ def traces(name: str, stage: str, model: nn.Module, x: torch.Tensor, key_x: str,
 
 def layer_label(rec, i: int) -> str:
     return f"{i + 1}. {rec.name} ({KIND_NAMES.get(rec.kind, rec.kind)}) -> {'x'.join(map(str, rec.output.shape))}"
+
+
+PICK_PREFIXES = ("fwd_conv", "fwd_relu", "fwd_pool", "fwd_bn", "fwd_gap", "bw_")  # the inspectors' cell pickers
+
+
+def fresh_picks(ctx: Ctx, where: str) -> None:
+    """A new input, model, target or layer opens the inspector on its default channel and cell (where the quantity
+    is largest); a learner's pick lasts while they stay on this input and layer (``where``)."""
+    owner = ctx.cache_key(where)
+    if st.session_state.get("_picks_for") == owner:
+        return
+    st.session_state["_picks_for"] = owner
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(PICK_PREFIXES)]:
+        del st.session_state[key]

@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages.explorer_views.context import Ctx
 from cnnviz import ui
 from cnnviz.engine.datasets import DataUnavailable, default_data_dir
-from cnnviz.engine.learn import heldout_batch, heldout_score, learn_step
+from cnnviz.engine.learn import LR_GRID, heldout_batch, heldout_score, learn_step
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
 
@@ -17,7 +17,7 @@ from cnnviz.render import inspect as figs
 def _heldout(name: str, data_dir: str):
     try:
         return heldout_batch(name)
-    except DataUnavailable:
+    except (DataUnavailable, ValueError):  # no test set here, or a dataset cnnviz does not know
         return None
 
 
@@ -26,13 +26,24 @@ def show(ctx: Ctx) -> None:
     st.markdown(f"What if the network took **one SGD step** on this input, towards class "
                 f"**{card.classes[trace.target]}**? Every weight moves by -lr x dL/dW. The step is applied to a "
                 "private copy: the shared model stays as it is.")
+    default = ui.default_learn_rate(ctx.name, ctx.stage, ctx.model, card)
+    if st.session_state.get("_learn_lr_for") != (ctx.name, ctx.stage):  # another network: its own default
+        st.session_state["_learn_lr_for"] = (ctx.name, ctx.stage)
+        st.session_state["learn_lr"] = default
     with st.form("learn"):
-        lr = st.number_input("learning rate", min_value=0.0, max_value=1e6, value=0.1, step=0.05, format="%.4g",
+        lr = st.number_input("learning rate", min_value=0.0, max_value=1e6, step=default, format="%.4g",
                              key="learn_lr")
         go_step = st.form_submit_button("Take one step", key="learn_go")
+    st.caption(f"The default, {fmt(default)}, is the largest of {', '.join(fmt(r) for r in LR_GRID)} at which one "
+               "step on any of this model's hard test images keeps its held-out accuracy within a point. Larger "
+               "steps overshoot: try them.")
+    bigger = st.columns(3)
+    for col, factor in zip(bigger, (10, 100, 1000), strict=True):
+        col.button(f"{factor}x: {fmt(default * factor)}", key=f"learn_x{factor}", width="stretch",
+                   on_click=lambda f=factor: st.session_state.update(learn_lr=default * f))
     key = ctx.cache_key("learn", float(lr))
     if go_step:
-        batch = _heldout(ctx.name, str(default_data_dir())) if ctx.name in ("mnist", "cifar10") else None
+        batch = _heldout(card.name, str(default_data_dir()))  # the card's dataset: Your model's too
         hx = batch.normalized(card) if batch is not None else None
         before = None
         if batch is not None:

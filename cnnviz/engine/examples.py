@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cnnviz.engine.checkpoints import available_stages, checkpoint_dir, load_model
+from cnnviz.engine.models import ModelCard
 from cnnviz.numbers import fmt, fmt_close_to_one
 
 FORMAT = 1
@@ -298,10 +299,30 @@ def compute_examples(name: str, stage: str, x: torch.Tensor, labels: torch.Tenso
     )
 
 
+def examples_of_model(model: nn.Module, card: ModelCard, data_dir: str | Path | None = None) -> Examples:
+    """The hard test images and mistakes of any network (one trained or uploaded in a session) on the test set of its
+    card's dataset, chosen by ``RULE`` without a second model to judge clarity.
+
+    Raises:
+        DataUnavailable: the test set is not on disk.
+    """
+    from cnnviz.engine.datasets import load_arrays
+    from cnnviz.engine.pictures import normalize
+
+    images, labels = load_arrays(card.name, "test", data_dir)
+    probs = predict_all(model, normalize(images, card))
+    y = labels.numpy()
+    return Examples(
+        name=card.name, stage=card.stage, checkpoint_sha256="", n_test=len(y),
+        accuracy=float((probs.argmax(1) == y).mean()), hard=tuple(choose_hard(probs, y)),
+        mistakes=tuple(find_mistakes(probs, y)), rule=RULE,
+    )
+
+
 def testset_inputs(name: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole test set normalised as the explorer feeds a test sample, and its labels."""
     from cnnviz.engine.datasets import load_arrays
-    from cnnviz.engine.models import REGISTRY, ModelCard
+    from cnnviz.engine.models import REGISTRY
     from cnnviz.engine.pictures import normalize
 
     spec = REGISTRY[name]

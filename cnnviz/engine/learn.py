@@ -103,6 +103,55 @@ def heldout_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     return HeldOutScore(n, correct, correct / n, total_loss / n)
 
 
+LR_GRID = (0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5)  # the default learning rate is one of these
+SAFE_DROP = 0.01  # the default step leaves held-out accuracy within one point
+
+
+def safe_learning_rate(model: nn.Module, inputs: list[torch.Tensor], targets: list[int], heldout_x: torch.Tensor,
+                       heldout_y: torch.Tensor, grid: tuple[float, ...] = LR_GRID, drop: float = SAFE_DROP) -> float:
+    """The largest rate of ``grid`` at which one ``learn_step`` on any one of ``inputs`` leaves held-out accuracy
+    within ``drop`` of where it was (the smallest rate if none does).
+
+    Args:
+        model: the shared model (never changed: the steps run on a private copy, with learn_step's arithmetic).
+        inputs: (1, C, H, W) normalised inputs, e.g. the model's hard test images; targets: their classes.
+        heldout_x, heldout_y: the fixed held-out batch, normalised, and its labels.
+    """
+    net = copy.deepcopy(model).eval()
+    params = [p for p in net.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    before = heldout_score(net, heldout_x, heldout_y).accuracy
+    grads = []
+    for x, target in zip(inputs, targets, strict=True):
+        with torch.enable_grad():
+            loss = F.cross_entropy(net(x.detach().to(start[0].dtype)), torch.tensor([int(target)]))
+            grads.append(torch.autograd.grad(loss, params))
+    for lr in grid:
+        for g in grads:
+            with torch.no_grad():
+                for p, p0, gp in zip(params, start, g, strict=True):
+                    p.copy_(p0 - lr * gp)  # as learn_step's p.sub_(lr * g), bit for bit
+            if heldout_score(net, heldout_x, heldout_y).accuracy < before - drop:
+                break
+        else:
+            return lr
+    return grid[-1]
+
+
+def choose_learn_rate(model: nn.Module, card: ModelCard, hard_indices: list[int],
+                      data_dir: str | Path | None = None) -> float:
+    """``safe_learning_rate`` over the given test images of the card's dataset (a model's hard ones), each stepped
+    towards its true class, with the held-out batch. Raises DataUnavailable without the test set."""
+    from cnnviz.engine.datasets import dataset
+    from cnnviz.engine.pictures import preprocess
+
+    ds = dataset(card.name, "test", data_dir)
+    samples = [ds[i] for i in hard_indices]
+    batch = heldout_batch(card.name, data_dir=data_dir)
+    return safe_learning_rate(model, [preprocess(image, card, dataset_sample=True) for image, _ in samples],
+                              [int(label) for _, label in samples], batch.normalized(card), batch.labels)
+
+
 def _relative(change: float, size: float) -> float:
     if size > 0:
         return change / size
@@ -195,3 +244,32 @@ def learn_step(model: nn.Module, x: torch.Tensor, target: int, lr: float, heldou
         warning=warning, heldout_before=heldout_before, heldout_after=heldout_after,
         heldout_text=heldout_text if heldout_x is not None else "", diverged=diverged,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write each shipped checkpoint's ``learn_rate`` into its card (needs the test sets)."""
+    import argparse
+    import json
+
+    from cnnviz.engine.checkpoints import available_stages, checkpoint_dir, load_model
+    from cnnviz.engine.examples import checkpoint_path, load_examples
+
+    parser = argparse.ArgumentParser(description="Choose the Learn view's default learning rate of each shipped model.")
+    parser.add_argument("names", nargs="*", default=["mnist", "cifar10"])
+    parser.add_argument("--data-dir", default=None, help="data folder (default: $CNNVIZ_DATA_DIR)")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        for stage in available_stages(name):
+            model, card = load_model(name, stage)
+            hard = [h.index for h in load_examples(name, stage).hard]
+            lr = choose_learn_rate(model, card, hard, args.data_dir)
+            path = checkpoint_path(name, stage, checkpoint_dir()).with_suffix(".json")
+            meta = json.loads(path.read_text())
+            meta["card"]["learn_rate"] = lr
+            path.write_text(json.dumps(meta, indent=2) + "\n")
+            print(f"{path}: learn_rate {lr}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,6 +45,7 @@ class ModelCard:
     date: str = ""
     notes: str = ""  # what changed from the textbook architecture and why
     stage: str = "final"  # "init", "epoch1", "final": snapshots taken while learning
+    learn_rate: float | None = None  # the Learn view's default rate (learn.choose_learn_rate), None: not chosen yet
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from bench.protocol import canvas_value
+from cnnviz import ui
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.datasets import dataset, dataset_available
@@ -308,7 +309,8 @@ def test_your_model_from_an_uploaded_pair_runs_every_view_and_backprop_position(
     card.param_count = sum(p.numel() for p in torch_model.parameters())
     model, card = load_uploaded_pair(*to_bytes(torch_model, card))
     at = explorer_with(drawing("one"))
-    at.session_state["_uploaded_model"] = (model, card)
+    at.session_state["_cnnviz_your_models"] = {"uploaded": ui.YourModel(model, card, ui.model_identity(model, card),
+                                                                        "uploaded by a test at 20:16", 0.0)}
     at.run()
     at.selectbox(key="model_name").set_value("yours").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -36,6 +36,19 @@ def _reset(preset: str) -> None:
     st.session_state[_step_key(preset)] = 0
 
 
+def _apply_tried_learning_rate(preset: str) -> None:
+    """The learning rate a "Try learning rate" button asked for, set before the widgets of this (whole-page) run.
+
+    The button lives in the step fragment: a widget outside it set from there would get the browser's old value back.
+    """
+    tried = st.session_state.pop(f"mlp_tried_{preset}", None)
+    if tried is not None:
+        rate, steps = tried
+        st.session_state[_key(preset, "lr")] = rate
+        st.session_state[_key(preset, "steps")] = max(int(st.session_state.get(_key(preset, "steps"), steps)), steps)
+        st.session_state[_step_key(preset)] = 0
+
+
 def _net(text: str) -> str:
     if text not in mlp.PRESETS:
         raise mlp.MLPError(f"choose {' or '.join(mlp.PRESETS)}")
@@ -85,6 +98,7 @@ default = mlp.default_config(preset)
 for name in (*default.inputs, *default.targets, *default.weights):
     ui.seed_from_url(name, _key(preset, name), mlp.parse_link_number)
 ui.seed_from_url("lr", _key(preset, "lr"), _rate, "learning rate")
+_apply_tried_learning_rate(preset)
 ui.seed_from_url("steps", _key(preset, "steps"), lambda t: _count(t, 1, mlp.MAX_STEPS), "training steps")
 
 with st.container(border=True):
@@ -122,7 +136,8 @@ if diverged:
     st.error(f"{diverged} The steps up to there are shown.", icon=":material/trending_up:")
 stuck = mlp.first_stuck_step(history)
 if stuck is not None:
-    st.info(f"From step {stuck} on, training is stuck: {mlp.stuck_note(history.steps[stuck])}", icon=":material/block:")
+    st.info(f"From step {stuck} on, every gradient is 0 and the weights no longer change: Play stops at step "
+            f"{stuck}, where the walk says why.", icon=":material/block:")
 
 STEP_KEY = _step_key(preset)
 last = len(history.steps) - 1
@@ -135,6 +150,12 @@ def step_view(history: mlp.MLPHistory) -> None:
     p = mlp.PRESETS[history.config.preset]
     k = ui.stepper(STEP_KEY, len(history.steps), "Training step", format_func=lambda i: f"step {i}",
                    help="Step 0 is the worked example. Each step: forward, backward, update.")
+    stuck = mlp.first_stuck_step(history)
+    arrived = st.session_state.get(f"{STEP_KEY}__shown") == k - 1  # a tick of Play moved it here
+    st.session_state[f"{STEP_KEY}__shown"] = k
+    if k == stuck and arrived and st.session_state.get(f"{STEP_KEY}__playing"):
+        st.session_state[f"{STEP_KEY}__playing"] = False  # Play stops where training gets stuck; Play again goes on
+        st.rerun()  # the whole page, so the fragment's timer stops
     ui.write_url(step=k)
     ui.link_button()
     step = history.steps[k]
@@ -145,9 +166,8 @@ def step_view(history: mlp.MLPHistory) -> None:
     metrics[1].metric(p.loss_name, fmt(step.loss, style=s))
     metrics[2].metric(f"{p.loss_name} at step {last}", fmt(history.steps[-1].loss, style=s))
     metrics[3].metric("status", "diverged" if not step.finite else "finite")
-    note = mlp.stuck_note(step)
-    if note:
-        st.info(note, icon=":material/block:")
+    if stuck is not None and k >= stuck:
+        stuck_here(history, k)
     st.plotly_chart(render_handwork.loss_curve_figure(history.losses, k, p.loss_name, history.diverged_at,
                                                       height=260, font_px=ui.text_px()),
                     width="stretch", key=f"mlp_loss_curve::{p.key}")
@@ -173,6 +193,26 @@ def step_view(history: mlp.MLPHistory) -> None:
     block("forward", f"Forward pass at step {k}")
     block("backward", f"Backward pass (the chain rule, numbers in; {d} for d{p.loss_name})")
     block("update", f"Update (learning rate {fmt(step.learning_rate)})")
+
+
+def stuck_here(history: mlp.MLPHistory, k: int) -> None:
+    """Why training cannot move at step ``k`` and, when a smaller learning rate learns, a button that sets it."""
+    stuck = mlp.first_stuck_step(history)
+    dying = mlp.dying_relu_note(history)
+    repeat = f"Step {k} repeats step {stuck}. " if k > stuck else ""
+    st.warning(repeat + (dying or mlp.stuck_note(history.steps[stuck])), icon=":material/block:")
+    rescue = mlp.learning_rate_that_learns(history.config, DEFAULT_STEPS) if dying and stuck > 0 else None
+    if rescue is None:
+        return
+    p = mlp.PRESETS[history.config.preset]
+    cols = st.columns([1, 3], vertical_alignment="center")
+    if cols[0].button(f"Try learning rate {rescue.learning_rate:g}", key=f"mlp_try_lr_{p.key}",
+                      icon=":material/healing:"):
+        st.session_state[f"mlp_tried_{p.key}"] = (rescue.learning_rate, len(rescue.losses))
+        st.rerun()  # the whole page: the learning rate and the training live outside this fragment
+    cols[1].caption(f"With learning rate {rescue.learning_rate:g} the same network learns: {p.loss_name} falls from "
+                    f"{fmt(rescue.losses[0], style=p.style)} to {fmt(rescue.losses[-1], style=p.style)} in "
+                    f"{len(rescue.losses)} steps, and no ReLU dies.")
 
 
 step_view(history)

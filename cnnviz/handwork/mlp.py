@@ -301,7 +301,7 @@ def stuck_note(step: MLPStep) -> str | None:
     if step.preset == "relu" and step.finite and all(step.grads[k] == 0 for k, _ in PRESETS["relu"].weights):
         if step.values["a"] == 0 and step.values["b"] == 0:
             return ("Both first-layer ReLUs output 0 (w1 * x <= 0), so every gradient is 0 and the weights stop "
-                    "changing: a dead ReLU. A smaller learning rate (try 0.001) keeps w1 positive.")
+                    "changing: a dead ReLU.")
         return "Every gradient is 0 at this step, so the weights stop changing."
     return None
 
@@ -309,6 +309,59 @@ def stuck_note(step: MLPStep) -> str | None:
 def first_stuck_step(history: MLPHistory) -> int | None:
     """The first step from which training cannot move (see :func:`stuck_note`), or None."""
     return next((s.step for s in history.steps if stuck_note(s)), None)
+
+
+def _dead_relus(step: MLPStep) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The layer whose ReLUs are all off: its name and each ReLU input's (weight, operand), else None."""
+    if step.values["a"] == 0 and step.values["b"] == 0:
+        return "first-layer ReLUs", (("w1", "x"),)  # a and b share w1 * x
+    if step.values["c"] == 0 and step.values["e"] == 0:
+        return "second-layer ReLUs", (("w2", "a"), ("w3", "b"))
+    return None
+
+
+def dying_relu_note(history: MLPHistory) -> str | None:
+    """The dying-ReLU problem in words, for the step where it happens: which update switched which ReLUs off.
+
+    Markdown: the arithmetic is in code spans (its ``*`` is not emphasis).
+
+    Returns:
+        None unless a whole layer of ReLUs is off at :func:`first_stuck_step` (every gradient 0 from there on).
+    """
+    k = first_stuck_step(history)
+    if k is None or (dead := _dead_relus(history.steps[k])) is None:
+        return None
+    layer, units = dead
+    step = history.steps[k]
+    numbers = {**step.inputs, **step.values}
+    products = " and ".join(f"`{w} * {n} = {fmt(step.weights[w])}*{factor(numbers[n])} = "
+                            f"{fmt(step.weights[w] * numbers[n])}`" for w, n in units)
+    off = (f"{products}{' are both' if len(units) > 1 else ''} <= 0, so both {layer} output 0. A ReLU whose input "
+           f"is <= 0 outputs 0 and passes back a gradient of 0, so every gradient is 0: no update can change a weight")
+    if k == 0:
+        return (f"The network is dead before training starts: {off}, whatever the learning rate. Change the numbers "
+                f"so that {' and '.join(f'`{w} * {n}`' for w, n in units)} > 0.")
+    before = history.steps[k - 1]
+    moves = " and ".join(f"{w} from {fmt(before.weights[w])} to {fmt(step.weights[w])} "
+                         f"(`{fmt(before.weights[w])} - {fmt(before.learning_rate)}*{factor(before.grads[w])}`)"
+                         for w, _ in units)
+    return (f"**The dying-ReLU problem.** The update of step {k - 1} moved {moves}, a step far too large. Now {off} "
+            f"again, and every later step repeats step {k}. The network has died; Play stops here.")
+
+
+def learning_rate_that_learns(config: MLPConfig, steps: int = 100) -> LRRun | None:
+    """The largest learning rate on the 3, 1, 0.3, 0.1, ... ladder below ``config.learning_rate`` (down to 1e-6)
+    at which ``steps`` steps learn: nothing diverges or dies, and the loss ends below 1/1000 of where it started.
+
+    Returns:
+        that rate's run, or None when no rate on the ladder learns.
+    """
+    ladder = sorted({float(f"{m}e{e}") for e in range(-6, 7) for m in (1, 3)}, reverse=True)
+    for rate in (r for r in ladder if r < config.learning_rate):
+        (run,) = compare_learning_rates(config, [rate], steps)
+        if run.diverged_at is None and run.stuck_at is None and run.losses[-1] < run.losses[0] / 1000:
+            return run
+    return None
 
 
 def divergence_note(history: MLPHistory) -> str | None:

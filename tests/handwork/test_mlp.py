@@ -7,6 +7,7 @@ import io
 import math
 import random
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -264,6 +265,36 @@ def test_dead_relu_is_explained():
     assert mlp.first_stuck_step(history) == 1  # w1 = -23.2 switches both first-layer ReLUs off
     assert "dead ReLU" in mlp.stuck_note(history.steps[1])
     assert mlp.stuck_note(history.steps[0]) is None
+
+
+def test_dying_relu_is_named_at_the_step_where_it_happens_with_the_update_that_caused_it():
+    """Issue 21, item 5: the worked example dies at step 1; the note says so with torch's numbers."""
+    config = mlp.default_config("relu")
+    history = mlp.train(config, 100)
+    reference = torch_train(config, 2)
+    w1_before, grad, w1_after = reference[0][0]["w1"], reference[0][3]["w1"], reference[0][4]["w1"]
+    assert all(reference[1][3][w] == 0 for w in config.weights)  # torch: every weight gradient 0 at step 1
+    note = mlp.dying_relu_note(history)
+    assert note.startswith("**The dying-ReLU problem.** The update of step 0 moved w1")
+    assert f"from {fmt(w1_before)} to {fmt(w1_after)} (`{fmt(w1_before)} - 0.1*{fmt(grad)}`)" in note
+    assert f"`w1 * x = {fmt(w1_after)}*2 = {fmt(w1_after * 2)}` <= 0" in note and "repeats step 1" in note
+    dead = mlp.make_config("relu", config.inputs, config.targets, {**config.weights, "w1": -1.0}, 0.1)
+    assert "dead before training starts" in mlp.dying_relu_note(mlp.train(dead, 3))
+    assert mlp.dying_relu_note(mlp.train(mlp.default_config("sigmoid"), 3)) is None
+
+
+def test_the_learning_rate_offered_after_a_dying_relu_learns_like_torch():
+    config = mlp.default_config("relu")
+    run = mlp.learning_rate_that_learns(config, 100)
+    assert run.learning_rate == 0.003  # the largest of 0.03, 0.01, 0.003, ... that learns
+    for rate in (0.03, 0.01):
+        assert mlp.first_stuck_step(mlp.train(replace(config, learning_rate=rate), 100)) == 1
+    reference = torch_train(replace(config, learning_rate=run.learning_rate), 100)
+    assert len(reference) == 100 and all(any(r[3][w] != 0 for w in config.weights) for r in reference)
+    losses = torch.tensor([r[2] for r in reference], dtype=F64)
+    assert_close(torch.tensor(run.losses, dtype=F64), losses)
+    assert losses[-1] < losses[0] / 1000
+    assert mlp.learning_rate_that_learns(replace(config, learning_rate=1e-6), 100) is None
 
 
 @pytest.mark.parametrize("weights", [

@@ -52,3 +52,15 @@ def fmt_close_to_one(p: float, digits: int = 4) -> str:
     if math.isfinite(p) and 0.999 < p < 1.0:
         return f"1 - {fmt(1.0 - p, 3)}"
     return fmt(p, digits)
+
+
+def digits_for_sum(total: float, terms, digits: int = 4) -> int:
+    """Significant digits to write a sum's terms with, so that adding the written terms gives the total's first
+    ``digits`` digits: more where the terms cancel (0.0425431412 + (-0.0425462457) for a total of -3.1e-06, not
+    0.04254 + (-0.04254)). The largest term's last digit sits one place below the total's; at most 17."""
+    big = max((abs(float(t)) for t in terms), default=0.0)
+    total = abs(float(total))
+    if not (math.isfinite(big) and math.isfinite(total)) or big == 0 or total == 0:
+        return digits
+    places = math.floor(math.log10(big)) - math.floor(math.log10(total))  # how many decades the terms cancel
+    return min(17, max(digits, digits + 1 + places))

@@ -42,8 +42,7 @@ def input_step(ctx: Ctx) -> None:
                 f"pixel value: {fmt(g, 4)} / {fmt(card.std[c], 4)} = **{fmt(g / card.std[c], 4)}**")
     if st.button("Check this number with finite differences", key="check_x"):
         check = gradient_check(ctx.model, ctx.x, trace.target, "input", (c, row, col), objective=trace.objective)
-        st.markdown(f"autograd {fmt(check.autograd, 8)} vs finite difference {fmt(check.finite_difference, 8)} "
-                    f"(relative error {check.relative_error:.1e}, float64)")
+        st.markdown(figs.gradient_check_text(check))
     st.divider()
     attribution_panel(ctx)
 

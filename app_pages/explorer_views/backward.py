@@ -17,10 +17,12 @@ from cnnviz.engine.layer_rules import (
     largest_cell,
     loss_float64,
     pool_windows,
+    products_text,
+    rounding_note,
     softmax_rows,
     weight_grad_cell,
 )
-from cnnviz.numbers import factor, fmt, fmt_close_to_one
+from cnnviz.numbers import fmt, fmt_close_to_one
 from cnnviz.render import inspect as figs
 
 STEP_KEY = "backprop"
@@ -137,6 +139,10 @@ def layer_step(ctx: Ctx, rec) -> None:
     st.markdown(f"**At cell {cell}:** {rule.worked}")
     st.markdown(f"Autograd says dL/dx{list(cell)} = **{fmt(rule.recorded, 4)}**")
     px = ui.text_px(14)
+    note = rounding_note(rule.value, rule.recorded, rule.magnitude, str(g_in.dtype))
+    if note:
+        st.caption(f"The rule's sum above is written in float64; autograd's number is the network's own, in "
+                   f"{g_in.dtype}. {note}")
     if rec.kind == "relu" and g_in.ndim == 3:
         frame = [figs.window(cell[1], cell[2], 1, 1)]
         st.html(figs.row_html(figs.map_html((rec.input[cell[0]] > 0).astype(float), "mask: input > 0", px,
@@ -188,13 +194,16 @@ def conv_backward(ctx: Ctx, rec, cell, px: int) -> None:
                             marks={(u, v): figs.MARK}))
     aligned, g, total = conv_weight_grad_terms(rec, o, c, u, v)
     pairs = [(float(xv), float(gv)) for xv, gv in zip(aligned.ravel(), g.ravel(), strict=True) if xv and gv]
-    listed = " + ".join(f"{factor(xv, 3, first=k == 0)}·{factor(gv, 3)}" for k, (xv, gv) in enumerate(pairs[:10]))
-    more = f" + ... ({len(pairs) - 10} more non-zero products)" if len(pairs) > 10 else ""
+    listed = products_text(pairs, 3, 10, "·", "more non-zero products")
+    recorded = float(rec.weight_grad[o, c, u, v])
     st.markdown(f"dL/dW[{o},{c},{u},{v}] (the largest of this kernel) = sum over every output cell of X x g = "
-                f"{listed or '0'}{more} = **{fmt(total, 4)}** (autograd: {fmt(float(rec.weight_grad[o, c, u, v]), 4)};"
-                f" {g.size} products, {g.size - len(pairs)} of them 0)")
+                f"{listed or '0'} = **{fmt(total, 4)}** (summed in float64; autograd, in {rec.weight_grad.dtype}: "
+                f"{fmt(recorded, 4)}; {g.size} products, {g.size - len(pairs)} of them 0)")
+    note = rounding_note(total, recorded, float(np.abs(np.asarray(aligned, np.float64) * g).sum()),
+                         str(rec.weight_grad.dtype))
+    if note:
+        st.caption(note)
     if st.button("Check this number with finite differences", key="check_w"):
         check = gradient_check(ctx.model, ctx.x, ctx.trace.target, f"{rec.name}.weight", (o, c, u, v),
                                objective=ctx.trace.objective)
-        st.markdown(f"autograd {fmt(check.autograd, 8)} vs finite difference {fmt(check.finite_difference, 8)} "
-                    f"(relative error {check.relative_error:.1e}, eps {check.eps:g}, float64)")
+        st.markdown(figs.gradient_check_text(check))

@@ -7,8 +7,17 @@ import streamlit as st
 
 from app_pages.explorer_views.context import KIND_NAMES, Ctx, layer_label
 from cnnviz import ui
-from cnnviz.engine.layer_rules import conv_cell, global_average, largest_cell, pool_windows, relu_summary
-from cnnviz.numbers import factor, fmt
+from cnnviz.engine.layer_rules import (
+    batchnorm_cell,
+    conv_cell,
+    global_average,
+    largest_cell,
+    pool_windows,
+    products_text,
+    relu_summary,
+    rounding_note,
+)
+from cnnviz.numbers import digits_for_sum, factor, fmt
 from cnnviz.render import inspect as figs
 from cnnviz.render.overview import Column, current_css, overview_html
 
@@ -103,7 +112,7 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     row, col = pick_cell(rec.output.shape, "fwd_conv", largest_cell(rec.output[o]))
     cell = conv_cell(rec, o, row, col)
     c_in = cell.kernel.shape[0]
-    partial = cell.products.reshape(c_in, -1).sum(1)
+    partial = cell.partials  # float64, as every written sum
     c_default = int(np.abs(partial).argmax())
     c = st.slider("input channel to show", 0, c_in - 1, c_default, key="fwd_conv_in") if c_in > 1 else 0
     kh, kw = cell.kernel.shape[1:]
@@ -118,11 +127,15 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     st.html(figs.row_html(figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
                           figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
                           figs.matrix_html(cell.products[c], "products W x patch", px, signed=True), gap_px=40))
-    terms = " + ".join(f"{factor(w, 4, first=k == 0)}·{factor(v, 4)}"
-                       for k, (w, v) in enumerate(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True)))
+    terms = products_text(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True), limit=None, times="·")
     st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
-    st.markdown(f"Sum over all {c_in} input channels = {fmt(partial.sum(), 4)}, plus bias {fmt(cell.bias, 4)} = "
-                f"**{fmt(cell.total, 4)}**; the map holds **{fmt(cell.recorded, 4)}**.")
+    d = digits_for_sum(cell.total, (cell.products_sum, cell.bias))  # enough digits to show what is left
+    st.markdown(f"Sum over all {c_in} input channels (in float64) = {fmt(cell.products_sum, d)}, plus bias "
+                f"{fmt(cell.bias, d)} = **{fmt(cell.total, 4)}**; the map holds **{fmt(cell.recorded, 4)}** (the "
+                f"network's own sum, in {rec.output.dtype}).")
+    note = rounding_note(cell.total, cell.recorded, cell.magnitude, str(rec.output.dtype))
+    if note:
+        st.caption(note)
     if c_in > 1:
         with st.expander(f"Every input channel's partial sum ({c_in})"):
             st.table({"input channel": list(range(c_in)), "sum of products": [fmt(v, 4) for v in partial]})
@@ -176,9 +189,10 @@ def bn_inspector(ctx: Ctx, rec, i: int) -> None:
                 "statistics were gathered during training).")
     c = pick_channel(rec.output.shape[0], "fwd_bn_ch")
     row, col = pick_cell(rec.output.shape, "fwd_bn", largest_cell(rec.output[c]))
-    xv, yv = float(rec.input[c, row, col]), float(rec.output[c, row, col])
-    st.markdown(f"Channel {c} at ({row},{col}): y = {fmt(scale[c], 4)} x {factor(xv, 4)} + {factor(shift[c], 4)} = "
-                f"**{fmt(scale[c] * xv + shift[c], 4)}** (recorded {fmt(yv, 4)})")
+    cell = batchnorm_cell(rec, c, row, col)
+    st.markdown(f"Channel {c} at ({row},{col}): y = {fmt(cell.scale, 4)} x {factor(cell.x, 4)} + "
+                f"{factor(cell.shift, 4)} = **{fmt(cell.total, 4)}** (in float64; the network's own output, in "
+                f"{rec.output.dtype}: {fmt(cell.recorded, 4)})")
     st.table({"channel": list(range(len(scale))), "scale": [fmt(v, 4) for v in scale],
               "shift": [fmt(v, 4) for v in shift]})
 

@@ -2,10 +2,17 @@
 
 Every function takes records from a Trace (which equal autograd) and recomputes one number by hand, the way a
 learner would on paper; the tests check that the hand computation lands on the recorded value.
+
+A written sum of products is added in float64 from the float32 numbers it lists (``sum_of_products``): the product
+of two float32 numbers is exact in float64 and ``math.fsum`` adds without intermediate rounding, so the total
+printed is the exact sum of the terms printed, even where they cancel. The network's own value (float32) can
+differ in its last digits there; ``rounding_note`` says so on the page.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +24,47 @@ from cnnviz.numbers import factor, fmt
 
 def _pair(v) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def sum_of_products(a, b, plus: float = 0.0) -> float:
+    """sum_k a[k] * b[k] + plus, in float64 and correctly rounded (exact products of float32 operands, math.fsum).
+
+    Args:
+        a, b: numbers of the same shape (any float dtype; float32 ones are the network's own).
+        plus: one more number to add (a bias).
+    """
+    products = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
+    return math.fsum([*products.ravel().tolist(), float(plus)])
+
+
+def products_text(pairs: Iterable[tuple[float, float]], digits: int = 4, limit: int | None = 12, times: str = " x ",
+                  more: str = "more") -> str:
+    """``a x b + c x d + ...``: the products of a sum written with their numbers, the first ``limit`` of them."""
+    pairs = list(pairs)
+    shown = pairs if limit is None else pairs[:limit]
+    text = " + ".join(f"{factor(a, digits, first=k == 0)}{times}{factor(b, digits)}" for k, (a, b) in enumerate(shown))
+    return text + (f" + ... ({len(pairs) - len(shown)} {more})" if len(pairs) > len(shown) else "")
+
+
+def rounding_note(written: float, network: float, magnitude: float, network_dtype: str = "float32",
+                  digits: int = 4) -> str:
+    """Why a sum written in float64 and the network's own number differ in their printed digits ("" when they agree).
+
+    Args:
+        written: the float64 sum the page writes out.
+        network: the value the network (or autograd) computed, in ``network_dtype``.
+        magnitude: the sum of the terms' absolute values, which sets the size of float32's rounding errors.
+    """
+    if fmt(written, digits) == fmt(network, digits) or network_dtype == "float64":
+        return ""
+    why = f"Why the network's {fmt(network, digits)} differs from the written {fmt(written, digits)}: "
+    if magnitude <= 10 * abs(written):
+        return why + (f"{network_dtype} keeps about 7 significant digits, and the two are "
+                      f"{fmt(abs(network - written), 2)} apart, enough to round the last digit shown differently.")
+    return why + (f"the terms nearly cancel (their sizes add up to {fmt(magnitude, 3)}, their sum is "
+                  f"{fmt(written, 3)}), and the network adds them in {network_dtype}, whose rounding errors (about "
+                  "1e-7 of the terms' size) reach the digits shown. The written sum is computed in float64 from the "
+                  "same float32 numbers: it is the exact sum of the terms listed.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -32,12 +80,23 @@ class ConvCell:
     col: int
     kernel: np.ndarray  # (C_in, kh, kw)
     patch: np.ndarray  # (C_in, kh, kw): input under the kernel, 0 where it lies on padding
-    products: np.ndarray  # (C_in, kh, kw)
+    products: np.ndarray  # (C_in, kh, kw), float64: each exact
+    partials: np.ndarray  # (C_in,): each input channel's sum of products, in float64
     bias: float
-    total: float  # products.sum() + bias
-    recorded: float  # the value in the recorded feature map
+    total: float  # products.sum() + bias, in float64 (sum_of_products)
+    recorded: float  # the value in the recorded feature map: the network's own arithmetic (float32 in the app)
     top: int  # the kernel window's first input row (negative where it lies on padding)
     left: int  # ... and first input column
+
+    @property
+    def products_sum(self) -> float:
+        """The sum of every product (all input channels), without the bias, in float64."""
+        return math.fsum(self.products.ravel().tolist())
+
+    @property
+    def magnitude(self) -> float:
+        """The sum of |product| and |bias|: how large float32's rounding errors of this sum can be."""
+        return math.fsum([*np.abs(self.products).ravel().tolist(), abs(self.bias)])
 
 
 def conv_cell(rec: LayerRecord, out_channel: int, row: int, col: int) -> ConvCell:
@@ -52,10 +111,30 @@ def conv_cell(rec: LayerRecord, out_channel: int, row: int, col: int) -> ConvCel
     padded = np.pad(rec.input, ((0, 0), (ph, ph), (pw, pw)))
     r0, c0 = row * sh, col * sw
     patch = padded[:, r0:r0 + dh * (kh - 1) + 1:dh, c0:c0 + dw * (kw - 1) + 1:dw]
-    products = kernel * patch
+    products = kernel.astype(np.float64) * patch  # (C_in, kh, kw): exact for float32 operands
     bias = float(rec.bias[out_channel]) if rec.bias is not None else 0.0
-    return ConvCell(out_channel, row, col, kernel, patch, products, bias, float(products.sum()) + bias,
-                    float(rec.output[out_channel, row, col]), r0 - ph, c0 - pw)
+    partials = np.array([sum_of_products(kernel[c], patch[c]) for c in range(kernel.shape[0])])
+    return ConvCell(out_channel, row, col, kernel, patch, products, partials, bias,
+                    sum_of_products(kernel, patch, bias), float(rec.output[out_channel, row, col]), r0 - ph, c0 - pw)
+
+
+@dataclass(frozen=True)
+class BatchNormCell:
+    """y[c, i, j] = scale[c] * x[c, i, j] + shift[c] (eval mode), written in float64."""
+
+    scale: float
+    x: float
+    shift: float
+    total: float  # scale * x + shift in float64
+    recorded: float  # the network's own output
+
+
+def batchnorm_cell(rec: LayerRecord, channel: int, row: int, col: int) -> BatchNormCell:
+    """One output cell of an eval-mode batch norm as scale x + shift."""
+    scale, shift = float(rec.extra["scale"][channel]), float(rec.extra["shift"][channel])
+    x = float(rec.input[channel, row, col])
+    return BatchNormCell(scale, x, shift, sum_of_products([scale], [x], shift),
+                         float(rec.output[channel, row, col]))
 
 
 @dataclass(frozen=True)
@@ -116,6 +195,11 @@ class Rule:
     recorded: float  # what autograd gave (from the trace)
     terms: list[tuple[str, float, float]] = field(default_factory=list)  # (label, upstream, local) per term
 
+    @property
+    def magnitude(self) -> float:
+        """The sum of the terms' |upstream x local|: how large float32's rounding errors of the value can be."""
+        return math.fsum(abs(a * b) for _, a, b in self.terms) if self.terms else abs(self.value)
+
 
 def loss_gradient(trace: Trace) -> np.ndarray:
     """dL/d(logits): softmax + cross-entropy gives p - onehot(target); the logit objective gives onehot."""
@@ -130,8 +214,11 @@ def _fmt(v: float) -> str:
 
 def _terms_text(terms: list[tuple[str, float, float]], limit: int = 12) -> str:
     """``a x b + c x d + ...``: the first ``limit`` products of a sum, written with their numbers."""
-    shown = " + ".join(f"{factor(a, 4, first=k == 0)} x {factor(b, 4)}" for k, (_, a, b) in enumerate(terms[:limit]))
-    return shown + (f" + ... ({len(terms) - limit} more)" if len(terms) > limit else "")
+    return products_text([(a, b) for _, a, b in terms], limit=limit)
+
+
+def _terms_sum(terms: list[tuple[str, float, float]]) -> float:
+    return sum_of_products([a for _, a, _ in terms], [b for _, _, b in terms])
 
 
 def backward_rule(rec: LayerRecord, cell: tuple[int, ...]) -> Rule:
@@ -176,7 +263,7 @@ def _linear_rule(rec: LayerRecord, cell, recorded) -> Rule:
     w = rec.weight[:, j]  # (out,)
     g = rec.grad_output
     terms = [(f"g[{i}] * W[{i},{j}]", float(g[i]), float(w[i])) for i in range(len(g))]
-    value = float((g * w).sum())
+    value = sum_of_products(g, w)
     return Rule("linear", "dL/dx = W^T g", f"dL/dx[{j}] = {_terms_text(terms)} = {_fmt(value)}", value, recorded,
                 terms)
 
@@ -187,7 +274,7 @@ def _maxpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
     flat = r * width_in + col
     hits = np.argwhere(rec.pool_indices[c] == flat)
     terms = [(f"window ({i},{j})", float(rec.grad_output[c, i, j]), 1.0) for i, j in hits]
-    value = float(sum(t[1] for t in terms))
+    value = math.fsum(t[1] for t in terms)
     if terms:
         worked = (f"cell ({r},{col}) is the max of {len(terms)} window(s): dL/dx = "
                   + " + ".join(_fmt(t[1]) for t in terms) + f" = {_fmt(value)}")
@@ -216,7 +303,7 @@ def _avgpool_rule(rec: LayerRecord, cell, recorded) -> Rule:
         terms = [(f"window ({i},{j})", float(rec.grad_output[c, i, j]), 1.0 / (kh * kw))
                  for i in range(h_out) for j in range(w_out)
                  if i * sh - ph <= r < i * sh - ph + kh and j * sw - pw <= col < j * sw - pw + kw]
-    value = float(sum(a * b for _, a, b in terms))
+    value = _terms_sum(terms)
     worked = f"dL/dx = {_terms_text(terms, 6)} = {_fmt(value)}"
     return Rule("avgpool", "each window's gradient is split equally over its cells", worked, value, recorded, terms)
 
@@ -236,7 +323,7 @@ def _conv_rule(rec: LayerRecord, cell, recorded) -> Rule:
             if 0 <= i < g.shape[1] and 0 <= j < g.shape[2]:
                 for o in range(w.shape[0]):
                     terms.append((f"g[{o},{i},{j}] * W[{o},{c},{u},{v}]", float(g[o, i, j]), float(w[o, c, u, v])))
-    value = float(sum(a * b for _, a, b in terms))
+    value = _terms_sum(terms)
     worked = (f"dL/dx[{c},{r},{col}] = sum of {len(terms)} products g x W (every output channel, every kernel "
               f"position that covered this cell) = {_terms_text(terms)} = {_fmt(value)}")
     return Rule("conv", "dX = full convolution of g with the kernel rotated 180 degrees, summed over output channels",
@@ -273,14 +360,14 @@ def conv_weight_grad_terms(rec: LayerRecord, out_channel: int, in_channel: int, 
         np.ndarray, np.ndarray, float]:
     """dW[o, c, u, v] = sum over output cells (i, j) of X_pad[c, i*s + u, j*s + v] * g[o, i, j].
 
-    Returns (the input values aligned with g, g of that output channel, their summed product).
+    Returns (the input values aligned with g, g of that output channel, their summed product in float64).
     """
     (sh, sw), (ph, pw) = _pair(rec.hparams["stride"]), _pair(rec.hparams["padding"])
     g = rec.grad_output[out_channel]  # (H_out, W_out)
     padded = np.pad(rec.input[in_channel], ((ph, ph), (pw, pw)))
     h_out, w_out = g.shape
     aligned = padded[u:u + sh * (h_out - 1) + 1:sh, v:v + sw * (w_out - 1) + 1:sw]
-    return aligned, g, float((aligned * g).sum())
+    return aligned, g, sum_of_products(aligned, g)
 
 
 # ---------------------------------------------------------------------------------------------------------------

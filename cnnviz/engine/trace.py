@@ -102,9 +102,12 @@ class LayerUpdate:
 @dataclass(frozen=True)
 class GradientCheck:
     autograd: float
-    finite_difference: float
+    finite_difference: float  # central: (f(x + eps) - f(x - eps)) / (2 eps), the mean of the two one-sided slopes
     relative_error: float
     eps: float
+    left_slope: float  # (f(x) - f(x - eps)) / eps
+    right_slope: float  # (f(x + eps) - f(x)) / eps
+    kink: bool  # the one-sided slopes differ, by about as much at a 10x larger step: no derivative at x
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnviz.numbers import fmt
 from cnnviz.render import Html
 from cnnviz.render.network import colorize, is_signed, ramp_css
+
+if TYPE_CHECKING:
+    from cnnviz.engine.trace import GradientCheck
 
 MARK = "#00c000"  # the selected cell / window
 CHOSEN = "#e08a00"  # max-pool's chosen cell
@@ -174,3 +178,23 @@ def bars_html(values: Sequence[float], labels: Sequence[str], highlight: int | N
                     f'<span style="display:inline-block;height:{px - 1}px;width:{abs(float(v)) / vmax * 55:.1f}%;'
                     f'min-width:1px;background:{colour}"></span><span>{text}</span></div>')
     return Html(f'<div style="font-family:sans-serif;font-size:{px}px">{"".join(rows)}</div>')
+
+
+def gradient_check_text(check: GradientCheck) -> str:
+    """The finite-difference check as the page writes it (markdown): autograd against the central difference and,
+    where the one-sided slopes differ (a kink: a ReLU input at exactly 0, a max-pool tie), that the objective has
+    no derivative at this point, with both slopes."""
+    line = (f"autograd {fmt(check.autograd, 8)} vs finite difference {fmt(check.finite_difference, 8)} "
+            f"(relative error {check.relative_error:.1e}, eps {check.eps:g}, float64)")
+    if not check.kink:
+        return line
+    left, right = check.left_slope, check.right_slope
+    agrees = [name for name, slope in (("left", left), ("right", right))
+              if abs(check.autograd - slope) <= 1e-4 * max(abs(slope), abs(check.autograd), 1e-12)]
+    which = (f"autograd's number is the {agrees[0]} slope" if len(agrees) == 1 else
+             "autograd's number is neither slope (several kinks meet here)" if not agrees else "")
+    return (f"{line}\n\n**No derivative here:** the objective has a kink at this point (within eps of it: somewhere "
+            "downstream a ReLU's input is 0 or a max-pool window has a tie), so its slope depends on the side: "
+            f"**{fmt(left, 6)}** to the left, **{fmt(right, 6)}** to the right. The central difference is their mean; "
+            f"autograd follows PyTorch's convention (ReLU'(0) = 0, a tie goes to the window's first cell)"
+            f"{': ' + which if which else ''}. The relative error measures that gap, not a fault of autograd.")

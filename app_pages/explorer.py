@@ -50,8 +50,7 @@ with controls[0]:
     yours = ui.your_model()
     models = [m for m in MODELS if m != "yours" or yours is not None]
     ui.seed_from_url("model", "model_name", ui.one_of(models), "model")
-    name = st.selectbox("Model", models, key="model_name",
-                        format_func=lambda m: f"Your model ({yours.origin})" if m == "yours" else MODELS[m])
+    name = st.selectbox("Model", models, key="model_name", format_func=MODELS.get)
 stages = [s for s in ("final", "epoch1", "init") if s in available_stages(name)] if name != "yours" else []
 stage = "final"
 with controls[1]:
@@ -75,6 +74,8 @@ data = card.name  # the test set the pickers read: the card's dataset (also Your
 
 # ---------------------------------------------------------------------------------------------------------- input
 with top[0]:
+    if name == "yours":  # which network "Your model" is: the one trained or uploaded last
+        st.caption(f"Your model: {card.param_count:,} parameters, {yours.origin}.", width="stretch")
     sources = (["Draw"] if is_digits else []) + ["Test sample", "Mistakes", "Upload"]
     if ui.seed_from_url("sample", f"sample_{name}_index", ui.sample_index_parser(data), "sample"):
         st.session_state[f"source_{name}"] = "Test sample"  # a link's sample opens the test-sample picker
@@ -133,9 +134,13 @@ with top[1]:
 
 # ------------------------------------------------------------------------------------------- target, objective
 default_target = picked.label if picked.label is not None else first.pred
-if st.session_state.get("_target_for") != (card.classes, key_x):  # a new input: its true or predicted class
-    st.session_state["_target_for"] = (card.classes, key_x)      # (another model with these classes keeps it)
-    st.session_state["_target"] = st.session_state["target"] = default_target
+auto = st.session_state.get("_target_auto")  # the class the page chose, until the learner chooses one
+if st.session_state.get("_target_for") != (card.classes, key_x) \
+        or (auto is not None and st.session_state.get("_target") == auto != default_target):
+    # a new input, or another model's prediction: its true or predicted class; a class the learner chose is kept
+    # when only the model changes (to one with the same classes)
+    st.session_state["_target_for"] = (card.classes, key_x)
+    st.session_state["_target"] = st.session_state["target"] = st.session_state["_target_auto"] = default_target
 if "target" not in st.session_state:  # Streamlit drops a widget's state after a run that did not draw it
     st.session_state["target"] = st.session_state.get("_target", default_target)
 k = len(card.classes)
@@ -145,6 +150,8 @@ with controls[2]:
     target = st.selectbox("Explain class (backward target)", range(k), format_func=lambda i: card.classes[i],
                           key="target")
     st.session_state["_target"] = target
+    if target != st.session_state.get("_target_auto"):
+        st.session_state["_target_auto"] = None  # the learner's choice from now on
 with controls[3]:
     objective = st.selectbox("Differentiate", list(OBJECTIVES), key="objective", format_func=OBJECTIVES.get)
 with top[1]:

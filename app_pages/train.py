@@ -235,9 +235,15 @@ result = ui.session_model()
 if result is not None and not busy:
     model, card = result
     st.header("4. Your model")
-    st.success(f"Your model scores **{card.test_accuracy:.2f}%** on the {fmt(10_000)} {spec.dataset} test "
-               f"images after {fmt(card.training_time_s)} s of training. It is in the Network explorer's model "
-               "choice as **Your model** for this session.")
+    chance = 100 / len(card.classes)
+    learned = card.test_accuracy is not None and card.test_accuracy >= 1.5 * chance
+    (st.success if learned else st.warning)(
+        f"Your model scores **{card.test_accuracy:.2f}%** on the {fmt(10_000)} {spec.dataset} test images after "
+        f"{fmt(card.training_time_s)} s of training" + ("." if learned else
+        f": about what guessing scores ({fmt(chance)}% for {len(card.classes)} classes), so it has not learned. "
+        "A deep stack of sigmoids without batch norm passes back almost no gradient to its first layers: look at "
+        "the gradient norms above, then try ReLU, batch norm, fewer layers or more steps.") +
+        " It is in the Network explorer's model choice as **Your model** for this session.")
     weights, card_json = ui.session_cached("train_download", (id(model),), lambda: to_bytes(model, card), size=2)
     d1, d2, d3 = st.columns(3)
     d1.download_button("Download the weights (.safetensors)", weights, file_name="my_cnn.safetensors",

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages.explorer_views import attributions
-from app_pages.explorer_views.context import KIND_NAMES, Ctx
+from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks
 from app_pages.explorer_views.forward import frame_current, overview, pick_cell
 from cnnviz import ui
 from cnnviz.engine.capture import gradient_check
@@ -60,6 +60,7 @@ def show(ctx: Ctx) -> None:
                        format_func=lambda k: position_label(ctx, pos[k]))
         p = pos[s]
         ui.write_url(layer="input" if p == "input" else position_label(ctx, p))
+        fresh_picks(ctx, f"backward {s}")
         frame_current(min(s, len(ctx.layers)), gradients=True)
         st.divider()
         left, right = st.columns([1.5, 1], gap="large")

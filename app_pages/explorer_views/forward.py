@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages.explorer_views.context import KIND_NAMES, Ctx, layer_label
+from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks, layer_label
 from cnnviz import ui
 from cnnviz.engine.layer_rules import (
     batchnorm_cell,
@@ -68,6 +68,7 @@ def show(ctx: Ctx) -> None:
         i = ui.stepper(STEP_KEY, len(layers), "Layer: Play walks the forward pass, one layer at a time",
                        format_func=lambda k: layer_label(layers[k], k), default=default)
         ui.write_url(layer=layers[i].name)
+        fresh_picks(ctx, f"forward {i}")
         frame_current(i)
         st.divider()
         rec = layers[i]

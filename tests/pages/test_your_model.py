@@ -57,6 +57,11 @@ def expected_prediction(loaded, img) -> str:
     return f"### Prediction: {card.classes[trace.pred]} ({trace.probs[trace.pred]:.1%})"
 
 
+def which(at: AppTest) -> str:
+    """The caption that names the network "Your model" is."""
+    return next(c.value for c in at.caption if c.value.startswith("Your model: "))
+
+
 def strip_names(at: AppTest) -> list[str]:
     return re.findall(r'<div class="cv-name">\d+\. ([^<]+)</div>', overview_html(at))
 
@@ -87,8 +92,7 @@ def test_a_second_training_replaces_the_first_on_every_view():
     assert prediction(at) == expected_prediction(b, drawing("one"))
     trace_b = capture(b[0], preprocess(drawing("one"), b[1]))
     assert strip_names(at) == [r.name for r in trace_b.layers]
-    label = at.selectbox(key="model_name")
-    assert re.fullmatch(r"Your model \(trained here at \d\d:\d\d\)", label.format_func(label.value)), label
+    assert re.fullmatch(rf"Your model: {b[1].param_count:,} parameters, trained here at \d\d:\d\d\.", which(at))
     open_view(at, "backward")  # the backward strip and its softmax line are B's too
     bw = overview_html(at, "backward")
     assert all(f". {r.name}</div>" in bw for r in trace_b.layers) and "bn1" not in bw
@@ -107,8 +111,7 @@ def test_the_network_that_arrived_last_is_your_model():
         *b, ui.model_identity(*b), "uploaded b.safetensors at 20:16", time.time())}
     at.run()
     assert prediction(at) == expected_prediction(b, drawing("one"))
-    label = at.selectbox(key="model_name")
-    assert label.format_func(label.value) == "Your model (uploaded b.safetensors at 20:16)"
+    assert which(at) == f"Your model: {b[1].param_count:,} parameters, uploaded b.safetensors at 20:16."
     at.session_state["_cnnviz_training_job"] = FinishedJob(c)  # ends after the upload
     at.run()
     assert prediction(at) == expected_prediction(c, drawing("one"))
@@ -211,3 +214,22 @@ def test_a_confident_mistake_is_not_called_a_tiny_gradient():
     assert f"Sure, and wrong: the true class {label} (p = " in captions
     assert f"so the loss for {label} is {__import__('cnnviz.numbers', fromlist=['fmt']).fmt(trace.loss, 3)}" \
         in captions
+
+
+@needs_mnist
+@pytest.mark.parametrize("accuracy,learned", [(10.1, False), (98.3, True)])
+def test_the_train_page_does_not_congratulate_a_network_at_chance(accuracy, learned):
+    """A deep sigmoid network at 10.1% got a green success box: at chance level the page says it has not learned."""
+    model, card = network("Deep plain sigmoid (no batch norm)", seed=2)
+    card.test_accuracy = accuracy
+    at = AppTest.from_file(str(ROOT / "app_pages" / "train.py"), default_timeout=120)
+    at.session_state["_cnnviz_your_model"] = (model, card)  # this session's earlier result (ui.session_model)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [(box.value, kind) for kind, boxes in (("success", at.success), ("warning", at.warning)) for box in boxes
+            if "Your model scores" in box.value]
+    assert len(said) == 1, said
+    text, kind = said[0]
+    assert f"**{accuracy:.2f}%**" in text
+    assert kind == ("success" if learned else "warning"), said
+    assert ("has not learned" in text) == (not learned)

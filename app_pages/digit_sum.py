@@ -53,11 +53,14 @@ st.info(
 
 stages = available_stages("mnist")
 stage = "final"
+if stages:  # a link's snapshot (one this server lacks gets a message)
+    ui.seed_from_url("weights", "ds_stage", ui.one_of(stages[::-1]), "model snapshot")
 if len(stages) > 1 or (stages and "final" not in stages):
     labels = {"final": "trained (final)", "epoch1": "after 1 epoch", "init": "untrained (random weights)"}
     stage = st.radio("Model snapshot", stages[::-1], key="ds_stage", horizontal=True,
                      format_func=lambda s: labels.get(s, s),
                      help="Snapshots taken while the model learned: try the untrained one to see a sum by chance.")
+    ui.write_url(weights=stage)
 loaded = ui.get_model("mnist", stage)
 if loaded is None:
     st.info("This page needs the trained MNIST model. Train it with `python -m cnnviz.train mnist`, or set "
@@ -78,6 +81,9 @@ m4.metric("Epochs", fit.epochs)
 st.markdown(fit.summary)
 history = render_network.training_curve(fit.history)
 if history is not None:
+    px = ui.text_px()  # set where Streamlit's chart theme would otherwise draw 12 px, larger in projector mode
+    history.update_layout(font_size=px, legend_font_size=px, xaxis_tickfont_size=px, yaxis_tickfont_size=px,
+                          xaxis_title_font_size=px, yaxis_title_font_size=px)
     with st.expander("Accuracy per epoch"):
         st.plotly_chart(history, config={"displayModeBar": False}, key="ds_history")
 
@@ -122,7 +128,8 @@ def ten_digits_section(images, labels) -> None:
     c3.button("Draw a new set", key="ds_new", icon=":material/casino:",
               on_click=lambda: st.session_state.update(ds_seed=(int(seed) + 1) % (MAX_SEED + 1)))
     ui.write_url(seed=int(seed), mode=MODE_IN_LINK[mode])
-    ui.link_button("Anyone who opens this link sees these ten test digits. Drawings are not put in links.")
+    ui.link_button("Anyone who opens this link sees these ten test digits, classified by the same model snapshot. "
+                   "Drawings are not put in links.")
     try:
         draw = ds.draw_and_classify(model, card, images, labels, mode, int(seed))
     except ValueError as exc:

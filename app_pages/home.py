@@ -1,12 +1,17 @@
-"""Home: what cnnviz teaches, a picture of the explorer, a suggested first lesson, and a link to each page."""
+"""Home: what cnnviz teaches, a suggested first lesson, a picture of the explorer, and a link to each page."""
 
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 from app import SECTIONS
+from cnnviz import ui
 
 PICTURE = Path(__file__).resolve().parents[1] / "docs" / "explorer.png"
+# The part of the screenshot shown here: the forward view's first four layers. Shown at its own size (1.5x on a
+# projector), never shrunk to a column: a whole-app screenshot in half a page is a miniature nobody can read.
+PICTURE_CROP = (375, 918, 980, 1190)  # (left, top, right, bottom) in docs/explorer.png's pixels
 LESSON = (  # (page path, what to do there): a first lesson of about an hour, from the chain rule to a real CNN
     ("app_pages/graph.py", "Press Play on f = (x + y) z: values flow forward, then the chain rule flows back."),
     ("app_pages/mlp.py", "Step a tiny network's training: every gradient and weight update written out."),
@@ -16,6 +21,16 @@ LESSON = (  # (page path, what to do there): a first lesson of about an hour, fr
     ("app_pages/train.py", "Train your own CNN and watch it learn; then explore it in the explorer."),
     ("app_pages/digit_sum.py", "Ten digits, one sum: what a model's mistakes add up to."),
 )
+
+
+@st.cache_resource(show_spinner=False)
+def _picture_part(path: str, mtime: float) -> Image.Image | None:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB").crop(PICTURE_CROP)
+    except (OSError, ValueError):
+        return None
+
 
 st.title("cnnviz: watch a CNN think and learn")
 left, right = st.columns([1.15, 1], gap="large")
@@ -27,18 +42,23 @@ with left:
         "models, and follow the same mechanics by hand on examples small enough to check with a pencil. "
         "Every number shown is tested against what PyTorch's autograd computes."
     )
+    st.caption("Teachers: every page keeps its state in the address bar (\"Copy link to this view\"), and the "
+               "sidebar's projector mode enlarges all text and folds the sidebar away.")
+with right:
     st.subheader("A first lesson, in this order")
     specs = {p.path: p for pages in SECTIONS.values() for p in pages}
     for n, (path, what) in enumerate(LESSON, start=1):
-        if path in specs:
-            a, b = st.columns([0.9, 2.1], vertical_alignment="center")
-            a.page_link(path, label=f"{n}. {specs[path].title}", icon=specs[path].icon)
-            b.markdown(what)
-with right:
-    if PICTURE.is_file():
-        st.image(str(PICTURE), caption="The Network explorer: every layer of a trained CNN at once, and its inspector.")
-    st.caption("Teachers: every page keeps its state in the address bar (\"Copy link to this view\"), and the "
-               "sidebar's projector mode enlarges the text of figures, diagrams and tables.")
+        if path in specs:  # the link on a line of its own, so its whole name shows at any width
+            with st.container(key=f"lesson_{n}", gap=None):
+                st.page_link(path, label=f"{n}. {specs[path].title}", icon=specs[path].icon)
+                st.markdown(what)
+
+picture = _picture_part(str(PICTURE), PICTURE.stat().st_mtime) if PICTURE.is_file() else None
+if picture is not None:
+    with st.container(key="home_picture"):
+        st.image(picture, width=round(picture.width * (1.5 if ui.projector() else 1.0)),
+                 caption="The Network explorer's forward pass: every layer's feature maps at once, one tile per "
+                         "channel, each with its colour scale.")
 
 for section, pages in SECTIONS.items():
     st.subheader(section)

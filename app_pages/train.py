@@ -13,13 +13,16 @@ from cnnviz import ui
 from cnnviz.engine import training_jobs as tj
 from cnnviz.engine.builder import (
     ACTIVATIONS,
+    HEADS,
     MAX_PARAMETERS,
     MAX_WEIGHT_LAYERS,
     PRESETS,
     BuildError,
     NetworkConfig,
+    blocks_code,
     blocks_text,
     parse_blocks,
+    parse_blocks_code,
     validate,
 )
 from cnnviz.engine.checkpoints import to_bytes
@@ -29,10 +32,13 @@ from cnnviz.engine.training import Settings
 from cnnviz.numbers import fmt
 from cnnviz.render.network import tile_maps
 
-OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD with momentum (0.9, Nesterov)", "adam": "Adam"}
+OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam"}  # short: whole on a projector
 DATASET_LABELS = {"mnist": "MNIST digits (1x28x28)", "cifar10": "CIFAR-10 photos (3x32x32)"}
 STATE_WORDS = {"queued": "waiting", "starting": "starting", "running": "training", "paused": "paused",
                "finished": "finished", "stopped": "stopped", "failed": "failed"}
+PRESET_IN_LINK = dict(zip(PRESETS, ("shipped", "tiny", "deep-sigmoid"), strict=True))
+BATCH_SIZES = [16, 32, 64, 128, 256, 512]
+SAVED = "_train_builder"  # the builder's blocks and settings, kept while the learner visits other pages
 
 
 def apply_preset() -> None:
@@ -45,6 +51,96 @@ def apply_preset() -> None:
         "train_lr": settings.lr, "train_schedule": settings.schedule, "train_batch": settings.batch_size,
         "train_steps": settings.steps, "train_augment": settings.augment, "train_seed": settings.seed,
     })
+
+
+def _number(low: float, high: float, whole: bool = False):
+    """A link parser for a number between ``low`` and ``high``."""
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise ui.BadLinkValue("it is not a whole number" if whole else "it is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ui.BadLinkValue(f"use {fmt(low)} to {fmt(high)}")
+        return value
+    return parse
+
+
+def _switch(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ui.BadLinkValue("use 1 (on) or 0 (off)")
+    return text == "1"
+
+
+def _blocks(text: str) -> str:
+    try:
+        return blocks_text(parse_blocks_code(text))
+    except BuildError as exc:
+        raise ui.BadLinkValue(str(exc)) from None
+
+
+def _preset(text: str) -> str:
+    names = {v: k for k, v in PRESET_IN_LINK.items()}
+    return names[ui.one_of(list(names))(text)]
+
+
+def _batch(text: str) -> int:
+    value = _number(BATCH_SIZES[0], BATCH_SIZES[-1], whole=True)(text)
+    if value not in BATCH_SIZES:
+        raise ui.BadLinkValue(f"choose one of {', '.join(map(str, BATCH_SIZES))}")
+    return value
+
+
+# (URL parameter, widget key, link parser, how a warning names it): the builder's state, the link's vocabulary
+LINKED = (
+    ("blocks", "train_blocks", _blocks, "blocks"),
+    ("act", "train_activation", ui.one_of(list(ACTIVATIONS)), "activation"),
+    ("bn", "train_bn", _switch, "batch norm"),
+    ("head", "train_head", ui.one_of(list(HEADS)), "head"),
+    ("opt", "train_optimizer", ui.one_of(list(OPTIMIZER_LABELS)), "optimizer"),
+    ("lr", "train_lr", _number(1e-5, 10.0), "learning rate"),
+    ("schedule", "train_schedule", ui.one_of(["constant", "onecycle"]), "schedule"),
+    ("batch", "train_batch", _batch, "batch size"),
+    ("steps", "train_steps", _number(1, tj.MAX_STEPS, whole=True), "steps"),
+    ("augment", "train_augment", _switch, "augmentation"),
+    ("seed", "train_seed", _number(0, 2**31 - 1, whole=True), "seed"),
+)
+
+
+def restore_builder(datasets: list[str]) -> None:
+    """Before the widgets: the builder as this session left it (Streamlit forgets a widget's value once a page
+    without it has run), else the first preset; then what a link says, over it."""
+    if "train_preset" not in st.session_state:
+        saved = st.session_state.get(SAVED)
+        if saved:
+            st.session_state.update(saved)
+        else:
+            st.session_state["train_preset"] = next(iter(PRESETS))
+            apply_preset()
+    if len(datasets) > 1:
+        ui.seed_from_url("data", "train_dataset", ui.one_of(datasets), "data")
+    if ui.seed_from_url("preset", "train_preset", _preset, "preset"):
+        apply_preset()  # the preset's settings first; the link's own values below win over them
+    for param, key, parse, what in LINKED:
+        ui.seed_from_url(param, key, parse, what)
+
+
+def keep_builder(text: str, datasets: list[str]) -> None:
+    """After the widgets: keep the builder for the next visit, and write it into the address bar."""
+    keys = ["train_dataset", "train_preset", *(key for _, key, _, _ in LINKED)]
+    st.session_state[SAVED] = {k: st.session_state[k] for k in keys if k in st.session_state}
+    try:
+        code = blocks_code(parse_blocks(text))
+    except BuildError:
+        code = None  # blocks being edited into shape: the link keeps the last ones that could be read
+    values = {"data": st.session_state.get("train_dataset") if len(datasets) > 1 else None,
+              "preset": PRESET_IN_LINK[st.session_state["train_preset"]]}
+    for param, key, _, _ in LINKED:
+        value = st.session_state[key]
+        values[param] = code if param == "blocks" else int(value) if isinstance(value, bool) else value
+    if code is None:
+        del values["blocks"]
+    ui.write_url(**values)
 
 
 st.title("Train a CNN")
@@ -63,9 +159,7 @@ if "mnist" not in datasets:
 # for the server's life); started as soon as someone opens this page, a training then starts in a fraction of a second.
 tj.start_fork_server()
 
-if "train_preset" not in st.session_state:
-    st.session_state["train_preset"] = next(iter(PRESETS))
-    apply_preset()
+restore_builder(datasets)
 
 job = ui.training_job()
 busy = job is not None and job.state in tj.ACTIVE
@@ -78,7 +172,8 @@ with left:
     if len(datasets) > 1:
         dataset = st.radio("Data", datasets, format_func=DATASET_LABELS.get, key="train_dataset", disabled=busy,
                            horizontal=True)
-    st.selectbox("Start from a preset", list(PRESETS), key="train_preset", on_change=apply_preset, disabled=busy)
+    st.selectbox("Start from a preset", list(PRESETS), key="train_preset", on_change=apply_preset, disabled=busy,
+                 format_func=lambda name: name.replace(" architecture (18k parameters)", " (18k parameters)"))
     text = st.text_area("Blocks, one per line: conv N (3x3, N channels), conv1x1 N (a 1x1 transition), maxpool "
                         "(2x2), dropout P", key="train_blocks", height=260, disabled=busy)
     activation = st.selectbox("Activation after each convolution", list(ACTIVATIONS), key="train_activation",
@@ -101,7 +196,10 @@ with right:
         table = pd.DataFrame([{"layer": r.name, "kind": r.kind, "output shape": " x ".join(map(str, r.output_shape)),
                                "parameters": r.params, "receptive field (px)": r.receptive_field}
                               for r in rows])
-        st.dataframe(table, hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 4, 640))
+        if ui.projector():  # a table's text grows with the page's; a dataframe's is drawn at 14 px
+            st.table(table.set_index("layer"))
+        else:
+            st.dataframe(table, hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 4, 640))
         last_conv = [r for r in rows if r.kind == "conv" and r.name != "classifier"]
         st.markdown(f"**Total: {fmt(sum(r.params for r in rows))} parameters** in {len(rows)} layers. "
                     + (f"The last convolution's cells each see {fmt(last_conv[-1].receptive_field)} x "
@@ -112,12 +210,13 @@ with right:
 st.header("2. Choose how it learns")
 c1, c2, c3, c4 = st.columns(4)
 optimizer = c1.selectbox("Optimizer", list(OPTIMIZER_LABELS), format_func=OPTIMIZER_LABELS.get,
-                         key="train_optimizer", disabled=busy)
+                         key="train_optimizer", disabled=busy,
+                         help="SGD + momentum: momentum 0.9 (Nesterov) and weight decay 1e-4.")
 lr = c1.number_input("Learning rate (peak, for one-cycle)", min_value=1e-5, max_value=10.0, format="%.4f",
                      key="train_lr", disabled=busy)
 schedule = c2.radio("Learning-rate schedule", ["constant", "onecycle"], key="train_schedule", disabled=busy,
                     format_func={"constant": "constant", "onecycle": "one-cycle (warm up, then anneal)"}.get)
-batch_size = c2.selectbox("Batch size", [16, 32, 64, 128, 256, 512], key="train_batch", disabled=busy)
+batch_size = c2.selectbox("Batch size", BATCH_SIZES, key="train_batch", disabled=busy)
 per_epoch = math.ceil(60_000 / batch_size) if dataset == "mnist" else math.ceil(50_000 / batch_size)
 steps = int(c3.number_input(f"Steps (one epoch = {fmt(per_epoch)} steps; at most {fmt(tj.MAX_STEPS)})",
                             min_value=1, max_value=tj.MAX_STEPS, step=100, key="train_steps", disabled=busy))
@@ -128,6 +227,9 @@ seed = int(c4.number_input("Seed (same seed and settings: identical weights)", m
                            key="train_seed", disabled=busy))
 settings = Settings(optimizer=optimizer, lr=float(lr), schedule=schedule, batch_size=int(batch_size), steps=steps,
                     augment=augment, seed=seed, weight_decay=1e-4 if optimizer == "momentum" else 0.0)
+keep_builder(text, datasets)
+ui.link_button("Anyone who opens this link gets this network and these settings, ready to train (the training "
+               "itself and its result are not in links).")
 
 running, waiting = tj.JOBS.counts()
 st.caption(f"This server trains at most {fmt(tj.JOBS.limit)} networks at once ({fmt(running)} training, "
@@ -148,11 +250,14 @@ def _line(points, name: str, color: str) -> dict:
 
 
 def _figure(data: list[dict], y_title: str, log_y: bool = False, height: int = 260, legend: bool = False) -> dict:
+    px = ui.text_px(13)  # every text's size set here: Streamlit's chart theme would draw ticks and legend at 12
+    axis = {"tickfont": {"size": px}}
     return {"data": data, "layout": {
-        "height": height, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "font": {"size": ui.text_px(13)},
-        "xaxis": {"title": {"text": "step"}},
-        "yaxis": {"title": {"text": y_title}, **({"type": "log", "exponentformat": "power"} if log_y else {})},
-        "showlegend": legend, "legend": {"orientation": "h", "y": -0.35}}}
+        "height": height, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "font": {"size": px},
+        "xaxis": {"title": {"text": "step", "font": {"size": px}}, **axis},
+        "yaxis": {"title": {"text": y_title, "font": {"size": px}}, **axis,
+                  **({"type": "log", "exponentformat": "power"} if log_y else {})},
+        "showlegend": legend, "legend": {"orientation": "h", "y": -0.35, "font": {"size": px}}}}
 
 
 PALETTE = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#4e342e", "#ad1457", "#283593",
@@ -250,9 +355,11 @@ if result is not None and not busy:
                        mime="application/octet-stream", key="train_download_weights")
     d2.download_button("Download its card (.json)", card_json, file_name="my_cnn.json", mime="application/json",
                        key="train_download_card")
-    try:
-        d3.page_link("app_pages/explorer.py", label="Open the Network explorer", icon=":material/draw:")
-    except StreamlitAPIException:  # the page run on its own (no navigation): a plain link
-        d3.markdown("[Open the Network explorer](/explorer)")
+    if d3.button("Open it in the Network explorer", key="train_open_explorer", icon=":material/draw:"):
+        st.session_state["model_name"] = "yours"  # the explorer's model choice, also where a link set it before
+        try:
+            st.switch_page("app_pages/explorer.py", query_params={"model": "yours"})
+        except StreamlitAPIException:  # the page run on its own (no navigation): say where to go
+            d3.info("Open the Network explorer and choose Your model.")
     st.caption("Upload both files on the Network explorer, here or on another cnnviz server, to explore the network "
                "again.")

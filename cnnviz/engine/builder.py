@@ -139,6 +139,48 @@ def blocks_text(blocks: tuple[Block, ...]) -> str:
     return "\n".join(one(b) for b in blocks)
 
 
+CODE_LETTERS = {"conv": "c", "conv1x1": "t", "maxpool": "p", "dropout": "d"}  # t: a 1x1 transition
+MAX_CODE_CHARS = 400
+
+
+def blocks_code(blocks: tuple[Block, ...]) -> str:
+    """The blocks written compactly for a link: ``c16_t8_p_d0.05`` (conv 16, conv1x1 8, maxpool, dropout 0.05)."""
+    def one(b: Block) -> str:
+        letter = CODE_LETTERS[b.kind]
+        if b.kind == "dropout":
+            return f"{letter}{b.p:g}"
+        return f"{letter}{b.channels}" if b.kind in ("conv", "conv1x1") else letter
+    return "_".join(one(b) for b in blocks)
+
+
+def parse_blocks_code(code: str) -> tuple[Block, ...]:
+    """The blocks of a link's ``blocks_code``; raises BuildError naming the part it cannot read."""
+    if len(code) > MAX_CODE_CHARS:
+        raise BuildError(f"it is {len(code):,} characters long; at most {MAX_CODE_CHARS} are read")
+    kinds = {letter: kind for kind, letter in CODE_LETTERS.items()}
+    blocks = []
+    for i, part in enumerate(code.split("_"), start=1):
+        kind = kinds.get(part[:1])
+        if kind is None:
+            raise BuildError(f"part {i} {part!r:.20} does not start with c (conv), t (conv1x1), p (maxpool) or "
+                             "d (dropout)")
+        arg = part[1:]
+        try:
+            if kind == "maxpool":
+                if arg:
+                    raise ValueError
+                blocks.append(Block(kind))
+            elif kind == "dropout":
+                blocks.append(Block(kind, p=float(arg)))
+            else:
+                blocks.append(Block(kind, channels=int(arg)))
+        except ValueError:
+            wanted = {"maxpool": "p alone", "dropout": "d and a probability (d0.1)",
+                      "conv": "c and a channel count (c16)", "conv1x1": "t and a channel count (t8)"}[kind]
+            raise BuildError(f"part {i} {part!r:.20}: write {wanted}") from None
+    return tuple(blocks)
+
+
 def _layers(cfg: NetworkConfig) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, kind, arguments) of every leaf layer, in order. The one place the layout is decided."""
     out: list[tuple[str, str, dict[str, Any]]] = []

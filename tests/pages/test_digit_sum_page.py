@@ -225,6 +225,36 @@ def test_digit_sum_bad_link_values_give_a_message_and_the_default(fake_world, qu
     assert metrics(at)["Predicted sum"] == str(predicted_sum(model, card, images, idx))
 
 
+def test_digit_sum_link_holds_the_weights_snapshot(fake_world):
+    """Issue 21: a link to an untrained set opened as trained; the snapshot is the link's ``weights``."""
+    model, card, images, labels, _, ckpt_dir = fake_world
+    torch.manual_seed(1)
+    untrained = build_model("mnist")
+    save(untrained, new_card("mnist", untrained), ckpt_dir / "mnist_init.safetensors")
+    untrained, untrained_card = load_path(ckpt_dir / "mnist_init.safetensors")
+    idx = ds.draw_indices(labels, "random", 3)
+    assert predicted_sum(untrained, untrained_card, images, idx) != predicted_sum(model, card, images, idx), \
+        "two snapshots that answer differently, so the test can tell which one the page used"
+    at = open_link(seed="3", mode="random", weights="init")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.radio(key="ds_stage").value == "init"
+    assert metrics(at)["Predicted sum"] == str(predicted_sum(untrained, untrained_card, images, idx))
+    at.radio(key="ds_stage").set_value("final")
+    rerun(at)
+    assert at.query_params["weights"] == "final"
+    assert metrics(at)["Predicted sum"] == str(predicted_sum(model, card, images, idx))
+    at.radio(key="ds_stage").set_value("init")
+    rerun(at)
+    assert at.query_params["weights"] == "init" and at.query_params["seed"] == "3"
+
+
+def test_digit_sum_link_to_a_snapshot_this_server_lacks_says_so(fake_world):
+    at = open_link(weights="epoch1")
+    warnings = " ".join(w.value for w in at.warning)
+    assert "model snapshot = 'epoch1' cannot be used: choose one of final" in warnings, warnings
+    assert metrics(at)["Test accuracy"] == "97.25%", "the trained model's card"
+
+
 def plotly_values(data) -> list[float]:
     if isinstance(data, dict):  # numpy data: {"dtype": "i8", "bdata": base64}
         return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()

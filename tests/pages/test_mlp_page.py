@@ -470,4 +470,5 @@ def test_browser_projector_mode_keeps_the_diagram_text_large_at_1280(page, mlp_u
                 break
             page.wait_for_timeout(500)
         assert px >= 16, f"{net}: diagram text {px:.1f} px in projector mode at 1280"
-        assert chart.bounding_box()["width"] <= 1280 - 300, "it fits beside the sidebar"
+        box = chart.bounding_box()  # projector mode folds the sidebar away (issue 21): the whole width is the page's
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, "it fits on the screen"

@@ -188,3 +188,108 @@ def test_browser_build_train_pause_resume(browser):
         context.close()
         stop_server(server)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 21: the builder survives a visit to another page, a link holds the network and its settings, and "Open it in
+# the Network explorer" lands on Your model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def app_on_train() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def total_parameters(at: AppTest) -> int:
+    return int(at.dataframe[0].value["parameters"].sum())
+
+
+def test_the_builder_survives_a_visit_to_another_page(stand_in):
+    at = app_on_train()
+    at.selectbox(key="train_preset").set_value(TINY).run()
+    at.text_area(key="train_blocks").set_value("conv 8\nmaxpool\nconv 12\nmaxpool").run()
+    at.number_input(key="train_lr").set_value(0.02).run()
+    at.radio(key="train_schedule").set_value("constant").run()
+    edited = total_parameters(at)
+    assert edited != 18202
+    at.switch_page("app_pages/home.py").run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train_preset").value == TINY
+    assert at.text_area(key="train_blocks").value == "conv 8\nmaxpool\nconv 12\nmaxpool"
+    assert at.number_input(key="train_lr").value == 0.02 and at.radio(key="train_schedule").value == "constant"
+    assert total_parameters(at) == edited, "the network that would be trained is the one the learner built"
+
+
+def open_train_link(**query: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_train_link_opens_that_network_and_the_url_follows(stand_in):
+    at = open_train_link(preset="tiny", blocks="c8_p_c16_t4_d0.1_p", act="tanh", bn="0", head="gap", opt="sgd",
+                         lr="0.03", schedule="constant", batch="32", steps="450", augment="1", seed="7")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.selectbox(key="train_preset").value == TINY
+    assert at.text_area(key="train_blocks").value == "conv 8\nmaxpool\nconv 16\nconv1x1 4\ndropout 0.1\nmaxpool"
+    assert (at.selectbox(key="train_activation").value, at.checkbox(key="train_bn").value,
+            at.radio(key="train_head").value) == ("tanh", False, "gap")
+    assert (at.selectbox(key="train_optimizer").value, at.number_input(key="train_lr").value,
+            at.radio(key="train_schedule").value, at.selectbox(key="train_batch").value) == \
+        ("sgd", 0.03, "constant", 32)
+    assert (at.number_input(key="train_steps").value, at.checkbox(key="train_augment").value,
+            at.number_input(key="train_seed").value) == (450, True, 7)
+    # conv 8 (80) + conv 16 (1,168) + conv1x1 4 (68) + the 1x1 classifier (50), no batch norm
+    assert total_parameters(at) == 80 + 1168 + 68 + 50
+    at.text_area(key="train_blocks").set_value("conv 8\nmaxpool\nconv 16").run()
+    assert at.query_params["blocks"] == "c8_p_c16"
+    at.number_input(key="train_steps").set_value(600).run()
+    assert at.query_params["steps"] == "600" and at.query_params["opt"] == "sgd"
+    at.selectbox(key="train_preset").set_value("Deep plain sigmoid (no batch norm)").run()
+    assert at.query_params["preset"] == "deep-sigmoid" and at.query_params["act"] == "sigmoid"
+    assert at.query_params["blocks"] == "c8_c8_c8_c8_c8_p_c8_c8_c8_c8_c8_p" and at.query_params["bn"] == "0"
+
+
+@pytest.mark.parametrize("query,why", [
+    ({"blocks": "c8_q_p"}, "part 2 'q' does not start with c (conv)"),
+    ({"blocks": "c8_cx"}, "part 2 'cx': write c and a channel count"),
+    ({"blocks": "c8_" * 200}, "at most 400"),
+    ({"lr": "fast"}, "not a number"), ({"lr": "50"}, "1e-05 to 10"), ({"lr": "nan"}, "1e-05 to 10"),
+    ({"steps": "1.5"}, "whole number"), ({"steps": "999999"}, "1 to 20000"),
+    ({"batch": "100"}, "16, 32, 64, 128, 256, 512"), ({"bn": "yes"}, "1 (on) or 0 (off)"),
+    ({"act": "gelu"}, "relu, sigmoid, tanh"), ({"preset": "huge"}, "shipped, tiny, deep-sigmoid"),
+])
+def test_train_bad_link_values_give_a_message_and_the_default(stand_in, query, why):
+    at = open_train_link(**query)
+    warnings = " ".join(w.value for w in at.warning)
+    assert why in warnings and "default" in warnings, warnings
+    assert any("18202 parameters" in m.value for m in at.markdown), "the default network"
+    assert not at.button(key="train_start").disabled
+
+
+def test_blocks_code_round_trips_every_preset():
+    from cnnviz.engine.builder import PRESETS, blocks_code, parse_blocks_code
+
+    for cfg in PRESETS.values():
+        assert parse_blocks_code(blocks_code(cfg.blocks)) == cfg.blocks
+
+
+@pytest.mark.slow
+def test_open_the_explorer_after_training_lands_on_your_model(stand_in):
+    at = app_on_train()
+    at.session_state["model_name"] = "mnist"  # the explorer was on MNIST before (and a link had said so)
+    start(at, 30)
+    wait_status(at, lambda t: "finished" in t)
+    at.run()
+    at.button(key="train_open_explorer").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Network explorer"
+    assert at.selectbox(key="model_name").value == "yours" and at.query_params["model"] == "yours"

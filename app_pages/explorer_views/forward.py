@@ -1,12 +1,16 @@
-"""Forward view: every layer at once (the overview strip), then one layer's inspector with its working written out."""
+"""Forward view: every layer at once (the network view, drawn in the browser), then one layer's inspector with its
+working written out. ``overview`` and ``frame_current`` draw the older HTML strip the backward view still uses."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import streamlit as st
 
 from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks, layer_label
 from cnnviz import ui
+from cnnviz.components.network_view import network_view
 from cnnviz.engine.layer_rules import (
     batchnorm_cell,
     conv_cell,
@@ -19,6 +23,7 @@ from cnnviz.engine.layer_rules import (
 )
 from cnnviz.numbers import digits_for_sum, factor, fmt
 from cnnviz.render import inspect as figs
+from cnnviz.render.network_data import forward_columns, pack
 from cnnviz.render.overview import Column, current_css, overview_html
 
 STEP_KEY = "fwd_layer"
@@ -58,20 +63,90 @@ def frame_current(current: int, gradients: bool = False) -> None:
     st.html(current_css("st-key-overview" if not gradients else "st-key-overview_backward", current))
 
 
-def show(ctx: Ctx) -> None:
-    overview(ctx)
+VIEW_KEY = "network_forward"
+VIEW_PICK = "_fwd_view_pick"  # the channel and cell last clicked in the view, for the inspector to open on
+PICKERS = {"conv": ("fwd_conv_ch", "fwd_conv"), "relu": ("fwd_relu_ch", None), "maxpool": ("fwd_pool_ch", "fwd_pool"),
+           "batchnorm": ("fwd_bn_ch", "fwd_bn"), "avgpool": ("fwd_gap_ch", None)}  # inspector keys, by layer kind
 
-    @st.fragment(run_every=ui.play_interval(STEP_KEY))
+
+def view_payload(ctx: Ctx) -> dict:
+    """The forward pass's maps for the network view, packed once per input (and model, weights)."""
+    key = ctx.cache_key("network fw")
+    return ui.session_cached("network_payload", key, lambda: pack(
+        forward_columns(ctx.trace, KIND_NAMES), "forward", hashlib.sha1(repr(key).encode()).hexdigest()[:16],
+        ctx.card.classes), size=4)
+
+
+def follow_view(event: dict) -> None:
+    """A click, step or Play step in the network view: the page's layer follows; a channel or cell is kept for the
+    inspector (applied after ``fresh_picks``, which clears the picks of another layer)."""
+    layer = event.get("layer")
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        return
+    st.session_state[STEP_KEY] = layer
+    picked = {k: event[k] for k in ("channel", "row", "col") if isinstance(event.get(k), int)}
+    st.session_state[VIEW_PICK] = {"layer": layer, **picked} if picked else None
+
+
+def apply_view_pick(rec, i: int) -> None:
+    """Open the inspector of layer ``i`` on the channel and cell clicked in the view (clamped to the layer)."""
+    pick = st.session_state.pop(VIEW_PICK, None)
+    keys = PICKERS.get(rec.kind)
+    if not pick or pick.get("layer") != i or keys is None:
+        return
+    ch_key, cell_key = keys
+    shape = rec.input.shape if rec.kind == "avgpool" else rec.output.shape
+    if "channel" in pick and len(shape) >= 1:
+        st.session_state[ch_key] = min(max(pick["channel"], 0), shape[0] - 1)
+    if cell_key and "row" in pick and "col" in pick and len(shape) == 3:
+        st.session_state[f"{cell_key}_row"] = min(max(pick["row"], 0), shape[1] - 1)
+        st.session_state[f"{cell_key}_col"] = min(max(pick["col"], 0), shape[2] - 1)
+
+
+def default_channel(rec) -> int:
+    """The channel an inspector opens on: the one with the largest |value| (batch norm: channel 0)."""
+    if rec.kind == "batchnorm":
+        return 0
+    if rec.kind == "avgpool":
+        return int(np.abs(rec.output.reshape(-1)).argmax())
+    return int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
+
+
+def view_selection(rec) -> tuple[int | None, tuple[int, int] | None]:
+    """The channel and cell the inspector shows (its pick, else its default), for the view to frame."""
+    keys = PICKERS.get(rec.kind)
+    if keys is None:
+        return None, None
+    ch = st.session_state.get(keys[0])
+    ch = ch if isinstance(ch, int) else default_channel(rec)
+    if not keys[1] or rec.output.ndim != 3:
+        return ch, None
+    row, col = (st.session_state.get(f"{keys[1]}_{a}") for a in ("row", "col"))
+    cell = (row, col) if isinstance(row, int) and isinstance(col, int) else largest_cell(rec.output[ch])
+    return ch, (int(cell[0]), int(cell[1]))
+
+
+def show(ctx: Ctx) -> None:
+    @st.fragment
     def view() -> None:
         layers = ctx.layers
-        default = next(i for i, r in enumerate(layers) if r.kind == "conv")
-        i = ui.stepper(STEP_KEY, len(layers), "Layer: Play walks the forward pass, one layer at a time",
-                       format_func=lambda k: layer_label(layers[k], k), default=default)
+        if not isinstance(st.session_state.get(STEP_KEY), int):
+            st.session_state[STEP_KEY] = next(i for i, r in enumerate(layers) if r.kind == "conv")
+        i = st.session_state[STEP_KEY] = min(max(st.session_state[STEP_KEY], 0), len(layers) - 1)
         ui.write_url(layer=layers[i].name)
         fresh_picks(ctx, f"forward {i}")
-        frame_current(i)
-        st.divider()
         rec = layers[i]
+        apply_view_pick(rec, i)
+        shared = st.toggle("One colour scale for all layers", key="shared_scale",
+                           help="Off: each layer on its own scale (see every pattern). On: one scale for every "
+                                "layer, so vanishing and exploding values show as faint or saturated layers.")
+        st.caption("Every layer's output, in forward order: click a layer to open it below, a map to pick its "
+                   "channel, a cell of the large maps to pick that cell. Blue-white-red for signed values, "
+                   "purple-yellow for values >= 0.")
+        channel, cell = view_selection(rec)
+        network_view(view_payload(ctx), VIEW_KEY, i, channel, cell, shared_scale=shared,
+                     scale=1.5 if ui.projector() else 1.0, label_px=ui.text_px(13), title="Forward pass",
+                     speeds=dict(ui.PLAY_SPEEDS), on_event=follow_view)
         st.markdown(f"#### {layer_label(rec, i)}")
         inspector = {"conv": conv_inspector, "relu": relu_inspector, "maxpool": pool_inspector,
                      "batchnorm": bn_inspector, "avgpool": avgpool_inspector, "dropout": dropout_inspector}
@@ -108,8 +183,7 @@ def normalisation_note(ctx: Ctx) -> None:
 
 def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     px = ui.text_px(14)
-    o_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
-    o = pick_channel(rec.output.shape[0], "fwd_conv_ch", "output channel", o_default)
+    o = pick_channel(rec.output.shape[0], "fwd_conv_ch", "output channel", default_channel(rec))
     row, col = pick_cell(rec.output.shape, "fwd_conv", largest_cell(rec.output[o]))
     cell = conv_cell(rec, o, row, col)
     c_in = cell.kernel.shape[0]
@@ -150,16 +224,14 @@ def relu_inspector(ctx: Ctx, rec, i: int) -> None:
         st.markdown(f"Channels zero everywhere (dead for this input): {', '.join(map(str, summary.dead_channels))}")
     if rec.output.ndim == 3:
         px = ui.text_px(14)
-        c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
-        c = pick_channel(rec.output.shape[0], "fwd_relu_ch", default=c_default)
+        c = pick_channel(rec.output.shape[0], "fwd_relu_ch", default=default_channel(rec))
         st.html(figs.row_html(figs.map_html(rec.input[c], f"before ReLU, channel {c}", px, signed=True),
                               figs.map_html(rec.output[c], "after ReLU = max(0, x)", px, signed=False), gap_px=48))
 
 
 def pool_inspector(ctx: Ctx, rec, i: int) -> None:
     px = ui.text_px(14)
-    c_default = int(np.abs(rec.output).reshape(rec.output.shape[0], -1).max(1).argmax())
-    c = pick_channel(rec.output.shape[0], "fwd_pool_ch", default=c_default)
+    c = pick_channel(rec.output.shape[0], "fwd_pool_ch", default=default_channel(rec))
     windows = {(w.out_row, w.out_col): w for w in pool_windows(rec, c)}
     row, col = pick_cell(rec.output.shape, "fwd_pool", largest_cell(rec.output[c]))
     win = windows[(row, col)]
@@ -203,8 +275,7 @@ def avgpool_inspector(ctx: Ctx, rec, i: int) -> None:
         return vector_inspector(ctx, rec, i)
     st.markdown("Global average pooling: each channel's map is averaged to one number, so the head sees *how much* "
                 "of each feature is present, wherever it is.")
-    out = rec.output.reshape(-1)
-    c = pick_channel(rec.input.shape[0], "fwd_gap_ch", default=int(np.abs(out).argmax()))
+    c = pick_channel(rec.input.shape[0], "fwd_gap_ch", default=default_channel(rec))
     cell = global_average(rec, c)
     h, w = cell.values.shape
     shown = " + ".join(fmt(v, 3) for v in cell.values.ravel()[:12])

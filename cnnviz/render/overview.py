@@ -42,7 +42,7 @@ class Scale:
     high: float
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
+def finite(values: np.ndarray) -> np.ndarray:
     """``values`` as float32 with NaN and infinities replaced (0, and the largest float32), copying only if needed."""
     arr = np.asarray(values, dtype=np.float32)
     return arr if np.isfinite(arr).all() else np.nan_to_num(arr)
@@ -52,7 +52,7 @@ def column_scale(values: np.ndarray, signed: bool, shared: Scale | None = None) 
     """The per-layer scale of ``values``, or the shared scale of the whole strip when one is given."""
     if shared is not None:
         return shared
-    arr = _finite(values)
+    arr = finite(values)
     if not arr.size:
         return Scale(signed, 0.0, 0.0)
     if signed:
@@ -63,7 +63,7 @@ def column_scale(values: np.ndarray, signed: bool, shared: Scale | None = None) 
 
 def shared_scale(columns: Sequence[Column]) -> Scale:
     """One scale for every layer, so vanishing and exploding values show as faint or saturated columns."""
-    vmax = max((float(np.abs(_finite(c.values)).max()) for c in columns if c.values.size), default=0.0)
+    vmax = max((float(np.abs(finite(c.values)).max()) for c in columns if c.values.size), default=0.0)
     return Scale(True, -vmax, vmax)
 
 
@@ -89,7 +89,7 @@ def tiles_png(maps: np.ndarray, scale: Scale) -> tuple[bytes, int, int]:
 
     A palette image (one byte per pixel, 255 colour levels) is about a third of the size of an RGB one and
     quicker to encode; the page sends one per layer. Returns (PNG bytes, tiles per row, rows)."""
-    maps = _finite(maps)
+    maps = finite(maps)
     c, h, w = maps.shape
     cols, rows = _grid(c)
     if scale.signed:

@@ -1,4 +1,4 @@
-"""The network explorer in a real Chromium: layouts at projector sizes, the overview, Play to the pixels, links,
+"""The network explorer in a real Chromium: layouts at projector sizes, the network view, Play to the pixels, links,
 Mistakes, the attribution overlay, and redrawing that keeps the view."""
 
 from __future__ import annotations
@@ -67,18 +67,19 @@ def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width,
         box = page.locator(f"[data-testid='stRadio'] label:has-text('{label}')").first.bounding_box()
         assert box and box["x"] + box["width"] <= width and box["width"] > 0, label
     page.screenshot(path=str(tmp_path / f"explorer_{width}.png"))
-    strip = page.locator(".st-key-overview .cv-strip")
-    names = strip.locator(".cv-name").all_inner_texts()
+    view = page.locator(".st-key-network_forward .nv-view")  # the network view (tests/browser/test_network_view_*)
+    names = view.locator(".nv-name").all_inner_texts()
     assert len(names) == 28 and names[0].endswith("block1.conv1")
-    for col in strip.locator(".cv-col").all():  # every layer visible: no inner scroll box clips any of them
+    for col in view.locator(".nv-col").all():  # every layer reachable: the view scrolls sideways to each column
         col.scroll_into_view_if_needed()
         box = col.bounding_box()
-        assert box and box["width"] > 20 and box["x"] + box["width"] <= width
-    overflow = page.evaluate("""() => [...document.querySelectorAll('.st-key-overview *')]
+        assert box and box["width"] > 20 and box["x"] >= 0 and box["x"] + min(box["width"], 600) <= width
+    overflow = view.evaluate("""v => [v, ...v.querySelectorAll('*')]
         .filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY) && e.scrollHeight > e.clientHeight)
         .length""")
-    assert overflow == 0
-    font = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('.cv-name')).fontSize)")
+    assert overflow == 0  # no inner vertical scroll box
+    assert view.bounding_box()["height"] <= 0.6 * max(height, 720)
+    font = view.locator(".nv-name").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
     assert font >= 12
     no_exception(page)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -20,6 +21,7 @@ from cnnviz.engine.layer_rules import backward_rule, conv_cell
 from cnnviz.engine.learn import heldout_batch, learn_step
 from cnnviz.engine.pictures import preprocess
 from cnnviz.numbers import fmt
+from cnnviz.render.network_data import unpack
 from tests.conftest import ROOT
 
 EXPLORER = "app_pages/explorer.py"
@@ -92,20 +94,29 @@ def test_drawing_shows_the_backend_prediction(shape, digit):
     assert card.classes[trace.pred] == digit
 
 
-def test_overview_shows_every_layer_with_its_range():
+def view_data(at: AppTest) -> dict:
+    """What the page gave the network view (cnnviz/components/network_view.py) in its last run."""
+    return next(json.loads(e.proto.json) for e in at.get("bidi_component")
+                if e.proto.component_name == "cnnviz.network_view")
+
+
+def test_network_view_gets_every_layer_with_its_range():
     at = explorer_with(drawing("zero"))
     _, trace = expected_trace(drawing("zero"))
-    html = overview_html(at)
-    names = re.findall(r'<div class="cv-name">(\d+)\. ([^<]+)</div>', html)
-    assert [n for _, n in names] == [r.name for r in trace.layers]
+    data = view_data(at)
+    payload = data["payload"]  # the maps, sent until the browser says it has them
+    assert [c["name"] for c in payload["columns"]] == [r.name for r in trace.layers]
+    assert data["selected"] == 0 and data["title"] == "Forward pass"  # the first convolution, expanded
+    decoded = dict(zip((c["name"] for c in payload["columns"]), unpack(payload), strict=True))
     rec = trace.layer("block1.relu1")  # per-layer scale: its colour bar runs from its min to its max
-    col = html.split("block1.relu1</div>")[1].split('class="cv-col')[0]
-    lo, hi = re.findall(r'<div class="cv-range"><span>([^<]+)</span><span>([^<]+)</span>', col)[0]
-    assert (lo, hi) == (fmt(float(rec.output.min()), 2), fmt(float(rec.output.max()), 2))
+    col = next(c for c in payload["columns"] if c["name"] == "block1.relu1")
+    assert col["range"] == [fmt(float(rec.output.min()), 2), fmt(float(rec.output.max()), 2)]
+    assert np.abs(decoded["block1.relu1"] - rec.output).max() <= (col["hi"] - col["lo"]) / 255
+    assert not data["shared_scale"]
     at.toggle(key="shared_scale").set_value(True).run()
-    shared = overview_html(at)
+    shared = view_data(at)
     vmax = max(float(np.abs(r.output).max()) for r in trace.layers)
-    assert shared.count(f"<span>{fmt(vmax, 2)}</span>") == len(trace.layers)
+    assert shared["shared_scale"] and shared["payload"]["shared_range"] == [fmt(-vmax, 2), fmt(vmax, 2)]
 
 
 def test_conv_cell_sum_printed_equals_the_feature_map():
@@ -124,13 +135,28 @@ def test_conv_cell_sum_printed_equals_the_feature_map():
     assert f"mean {fmt(m, 4)} and std {fmt(sd, 4)}" in note and f"a black pixel is {fmt(-m / sd, 4)}," in note
 
 
-def test_play_walks_the_forward_pass_layer_by_layer():
+def test_a_click_in_the_network_view_opens_that_layer_channel_and_cell():
+    """The view's click (or Play step) sets the layer and the picked cell (forward.follow_view; the browser test
+    clicks for real): the inspector, the URL and the view's frame follow."""
     at = explorer_with(drawing("one"))
-    start = at.select_slider(key="fwd_layer").value
-    at.button(key="fwd_layer__play").click().run()
-    assert at.session_state["fwd_layer__playing"]
+    _, trace = expected_trace(drawing("one"))
+    assert at.query_params["layer"] == "block1.conv1"
+    at.session_state["fwd_layer"] = 4  # block1.bn2
+    at.session_state["_fwd_view_pick"] = {"layer": 4, "channel": 7, "row": 3, "col": 25}
     at.run()
-    assert at.select_slider(key="fwd_layer").value > start
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t.startswith("#### 5. block1.bn2") for t in texts(at))
+    assert (at.slider(key="fwd_bn_ch").value, at.slider(key="fwd_bn_row").value,
+            at.slider(key="fwd_bn_col").value) == (7, 3, 25)
+    rec = trace.layer("block1.bn2")
+    line = next(t for t in texts(at) if t.startswith("Channel 7 at (3,25)"))
+    assert f"{fmt(float(rec.output[7, 3, 25]), 4)})" in line
+    assert at.query_params["layer"] == "block1.bn2"
+    data = view_data(at)
+    assert (data["selected"], data["channel"], data["cell"]) == (4, 7, [3, 25])
+    at.session_state["fwd_layer"] = 2  # another layer, no pick: its inspector's default channel, framed in the view
+    at.run()
+    assert view_data(at)["channel"] == at.slider(key="fwd_relu_ch").value
 
 
 def test_a_single_dot_is_handled():

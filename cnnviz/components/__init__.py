@@ -1,0 +1,1 @@
+"""cnnviz's own Streamlit components (Components v2): HTML, CSS and JavaScript beside a small Python wrapper."""

@@ -1,0 +1,445 @@
+// cnnviz's network view (a Streamlit Components v2 component, mounted by cnnviz/components/network_view.py).
+// Every layer of one pass as a column of feature maps, drawn here from the uint8 maps the page sends once per input
+// (cnnviz/render/network_data.py): the selected column expanded, the others small, each with its colour bar.
+// Clicks, steps and Play happen here at once; each is sent to Python as the "event" trigger, so the page's inspector,
+// slider state and URL follow. Play moves the highlight from column to column in the browser (a CSS transition),
+// lighting the link it crosses (in the backward pass the link's thickness is the size of the gradient it carries).
+const views = new WeakMap();  // parentElement -> view, kept across reruns
+const payloads = new Map();   // payload key -> {meta, bytes}: the maps the page sent, kept while the page lives
+const KEEP = 4;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function button(text, label, cls) {
+  const b = el("button", `cnnviz-button ${cls || ""}`, text);
+  b.type = "button";
+  b.title = label;
+  b.setAttribute("aria-label", label);
+  return b;
+}
+
+async function inflate(b64) {
+  const bin = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const stream = new Blob([bin]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function remember(key, entry) {
+  payloads.delete(key);
+  payloads.set(key, entry);
+  while (payloads.size > KEEP) payloads.delete(payloads.keys().next().value);
+}
+
+function setup(root) {
+  const v = { root, seq: 0, sel: 0, ch: null, cell: null, playing: false, timer: null, cols: [], links: [],
+              entry: null, key: null, data: null, send: () => {}, drawn: null };
+  v.wrap = el("div", "nv-view");
+  v.head = el("div", "nv-head");
+  v.title = el("span", "nv-title");
+  v.prev = button("\u2039 Prev", "Previous layer", "nv-step");
+  v.play = button("\u25B6 Play", "Play: walk through the layers", "nv-play");
+  v.next = button("Next \u203A", "Next layer", "nv-step");
+  v.speed = el("select", "nv-speed");
+  v.speed.title = "Play speed";
+  v.speed.setAttribute("aria-label", "Play speed");
+  v.pos = el("span", "nv-pos");
+  v.pos.setAttribute("role", "status");
+  v.hover = el("span", "nv-hover");
+  v.head.append(v.title, v.prev, v.play, v.next, v.speed, v.pos, v.hover);
+  v.body = el("div", "nv-body");
+  v.track = el("div", "nv-track");
+  v.glow = el("div", "nv-glow");
+  v.track.append(v.glow);
+  v.body.append(v.track);
+  v.wrap.append(v.head, v.body);
+  root.append(v.wrap);
+  v.prev.addEventListener("click", () => { stop(v); go(v, v.sel - 1, "step"); });
+  v.next.addEventListener("click", () => { stop(v); go(v, v.sel + 1, "step"); });
+  v.play.addEventListener("click", () => (v.playing ? stop(v, true) : start(v)));
+  window.addEventListener("resize", () => { if (v.entry) layout(v); });
+  return v;
+}
+
+// ------------------------------------------------------------------------------------------------ colours, sizes
+
+function lut(v, c) {  // 256 RGBA colours for the column's q levels, on its own or the shared scale
+  const pal = c.signed || v.data.shared_scale ? v.data.palettes.signed : v.data.palettes.unsigned;
+  const out = new Uint8ClampedArray(256 * 4);
+  const [slo, shi] = v.entry.meta.shared;
+  for (let q = 0; q < 256; q++) {
+    let t = q / 255;
+    if (v.data.shared_scale) {
+      const value = c.lo + (q * (c.hi - c.lo)) / 255;
+      t = shi > slo ? (value - slo) / (shi - slo) : 0.5;
+    }
+    const i = Math.max(0, Math.min(255, Math.round(t * 255)));
+    out.set([pal[3 * i], pal[3 * i + 1], pal[3 * i + 2], 255], 4 * q);
+  }
+  return out;
+}
+
+function paint(cv, colours, bytes, start, count) {  // q levels -> colours, one 32-bit pixel per value
+  const img = cv.getContext("2d").createImageData(cv.width, cv.height);
+  const px = new Uint32Array(img.data.buffer), lut32 = new Uint32Array(colours.buffer);
+  for (let k = 0; k < count; k++) px[k] = lut32[bytes[start + k]];
+  cv.getContext("2d").putImageData(img, 0, 0);
+}
+
+function isMaps(c) {
+  return c.shape.length === 3 && c.shape[1] * c.shape[2] > 1;
+}
+
+function mapPx(v, c, selected) {  // screen px of one map's side: >= 28 (>= 1 px per map pixel), x3 when selected
+  const h = Math.max(c.shape[1], c.shape[2]);
+  const base = Math.max(h, 28);
+  return Math.round((selected ? Math.max(3 * h, 2 * base) : base) * v.data.scale);
+}
+
+// ------------------------------------------------------------------------------------------------------ drawing
+
+function build(v) {  // every column once per payload: text, maps (one small canvas each, at native resolution)
+  v.track.replaceChildren(v.glow);
+  v.cols = [];
+  v.links = [];
+  const meta = v.entry.meta;
+  const norms = meta.columns.map((c) => c.norm).filter((n) => n > 0);
+  const lmin = Math.log10(Math.min(...norms, 1)), lmax = Math.log10(Math.max(...norms, 1e-30));
+  meta.columns.forEach((c, i) => {
+    if (i > 0) {
+      const link = el("div", "nv-link");
+      const line = el("div", "nv-line");
+      let px = 2;
+      if (meta.pass === "backward") {
+        px = c.norm > 0 ? 2 + Math.round((10 * (Math.log10(c.norm) - lmin)) / Math.max(lmax - lmin, 1e-9)) : 1;
+        link.title = `gradient passed on: size ${c.norm.toPrecision(3)}`;
+      }
+      line.style.height = `${px}px`;
+      link.dataset.thickness = String(px);
+      link.append(line);
+      v.track.append(link);
+      v.links.push(link);
+    }
+    const col = el("div", "nv-col");
+    col.dataset.col = String(i);
+    const shape = c.shape.join("\u00D7");
+    const name = el("div", "nv-name", `${i + 1}. ${c.name}`);
+    const kind = el("div", "nv-kind", `${c.kind} \u00B7 ${shape}`);
+    name.title = name.textContent;
+    kind.title = kind.textContent;
+    const maps = el("div", "nv-maps");
+    const colours = lut(v, c);
+    const mapEls = [];
+    if (isMaps(c)) {
+      const [n, h, w] = c.shape;
+      for (let ch = 0; ch < n; ch++) {
+        const cv = el("canvas", "nv-map");
+        cv.width = w;
+        cv.height = h;
+        cv.dataset.ch = String(ch);
+        paint(cv, colours, v.entry.bytes, c.offset + ch * h * w, h * w);
+        maps.append(cv);
+        mapEls.push(cv);
+      }
+    } else {
+      const k = c.size;
+      const labels = k === (meta.classes || []).length ? meta.classes : null;
+      if (k <= 16) {
+        const vmax = Math.max(...(c.exact || [0]).map(Math.abs), 1e-30);
+        for (let u = 0; u < k; u++) {
+          const row = el("div", "nv-unit");
+          row.dataset.ch = String(u);
+          const bar = el("span", "nv-ubar");
+          bar.style.width = `${Math.round((40 * Math.abs(c.exact[u])) / vmax) * v.data.scale}px`;
+          bar.classList.add(c.exact[u] < 0 ? "neg" : "pos");
+          row.append(el("span", "nv-ulab", labels ? labels[u] : String(u)), bar, el("span", "nv-uval", c.exact_text[u]));
+          maps.append(row);
+          mapEls.push(row);
+        }
+        maps.classList.add("nv-units");
+      } else {  // a long vector: one cell per unit, wrapped into a picture
+        const cv = el("canvas", "nv-map nv-vec");
+        const cw = Math.ceil(Math.sqrt(k)), chh = Math.ceil(k / cw);
+        cv.width = cw;
+        cv.height = chh;
+        cv.dataset.ch = "0";
+        cv.dataset.vector = String(k);
+        paint(cv, colours, v.entry.bytes, c.offset, k);
+        maps.append(cv);
+        mapEls.push(cv);
+      }
+    }
+    const ramp = el("div", "nv-ramp");
+    const signed = c.signed || v.data.shared_scale;
+    ramp.style.background = signed ? "linear-gradient(90deg, #053061, #4393c3, #f7f7f7, #d6604d, #67001f)"
+      : "linear-gradient(90deg, #440154, #3e4a89, #26828e, #35b779, #fde725)";
+    const [lo, hi] = v.data.shared_scale ? meta.shared_range : c.range;
+    const range = el("div", "nv-range");
+    range.append(el("span", "", lo), el("span", "", hi));
+    range.title = v.data.shared_scale ? "one colour scale for every layer" : "this layer's colour scale";
+    col.append(name, kind, maps, ramp, range);
+    v.track.append(col);
+    v.cols.push({ el: col, maps, mapEls, meta: c });
+    col.addEventListener("click", (e) => click(v, i, e));
+    maps.addEventListener("mousemove", (e) => hover(v, i, e));
+    maps.addEventListener("mouseleave", () => { v.hover.textContent = ""; });
+  });
+}
+
+function chrome(v) {  // the height of a column without its maps, and of the header
+  const col = v.cols[0].el;
+  return col.offsetHeight - v.cols[0].maps.offsetHeight;
+}
+
+function layout(v) {  // sizes every column's maps to fit the height budget (60% of the window), selected expanded
+  const budget = Math.floor(0.6 * window.innerHeight);
+  const room = budget - v.head.offsetHeight - chrome(v) - 24;  // 24: the body's padding and scroll bar
+  v.cols.forEach((col, i) => size(v, col, i === v.sel, room));
+  mark(v);
+}
+
+function size(v, col, selected, room) {
+  const c = col.meta;
+  col.el.classList.toggle("nv-selected", selected);
+  if (!isMaps(c)) {
+    if (col.mapEls[0] && col.mapEls[0].dataset.vector) {
+      const cv = col.mapEls[0];
+      const cell = Math.max(Math.floor(Math.min(room, (selected ? 3 : 1.5) * 84 * v.data.scale) / cv.height), 2);
+      cv.style.width = `${cell * cv.width}px`;
+      cv.style.height = `${cell * cv.height}px`;
+    }
+    return;
+  }
+  const [n, h, w] = c.shape;
+  const px = mapPx(v, c, selected);
+  const gap = selected ? 4 : 2;
+  let rows = Math.max(1, Math.min(n, Math.floor((room + gap) / (px * (h / Math.max(h, w)) + gap))));
+  const across = Math.ceil(n / rows);
+  rows = Math.ceil(n / across);
+  col.maps.style.gridTemplateColumns = `repeat(${across}, ${Math.round((px * w) / Math.max(h, w))}px)`;
+  col.maps.style.gap = `${gap}px`;
+  for (const cv of col.mapEls) {
+    cv.style.width = `${Math.round((px * w) / Math.max(h, w))}px`;
+    cv.style.height = `${Math.round((px * h) / Math.max(h, w))}px`;
+  }
+}
+
+function mark(v) {  // the selected channel and cell, the glow box on the selected column, the lit links
+  v.cols.forEach((col, i) => {
+    col.mapEls.forEach((m, ch) => m.classList.toggle("nv-chosen", i === v.sel && v.ch === ch));
+  });
+  for (const old of v.track.querySelectorAll(".nv-cell")) old.remove();
+  const col = v.cols[v.sel];
+  if (!col) return;
+  if (v.cell && v.ch !== null && col.mapEls[v.ch] && isMaps(col.meta)) {
+    const cv = col.mapEls[v.ch];
+    const [, h, w] = col.meta.shape;
+    const box = el("div", "nv-cell");
+    const sx = cv.offsetWidth / w, sy = cv.offsetHeight / h;
+    box.style.left = `${cv.offsetLeft + v.cell[1] * sx - 1}px`;
+    box.style.top = `${cv.offsetTop + v.cell[0] * sy - 1}px`;
+    box.style.width = `${sx + 2}px`;
+    box.style.height = `${sy + 2}px`;
+    col.maps.append(box);
+  }
+  v.links.forEach((link, k) => {
+    link.classList.toggle("nv-passed", k < v.sel);
+    link.classList.toggle("nv-lit", k === v.sel - 1);
+  });
+  const g = v.glow.style;
+  g.left = `${col.el.offsetLeft - 4}px`;
+  g.top = `${col.el.offsetTop - 4}px`;
+  g.width = `${col.el.offsetWidth + 8}px`;
+  g.height = `${col.el.offsetHeight + 8}px`;
+  const n = v.cols.length;
+  v.pos.textContent = `${v.sel + 1} / ${n}: ${col.meta.name}`;
+  v.prev.disabled = v.sel <= 0;
+  v.next.disabled = v.sel >= n - 1;
+  // keep the selected column in view: only the view scrolls sideways, never the page
+  const left = col.el.offsetLeft, right = left + col.el.offsetWidth;
+  if (left < v.body.scrollLeft + 8 || right > v.body.scrollLeft + v.body.clientWidth - 8) {
+    const to = Math.max(0, left - Math.max(8, (v.body.clientWidth - col.el.offsetWidth) / 2));
+    const glide = v.playing && Number(v.speed.value) >= 1;  // a smooth scroll needs longer than a fast step
+    v.body.scrollTo({ left: to, behavior: glide ? "smooth" : "auto" });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------- events
+
+function emit(v, event) {
+  v.seq += 1;
+  v.send({ ...event, seq: v.seq, have: v.key });
+}
+
+function go(v, i, kind) {
+  if (!v.entry) return;
+  const n = v.cols.length;
+  if (i < 0 || i >= n) return;
+  if (i !== v.sel) {
+    v.sel = i;
+    v.ch = null;
+    v.cell = null;
+    layout(v);
+  }
+  emit(v, { kind, layer: i });
+}
+
+function click(v, i, e) {
+  const target = e.target.closest("[data-ch]");
+  if (!target) {
+    if (i !== v.sel) { stop(v); go(v, i, "layer"); }
+    return;
+  }
+  stop(v);
+  const ch = Number(target.dataset.ch);
+  let cell = null;
+  if (i === v.sel && target.tagName === "CANVAS") {
+    const r = target.getBoundingClientRect();
+    const row = Math.min(target.height - 1, Math.floor(((e.clientY - r.top) / r.height) * target.height));
+    const c = Math.min(target.width - 1, Math.floor(((e.clientX - r.left) / r.width) * target.width));
+    if (target.dataset.vector) {
+      const unit = row * target.width + c;
+      if (unit >= Number(target.dataset.vector)) return;
+      v.sel = i; v.ch = unit; v.cell = null;
+      layout(v);
+      emit(v, { kind: "channel", layer: i, channel: unit });
+      return;
+    }
+    cell = [row, c];
+  }
+  const moved = i !== v.sel;
+  v.sel = i;
+  v.ch = ch;
+  v.cell = cell;
+  if (moved) layout(v); else mark(v);
+  emit(v, cell ? { kind: "cell", layer: i, channel: ch, row: cell[0], col: cell[1] }
+    : { kind: "channel", layer: i, channel: ch });
+}
+
+function hover(v, i, e) {
+  const target = e.target.closest("canvas.nv-map");
+  if (!target) return;
+  const c = v.cols[i].meta;
+  const r = target.getBoundingClientRect();
+  const row = Math.min(target.height - 1, Math.floor(((e.clientY - r.top) / r.height) * target.height));
+  const col = Math.min(target.width - 1, Math.floor(((e.clientX - r.left) / r.width) * target.width));
+  let index, where;
+  if (target.dataset.vector) {
+    const unit = row * target.width + col;
+    if (unit >= c.size) { v.hover.textContent = ""; return; }
+    index = unit;
+    where = `unit ${unit}`;
+  } else {
+    const ch = Number(target.dataset.ch), [, h, w] = c.shape;
+    index = ch * h * w + row * w + col;
+    where = `channel ${ch} (${row}, ${col})`;
+  }
+  const value = c.lo + (v.entry.bytes[c.offset + index] * (c.hi - c.lo)) / 255;
+  v.hover.textContent = `${c.name} ${where} \u2248 ${Number(value.toPrecision(3))}`;
+}
+
+function start(v) {
+  if (!v.entry) return;
+  v.playing = true;
+  v.play.textContent = "Pause";
+  v.play.title = "Pause";
+  if (v.sel >= v.cols.length - 1) { v.sel = -1; }
+  tick(v);
+}
+
+function stop(v, send) {
+  if (!v.playing) return;
+  v.playing = false;
+  clearTimeout(v.timer);
+  v.play.textContent = "\u25B6 Play";
+  v.play.title = "Play: walk through the layers";
+  v.wrap.classList.remove("nv-playing");
+  if (send) emit(v, { kind: "pause", layer: v.sel });
+}
+
+function tick(v) {
+  if (!v.playing) return;
+  const seconds = Number(v.speed.value) || 1;
+  v.wrap.style.setProperty("--glide", `${Math.min(0.8 * seconds, 0.7)}s`);
+  v.wrap.classList.add("nv-playing");
+  go(v, v.sel + 1, "step");
+  if (v.sel >= v.cols.length - 1) { stop(v); return; }
+  v.timer = setTimeout(() => tick(v), seconds * 1000);
+}
+
+// --------------------------------------------------------------------------------------------------- the mount
+
+function configure(v, data) {
+  v.data = data;
+  v.wrap.style.setProperty("--label-px", `${data.label_px}px`);
+  v.title.textContent = data.title;
+  if (!v.speed.options.length) {
+    for (const [name, seconds] of data.speeds) {
+      const o = el("option", "", name);
+      o.value = String(seconds);
+      v.speed.append(o);
+    }
+    v.speed.value = String(data.speeds.find(([name]) => name === "normal")[1]);
+  }
+  const fromPage = data.seq >= v.seq && !v.playing;  // the page's selection, unless an event of ours is still on its way
+  if (fromPage) {
+    v.seq = data.seq;
+    v.sel = data.selected;
+    v.ch = data.channel;
+    v.cell = data.cell;
+  }
+}
+
+async function show(v, data) {
+  const t0 = performance.now();
+  const key = data.payload_key;
+  let entry = payloads.get(key);
+  if (!entry && data.payload) {
+    entry = { meta: data.payload, bytes: await inflate(data.payload.maps) };
+    remember(key, entry);
+  }
+  if (!entry) {  // the page thought this browser had the maps: ask for them
+    v.send({ kind: "need", seq: v.seq, have: null });
+    return;
+  }
+  const look = `${key}|${data.shared_scale}|${data.scale}|${data.label_px}`;
+  if (v.drawn !== look) {
+    v.entry = entry;
+    v.key = key;
+    stop(v);
+    build(v);
+    v.drawn = look;
+  }
+  v.sel = Math.max(0, Math.min(v.sel, v.cols.length - 1));
+  layout(v);
+  v.wrap.dataset.drawMs = (performance.now() - t0).toFixed(1);  // data in -> drawn, for benchmarks
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  const root = parentElement.querySelector(".nv-root");
+  let v = views.get(parentElement);
+  if (!v) {
+    v = setup(root);
+    views.set(parentElement, v);
+  } else if (!root.contains(v.wrap)) {
+    root.appendChild(v.wrap);
+  }
+  v.send = (event) => setTriggerValue("event", event);
+  configure(v, data);
+  show(v, data);
+  // Streamlit calls this when the element goes, and also when new data arrived while this call was starting (a
+  // rerun during Play): only a view whose element has left the page is taken down.
+  return () => setTimeout(() => {
+    const gone = views.get(parentElement);
+    if (gone && !parentElement.isConnected) {
+      stop(gone);
+      gone.wrap.remove();
+      views.delete(parentElement);
+    }
+  }, 0);
+}

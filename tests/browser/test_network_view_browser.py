@@ -1,0 +1,130 @@
+"""The explorer's network view (cnnviz/components/network_view.js) in Chromium at 1280x720, measured from the DOM:
+map sizes in screen pixels, the view's height, labels that fit, clicks that reach the inspector, and Play with its
+controls and highlighted column on screen."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import open_page, wait_for_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+VIEW = ".st-key-network_forward"
+WIDTH, HEIGHT = 1280, 720
+
+
+def open_view(page, app_url: str, query: str = "") -> None:
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    open_page(page, f"{app_url}/explorer{query}")
+    page.wait_for_selector(f"{VIEW} .nv-col", timeout=90_000)
+    wait_for_idle(page, 60_000)
+    page.locator(f"{VIEW} .nv-view").scroll_into_view_if_needed()
+
+
+def boxes(page, selector: str) -> list[dict]:
+    return [loc.bounding_box() for loc in page.locator(f"{VIEW} {selector}").all()]
+
+
+def heading(page) -> str:
+    return page.locator("h4").filter(has_text=re.compile(r"^\d+\. ")).first.inner_text()
+
+
+def slider_value(page, key: str) -> int:
+    return int(page.locator(f".st-key-{key} [data-testid='stSliderThumbValue']").inner_text())
+
+
+def inside_viewport(box: dict | None) -> bool:
+    return bool(box) and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= WIDTH \
+        and box["y"] + box["height"] <= HEIGHT
+
+
+def test_maps_are_legible_and_the_view_fits_one_screen(page, app_url, tmp_path):
+    open_view(page, app_url)
+    names = page.locator(f"{VIEW} .nv-name").all_inner_texts()
+    assert len(names) == 28 and names[0] == "1. block1.conv1" and names[-1] == "28. head.flatten"
+    assert page.locator(f"{VIEW} .nv-col.nv-selected .nv-name").inner_text() == "1. block1.conv1"
+    expanded = boxes(page, ".nv-col.nv-selected canvas.nv-map")
+    assert len(expanded) == 16  # block1.conv1: 16 maps of 28x28
+    assert min(min(b["width"], b["height"]) for b in expanded) >= 84  # >= 3 screen px per map pixel
+    others = boxes(page, ".nv-col:not(.nv-selected) canvas.nv-map")
+    assert len(others) > 500
+    assert min(min(b["width"], b["height"]) for b in others) >= 28  # 28x28 at 1 px, 14x14 and 7x7 scaled up
+    view = page.locator(f"{VIEW} .nv-view").bounding_box()
+    assert view["height"] <= 0.6 * HEIGHT, view
+    assert view["x"] >= 0 and view["x"] + view["width"] <= WIDTH, "the view fits the page's width"
+    scroll = page.locator(f"{VIEW} .nv-body").evaluate(
+        "b => ({sw: b.scrollWidth, cw: b.clientWidth, sh: b.scrollHeight, ch: b.clientHeight})")
+    assert scroll["sh"] <= scroll["ch"], f"an inner vertical scroll: {scroll}"
+    assert scroll["sw"] > scroll["cw"], "28 layers scroll sideways inside the view"
+    cut = page.locator(f"{VIEW} .nv-view").evaluate("""v => [...v.querySelectorAll('*')]
+        .filter(e => e.childElementCount === 0 && e.textContent.trim() && e.scrollWidth > e.clientWidth)
+        .map(e => e.textContent)""")
+    assert cut == []
+    assert all(page.locator(f"{VIEW} .nv-range").first.locator("span").all_inner_texts())  # a colour range
+    page.screenshot(path=str(tmp_path / "network_view_1280.png"))
+
+
+def test_clicks_pick_the_layer_channel_and_cell_in_the_inspector(page, app_url):
+    open_view(page, app_url)
+    relu = page.locator(f"{VIEW} .nv-col[data-col='2']")  # block1.relu1, collapsed
+    relu.locator("canvas.nv-map[data-ch='5']").click()
+    wait_for_idle(page)
+    assert heading(page).startswith("3. block1.relu1")
+    assert slider_value(page, "fwd_relu_ch") == 5
+    assert "layer=block1.relu1" in page.url
+    assert page.locator(f"{VIEW} .nv-col.nv-selected").get_attribute("data-col") == "2"
+    assert page.locator(f"{VIEW} .nv-col.nv-selected canvas.nv-chosen").get_attribute("data-ch") == "5"
+    # back to the convolution by a click on its column, then a cell of its expanded channel 3
+    page.locator(f"{VIEW} .nv-col[data-col='0'] .nv-name").click()
+    wait_for_idle(page)
+    assert heading(page).startswith("1. block1.conv1")
+    target = page.locator(f"{VIEW} .nv-col.nv-selected canvas.nv-map[data-ch='3']")
+    box = target.bounding_box()
+    row, col = 20, 9  # a cell of the 28x28 map, clicked at its centre
+    target.click(position={"x": (col + 0.5) * box["width"] / 28, "y": (row + 0.5) * box["height"] / 28})
+    wait_for_idle(page)
+    assert (slider_value(page, "fwd_conv_ch"), slider_value(page, "fwd_conv_row"),
+            slider_value(page, "fwd_conv_col")) == (3, row, col)
+    assert f"output channel 3, cell ({row},{col})" in page.inner_text("[data-testid='stMainBlockContainer']")
+
+
+RECORD_PLAY = """view => {  // sample the view every 50 ms inside the page (a loaded test machine polls slowly)
+    const box = (e) => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width,
+                                                                       height: r.height}; };
+    const q = (s) => view.querySelector(s);
+    window.__nvPlay = [];
+    window.__nvTimer = setInterval(() => window.__nvPlay.push({
+        pos: q('.nv-pos').textContent, play: box(q('button.nv-play')), posBox: box(q('.nv-pos')),
+        body: box(q('.nv-body')), name: box(q('.nv-col.nv-selected .nv-name')),
+        lit: view.querySelectorAll('.nv-link.nv-lit').length}), 50);
+}"""
+
+
+def test_play_glides_to_the_last_layer_with_controls_and_column_on_screen(page, app_url, tmp_path):
+    open_view(page, app_url)
+    page.locator(f"{VIEW} select.nv-speed").select_option(label="fast")
+    view = page.locator(f"{VIEW} .nv-view")
+    view.evaluate(RECORD_PLAY)
+    play = page.locator(f"{VIEW} button.nv-play")
+    play.click()
+    page.locator(f"{VIEW} .nv-pos").filter(has_text="28 / 28").wait_for(timeout=60_000)
+    page.wait_for_timeout(600)  # the last glide
+    samples = page.evaluate("() => { clearInterval(window.__nvTimer); return window.__nvPlay; }")
+    shown = {}  # position -> whether its column's name was seen inside the view and the window
+    for state in samples:
+        assert inside_viewport(state["play"]) and inside_viewport(state["posBox"]), state  # the controls, always
+        name, body = state["name"], state["body"]
+        visible = inside_viewport(name) and name["x"] >= body["x"] and name["x"] + name["width"] <= body["x"] + \
+            body["width"]
+        shown[state["pos"]] = shown.get(state["pos"], False) or visible
+    assert len(shown) >= 27, shown.keys()  # it moved through the layers one by one, not in one jump
+    assert all(shown.values()), [p for p, ok in shown.items() if not ok]  # each highlighted column came into view
+    assert any(s["lit"] == 1 for s in samples)  # the link just crossed is lit
+    page.wait_for_function("() => location.search.includes('layer=head.flatten')", timeout=30_000)
+    wait_for_idle(page)
+    assert heading(page).startswith("28. head.flatten")  # the inspector followed
+    assert play.inner_text().endswith("Play")  # stopped at the end
+    page.screenshot(path=str(tmp_path / "network_view_played.png"))

@@ -16,11 +16,18 @@ VIEW = ".st-key-network_forward"
 WIDTH, HEIGHT = 1280, 720
 
 
-def open_view(page, app_url: str, query: str = "") -> None:
-    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+def open_view(page, app_url: str, query: str = "", size: tuple[int, int] = (WIDTH, HEIGHT),
+              projector: bool = False) -> None:
+    page.set_viewport_size({"width": size[0], "height": size[1]})
     open_page(page, f"{app_url}/explorer{query}")
     page.wait_for_selector(f"{VIEW} .nv-col", timeout=90_000)
     wait_for_idle(page, 60_000)
+    if projector:
+        page.locator(".st-key-projector label").first.click()
+        wait_for_idle(page, 60_000)
+        page.locator(f"{VIEW} .nv-view").wait_for()
+        page.wait_for_function("""() => [...document.querySelectorAll('.st-key-network_forward *')]
+            .some(e => e.shadowRoot ? e.shadowRoot.querySelector('.nv-map') : e.matches('.nv-map'))""")
     page.locator(f"{VIEW} .nv-view").scroll_into_view_if_needed()
 
 
@@ -41,20 +48,24 @@ def inside_viewport(box: dict | None) -> bool:
         and box["y"] + box["height"] <= HEIGHT
 
 
-def test_maps_are_legible_and_the_view_fits_one_screen(page, app_url, tmp_path):
-    open_view(page, app_url)
+@pytest.mark.parametrize("width,height,projector,scale", [(1280, 720, False, 1.0), (1920, 1080, False, 1.0),
+                                                          (1280, 720, True, 1.5)],
+                         ids=["1280x720", "1920x1080", "1280x720-projector"])
+def test_maps_are_legible_and_the_view_fits_one_screen(page, app_url, tmp_path, width, height, projector, scale):
+    open_view(page, app_url, size=(width, height), projector=projector)
     names = page.locator(f"{VIEW} .nv-name").all_inner_texts()
     assert len(names) == 28 and names[0] == "1. block1.conv1" and names[-1] == "28. head.flatten"
     assert page.locator(f"{VIEW} .nv-col.nv-selected .nv-name").inner_text() == "1. block1.conv1"
-    expanded = boxes(page, ".nv-col.nv-selected canvas.nv-map")
+    expanded = boxes(page, ".nv-col.nv-selected .nv-map")
     assert len(expanded) == 16  # block1.conv1: 16 maps of 28x28
-    assert min(min(b["width"], b["height"]) for b in expanded) >= 84  # >= 3 screen px per map pixel
-    others = boxes(page, ".nv-col:not(.nv-selected) canvas.nv-map")
+    # >= 3 screen px per map pixel (projector mode: the maps grow with the text)
+    assert min(min(b["width"], b["height"]) for b in expanded) >= 84 * scale
+    others = boxes(page, ".nv-col:not(.nv-selected) .nv-map")
     assert len(others) > 500
-    assert min(min(b["width"], b["height"]) for b in others) >= 28  # 28x28 at 1 px, 14x14 and 7x7 scaled up
+    assert min(min(b["width"], b["height"]) for b in others) >= 28 * scale  # 14x14 and 7x7 scaled up
     view = page.locator(f"{VIEW} .nv-view").bounding_box()
-    assert view["height"] <= 0.6 * HEIGHT, view
-    assert view["x"] >= 0 and view["x"] + view["width"] <= WIDTH, "the view fits the page's width"
+    assert view["height"] <= 0.6 * height, view
+    assert view["x"] >= 0 and view["x"] + view["width"] <= width, "the view fits the page's width"
     scroll = page.locator(f"{VIEW} .nv-body").evaluate(
         "b => ({sw: b.scrollWidth, cw: b.clientWidth, sh: b.scrollHeight, ch: b.clientHeight})")
     assert scroll["sh"] <= scroll["ch"], f"an inner vertical scroll: {scroll}"
@@ -64,24 +75,26 @@ def test_maps_are_legible_and_the_view_fits_one_screen(page, app_url, tmp_path):
         .map(e => e.textContent)""")
     assert cut == []
     assert all(page.locator(f"{VIEW} .nv-range").first.locator("span").all_inner_texts())  # a colour range
-    page.screenshot(path=str(tmp_path / "network_view_1280.png"))
+    font = page.locator(f"{VIEW} .nv-name").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+    assert font >= (18 if projector else 12)
+    page.screenshot(path=str(tmp_path / f"network_view_{width}x{height}{'_projector' if projector else ''}.png"))
 
 
 def test_clicks_pick_the_layer_channel_and_cell_in_the_inspector(page, app_url):
     open_view(page, app_url)
     relu = page.locator(f"{VIEW} .nv-col[data-col='2']")  # block1.relu1, collapsed
-    relu.locator("canvas.nv-map[data-ch='5']").click()
+    relu.locator(".nv-map[data-ch='5']").click()
     wait_for_idle(page)
     assert heading(page).startswith("3. block1.relu1")
     assert slider_value(page, "fwd_relu_ch") == 5
     assert "layer=block1.relu1" in page.url
     assert page.locator(f"{VIEW} .nv-col.nv-selected").get_attribute("data-col") == "2"
-    assert page.locator(f"{VIEW} .nv-col.nv-selected canvas.nv-chosen").get_attribute("data-ch") == "5"
+    assert page.locator(f"{VIEW} .nv-col.nv-selected .nv-map.nv-chosen").get_attribute("data-ch") == "5"
     # back to the convolution by a click on its column, then a cell of its expanded channel 3
     page.locator(f"{VIEW} .nv-col[data-col='0'] .nv-name").click()
     wait_for_idle(page)
     assert heading(page).startswith("1. block1.conv1")
-    target = page.locator(f"{VIEW} .nv-col.nv-selected canvas.nv-map[data-ch='3']")
+    target = page.locator(f"{VIEW} .nv-col.nv-selected .nv-map[data-ch='3']")
     box = target.bounding_box()
     row, col = 20, 9  # a cell of the 28x28 map, clicked at its centre
     target.click(position={"x": (col + 0.5) * box["width"] / 28, "y": (row + 0.5) * box["height"] / 28})

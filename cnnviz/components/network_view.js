@@ -133,7 +133,7 @@ function build(v) {  // every column once per payload: text, and its maps as one
   v.links = [];
   const meta = v.entry.meta;
   const norms = meta.columns.map((c) => c.norm).filter((n) => n > 0);
-  const lmin = Math.log10(Math.min(...norms, 1)), lmax = Math.log10(Math.max(...norms, 1e-30));
+  const lmin = Math.log10(Math.min(...norms, 1e300)), lmax = Math.log10(Math.max(...norms, 1e-300));
   meta.columns.forEach((c, i) => {
     if (i > 0) {
       const link = el("div", "nv-link");

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
+from cnnviz.engine.capture import capture
+from cnnviz.engine.checkpoints import load_model
+from cnnviz.engine.pictures import preprocess
+from cnnviz.render.network_data import backward_columns
 from tests.conftest import open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -141,3 +147,49 @@ def test_play_glides_to_the_last_layer_with_controls_and_column_on_screen(page, 
     assert heading(page).startswith("28. head.flatten")  # the inspector followed
     assert play.inner_text().endswith("Play")  # stopped at the end
     page.screenshot(path=str(tmp_path / "network_view_played.png"))
+
+
+def app_trace():
+    """The trace network_view_app.py shows: a drawn zero through the MNIST model."""
+    model, card = load_model("mnist")
+    img = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(img).ellipse([(80, 40), (200, 240)], outline=255, width=20)
+    return capture(model, preprocess(img, card))
+
+
+@pytest.fixture(scope="module")
+def backward_app_url():
+    """A server for tests/browser/network_view_app.py: the view alone, in the backward pass's order."""
+    from tests.conftest import require_browser, start_server, stop_server
+
+    require_browser()
+    server = start_server(app="tests/browser/network_view_app.py")
+    try:
+        yield server.url
+    finally:
+        stop_server(server)
+
+
+def test_backward_play_lights_each_link_with_the_gradients_size(page, backward_app_url):
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    open_page(page, backward_app_url)
+    view = page.locator(".st-key-nv_backward .nv-view")
+    view.locator(".nv-col").first.wait_for(timeout=90_000)
+    names = view.locator(".nv-name").all_inner_texts()
+    assert len(names) == 30 and names[0] == "1. loss" and names[-1] == "30. input pixels"  # the slider's order
+    thickness = [b["height"] for b in (loc.bounding_box() for loc in view.locator(".nv-line").all())]
+    norms = [float(np.linalg.norm(c.values)) for c in backward_columns(app_trace())][1:]  # what each link carries
+    assert len(thickness) == len(norms) == 29
+    for a in range(29):  # thicker where the gradient passed on is larger
+        for b in range(29):
+            if norms[a] > norms[b]:
+                assert thickness[a] >= thickness[b], (a, b, norms[a], norms[b], thickness)
+    assert max(thickness) - min(thickness) >= 6, thickness  # the sizes span orders of magnitude: visibly so
+    view.locator("select.nv-speed").select_option(label="fast")
+    view.evaluate(RECORD_PLAY)
+    view.locator("button.nv-play").click()
+    view.locator(".nv-pos").filter(has_text="30 / 30").wait_for(timeout=60_000)
+    samples = page.evaluate("() => { clearInterval(window.__nvTimer); return window.__nvPlay; }")
+    assert len({s["pos"] for s in samples}) >= 29
+    assert all(s["lit"] <= 1 for s in samples) and sum(s["lit"] == 1 for s in samples) > len(samples) / 2
+    page.wait_for_function("() => document.body.innerText.includes('last event: step 29')", timeout=30_000)

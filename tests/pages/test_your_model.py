@@ -22,7 +22,7 @@ from cnnviz.engine.learn import heldout_batch, heldout_score, learn_step
 from cnnviz.engine.models import new_card
 from cnnviz.engine.pictures import preprocess
 from tests.conftest import ROOT
-from tests.pages.test_explorer_page import EXPLORER, drawing, open_view, overview_html, texts
+from tests.pages.test_explorer_page import EXPLORER, drawing, open_view, overview_html, texts, view_data
 
 needs_mnist = pytest.mark.skipif(not dataset_available("mnist")[0], reason="MNIST test set not available")
 
@@ -63,7 +63,8 @@ def which(at: AppTest) -> str:
 
 
 def strip_names(at: AppTest) -> list[str]:
-    return re.findall(r'<div class="cv-name">\d+\. ([^<]+)</div>', overview_html(at))
+    """The layers the forward view's network view was given."""
+    return [c["name"] for c in view_data(at)["payload"]["columns"]]
 
 
 def explorer_on_yours(job) -> AppTest:

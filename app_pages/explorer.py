@@ -30,7 +30,7 @@ top = st.columns([1, 1.3], gap="medium")
 
 # ------------------------------------------------------------------------------------------------- model, weights
 with controls[4]:
-    with st.popover("Your own network", icon=":material/upload_file:"):
+    with st.popover("Upload", icon=":material/upload_file:", help="Explore your own network: its weights and card"):
         st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
                    "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
         weights_file = st.file_uploader("weights (.safetensors)", type=["safetensors"], key="up_weights")
@@ -193,7 +193,7 @@ ui.write_url(model=name, weights=stage if len(stages) > 1 else None,
              st.query_params.get("layer"))
 with controls[4]:
     ui.link_button("A drawn digit or an upload is not put in the link; a test sample is (by its index)."
-                   if picked.source != "sample" else None)
+                   if picked.source != "sample" else None, label="Link")
 
 if view == "forward":
     forward.show(ctx)

@@ -411,9 +411,11 @@ _copy_link = st.components.v2.component("cnnviz.copy_link", html='<div class="cl
                                         js=_COPY_LINK_JS, isolate_styles=True)
 
 
-def link_button(note: str | None = None) -> None:
-    """A "Copy link to this view" popover: the address bar's link (read in the browser, so always current) and Copy."""
-    with st.popover("Copy link to this view", icon=":material/link:"):
+def link_button(note: str | None = None, label: str = "Copy link to this view") -> None:
+    """A "Copy link to this view" popover: the address bar's link (read in the browser, so always current) and Copy.
+    A narrow place gives a shorter ``label`` (the popover's tooltip keeps the long one)."""
+    with st.popover(label, icon=":material/link:", help=None if label == "Copy link to this view" else
+                    "Copy a link to this view"):
         _copy_link(key=None, width="stretch", height="content")
         st.caption(note or "Anyone who opens this link sees this view, with these numbers.")
         st.caption("The browser's address bar holds the same link; it follows every step and slider at once.")

@@ -30,7 +30,7 @@ top = st.columns([1, 1.3], gap="medium")
 
 # ------------------------------------------------------------------------------------------------- model, weights
 with controls[4]:
-    with st.popover("Upload", icon=":material/upload_file:", help="Explore your own network: its weights and card"):
+    with st.popover("Load", icon=":material/upload_file:", help="Load your own network: its weights and card"):
         st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
                    "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
         weights_file = st.file_uploader("weights (.safetensors)", type=["safetensors"], key="up_weights")

@@ -49,7 +49,7 @@ def test_two_uploaded_networks_each_show_their_own_numbers(page, app_url, tmp_pa
         (tmp_path / f"{name}.safetensors").write_bytes(weights)
         (tmp_path / f"{name}.json").write_bytes(card)
         if not page.locator(".st-key-up_weights").is_visible():
-            page.get_by_role("button", name="Upload", exact=True).click()
+            page.get_by_role("button", name="Load", exact=True).click()
         page.locator(".st-key-up_weights [data-testid='stFileUploaderDropzoneInput']").set_input_files(
             str(tmp_path / f"{name}.safetensors"))
         wait_for_idle(page, 60_000)

@@ -361,5 +361,5 @@ if result is not None and not busy:
             st.switch_page("app_pages/explorer.py", query_params={"model": "yours"})
         except StreamlitAPIException:  # the page run on its own (no navigation): say where to go
             d3.info("Open the Network explorer and choose Your model.")
-    st.caption("Upload both files on the Network explorer, here or on another cnnviz server, to explore the network "
-               "again.")
+    st.caption("Upload both files with the Network explorer's Load button, here or on another cnnviz server, to "
+               "explore the network again.")

@@ -23,6 +23,13 @@ def draw(page, points) -> None:
     for x, y in points[1:]:
         page.mouse.move(box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280)
     page.mouse.up()
+    drawing_shown(page)
+
+
+def drawing_shown(page) -> None:
+    """Wait until the page shows a drawing's run (not the teaching sample's, which a loaded machine can still show
+    when a run's 300 ms chance to start has passed)."""
+    page.get_by_text("What the network receives: 28x28, your drawing").first.wait_for(timeout=60_000)
 
 
 def stroke_one():
@@ -242,6 +249,7 @@ def test_a_finger_draws_on_the_canvas(browser, app_url):
         for x, y in points[1:]:
             touch("touchMove", x, y)
         touch("touchEnd", 0, 0)
+        drawing_shown(page)
         assert "Prediction: 1" in prediction(page)
         assert page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollTop") == scroll
         no_exception(page)
@@ -262,7 +270,7 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     before = page.locator(".st-key-backprop").inner_text()
     # the steps reran only the view's fragment; the link offered is still the address bar's, with this layer
     assert "layer=" in page.url
-    page.get_by_text("Copy link to this view").first.click()
+    page.get_by_role("button", name="Link", exact=True).first.click()
     page.wait_for_selector(".cl-field", state="visible")
     assert page.locator(".cl-field").input_value() == page.url
     page.keyboard.press("Escape")

@@ -656,7 +656,7 @@ class YourModel:
     model: nn.Module
     card: ModelCard
     identity: str  # digest of its weights and card: every cached result of this network is keyed on it
-    origin: str  # for the model list: "trained here at 20:14", "uploaded mynet.safetensors at 20:16"
+    origin: str  # for the explorer's caption: "trained here at 20:14", "uploaded mynet.safetensors at 20:16"
     arrived: float  # time.time() when this session first had it
 
 

@@ -291,11 +291,17 @@ def compute_examples(name: str, stage: str, x: torch.Tensor, labels: torch.Tenso
     """Run one shipped model on the whole test set (normalised ``x``) and choose its examples (see ``RULE``)."""
     if probs is None:
         probs = predict_all(load_model(name, stage, directory)[0], x)
-    y = labels.numpy()
+    return _choose(name, stage, file_sha256(checkpoint_path(name, stage, directory)), probs, labels.numpy(),
+                   judge_probs, judge_p)
+
+
+def _choose(name: str, stage: str, checkpoint_sha256: str, probs: np.ndarray, y: np.ndarray,
+            judge_probs: np.ndarray | None = None, judge_p: float = CLEAR_BY_FINAL_P) -> Examples:
+    """The examples (``RULE``) of a model whose test-set probabilities are ``probs`` for labels ``y``."""
     return Examples(
-        name=name, stage=stage, checkpoint_sha256=file_sha256(checkpoint_path(name, stage, directory)),
-        n_test=len(y), accuracy=float((probs.argmax(1) == y).mean()),
-        hard=tuple(choose_hard(probs, y, judge_probs, judge_p)), mistakes=tuple(find_mistakes(probs, y)), rule=RULE,
+        name=name, stage=stage, checkpoint_sha256=checkpoint_sha256, n_test=len(y),
+        accuracy=float((probs.argmax(1) == y).mean()), hard=tuple(choose_hard(probs, y, judge_probs, judge_p)),
+        mistakes=tuple(find_mistakes(probs, y)), rule=RULE,
     )
 
 
@@ -310,13 +316,7 @@ def examples_of_model(model: nn.Module, card: ModelCard, data_dir: str | Path | 
     from cnnviz.engine.pictures import normalize
 
     images, labels = load_arrays(card.name, "test", data_dir)
-    probs = predict_all(model, normalize(images, card))
-    y = labels.numpy()
-    return Examples(
-        name=card.name, stage=card.stage, checkpoint_sha256="", n_test=len(y),
-        accuracy=float((probs.argmax(1) == y).mean()), hard=tuple(choose_hard(probs, y)),
-        mistakes=tuple(find_mistakes(probs, y)), rule=RULE,
-    )
+    return _choose(card.name, card.stage, "", predict_all(model, normalize(images, card)), labels.numpy())
 
 
 def testset_inputs(name: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:

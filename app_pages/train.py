@@ -10,7 +10,6 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from cnnviz import ui
-from cnnviz.engine import training_jobs as tj
 from cnnviz.engine.builder import (
     ACTIVATIONS,
     HEADS,
@@ -28,9 +27,10 @@ from cnnviz.engine.builder import (
 from cnnviz.engine.checkpoints import to_bytes
 from cnnviz.engine.datasets import dataset_available
 from cnnviz.engine.models import REGISTRY
-from cnnviz.engine.training import Settings
 from cnnviz.numbers import fmt
 from cnnviz.render.network import tile_maps
+from cnnviz.training import jobs as tj
+from cnnviz.training.loop import Settings
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam"}  # short: whole on a projector
 DATASET_LABELS = {"mnist": "MNIST digits (1x28x28)", "cifar10": "CIFAR-10 photos (3x32x32)"}

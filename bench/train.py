@@ -6,7 +6,7 @@
     python bench/train.py session-memory [--cold]                two learners' sessions on a real server (Chromium)
 
 Needs $CNNVIZ_DATA_DIR (MNIST). Each training runs as on the server: in its own process, with the page's thread
-count and priority (cnnviz.engine.training_child.THREADS, NICE).
+count and priority (cnnviz.training.child.THREADS, NICE).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import psutil
 import torch
 
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
-from cnnviz.engine import training_jobs as jobs
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.datasets import dataset, load_arrays
-from cnnviz.engine.training_child import NICE
 from cnnviz.evaluate import evaluate_arrays
+from cnnviz.training import jobs
+from cnnviz.training.child import NICE
 
 NAMES = {"tiny": "Tiny: two convolutions", "shipped": "Shipped MNIST architecture (18k parameters)"}
 TARGETS = {"tiny": "97% within 120 s", "shipped": "98.5% after one epoch"}

@@ -96,7 +96,7 @@ def serve(replicas: int, port: int, address: str, backends: list[str], haproxy: 
     env = {**os.environ, "STREAMLIT_SERVER_COOKIE_SECRET": os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET")
            or secrets.token_hex(32)}
     # One line and one set of places for the Train page's trainings on this machine: lock files all replicas share
-    # (cnnviz.engine.training_places), so "at most N trainings at once" counts every replica's.
+    # (cnnviz.training.places), so "at most N trainings at once" counts every replica's.
     env.setdefault("CNNVIZ_TRAINING_PLACES", str(folder / "training-places"))
     Path(env["CNNVIZ_TRAINING_PLACES"]).mkdir(parents=True, exist_ok=True)
     children = []

@@ -2,7 +2,7 @@
 
     python -m cnnviz.train {mnist,cifar10} [--epochs N] [--data-dir D] [--out checkpoints/] [--seed S]
 
-The loop itself is ``cnnviz.engine.training.Trainer``, shared with the "Train a CNN" page: the whole split in
+The loop itself is ``cnnviz.training.loop.Trainer``, shared with the "Train a CNN" page: the whole split in
 memory as uint8, augmented batch by batch on tensors. Deterministic given the seed (same machine, same thread count).
 """
 
@@ -21,8 +21,8 @@ import torch
 from cnnviz.engine.checkpoints import CHECKPOINT_DIR, save
 from cnnviz.engine.datasets import DataUnavailable, load_arrays
 from cnnviz.engine.models import ModelCard, build_model, count_parameters, new_card
-from cnnviz.engine.training import Settings, Trainer, augment_cifar, augment_mnist
 from cnnviz.evaluate import evaluate_arrays
+from cnnviz.training.loop import Settings, Trainer, augment_cifar, augment_mnist
 
 __all__ = ["RECIPES", "Recipe", "augment_cifar", "augment_mnist", "main", "train"]
 

@@ -613,18 +613,18 @@ def session_alive(grace_s: float = 10.0) -> Callable[[], bool] | None:
 
 
 def training_job():
-    """This session's latest training job (``cnnviz.engine.training_jobs.TrainingJob``), or None."""
+    """This session's latest training job (``cnnviz.training.jobs.TrainingJob``), or None."""
     return st.session_state.get(_JOB_KEY)
 
 
 def start_training(cfg, settings, dataset: str = "mnist"):
-    """Queue a training for this session on the server's registry; raises training_jobs.JobError with a message.
+    """Queue a training for this session on the server's registry; raises jobs.JobError with a message.
 
     The previous job's model stays "Your model" until the new one has a result.
     """
     import uuid
 
-    from cnnviz.engine.training_jobs import JOBS
+    from cnnviz.training.jobs import JOBS
 
     owner = st.session_state.setdefault("_cnnviz_training_owner", uuid.uuid4().hex)  # one training per session
     # the data folder the page checked, named here: the fork server's environment is the one it started with

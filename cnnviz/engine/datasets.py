@@ -1,7 +1,7 @@
 """MNIST and CIFAR-10 from $CNNVIZ_DATA_DIR (or a torchvision download): PIL datasets and whole-split tensors.
 
 MNIST's whole splits (``load_arrays``) are read straight from torchvision's folder layout by ``read_idx``, without
-importing torchvision: a training's process (``training_child``) then never loads it (164 MB RSS).
+importing torchvision: a training's process (``cnnviz.training.child``) then never loads it (164 MB RSS).
 torchvision still opens the PIL datasets and downloads what is missing.
 """
 

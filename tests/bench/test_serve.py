@@ -70,7 +70,7 @@ def test_the_balancer_serves_the_page_and_sets_a_sticky_cookie(balancer):
 
 def test_the_replicas_share_one_line_for_trainings(balancer):
     """Each replica's registry reads $CNNVIZ_TRAINING_PLACES: the same folder for all (cnnviz.serve sets it), so the
-    server-wide limit of trainings counts every replica's (the sharing itself: tests/engine/test_training_places.py)."""
+    server-wide limit of trainings counts every replica's (the sharing itself: tests/training/test_places.py)."""
     found = set()
     for pid, _ in replicas(balancer).values():
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

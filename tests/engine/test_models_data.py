@@ -13,15 +13,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnviz.engine import training_child, training_jobs
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
 from cnnviz.engine.datasets import MNIST_FILES, dataset_available, load_arrays
 from cnnviz.engine.models import REGISTRY, build_model, count_parameters, new_card
 from cnnviz.engine.pictures import EmptyImage, mnist_field, preprocess
-from cnnviz.engine.training import Settings
 from cnnviz.evaluate import evaluate_arrays
 from cnnviz.train import augment_cifar, augment_mnist
+from cnnviz.training import child, jobs
+from cnnviz.training.loop import Settings
 from tests.helpers import randomize_batchnorm
 
 TARGETS = {"mnist": 99.4, "cifar10": 87.0}
@@ -201,9 +201,9 @@ def test_mnist_reader_reads_gzipped_files_and_refuses_damaged_ones(tmp_path):
         load_arrays("mnist", "test", tmp_path)
 
 
-def data_without_torchvision(name: str, data_dir: str | None) -> training_child.Data:
+def data_without_torchvision(name: str, data_dir: str | None) -> child.Data:
     """A training's data as its process reads it by default, refused if reading it imported torchvision."""
-    data = training_child.Data(name, data_dir)
+    data = child.Data(name, data_dir)
     if "torchvision" in sys.modules:
         raise RuntimeError("the training process imported torchvision")
     return data
@@ -213,7 +213,7 @@ def test_a_training_process_reads_mnist_without_torchvision(tmp_path):
     """torchvision would cost a training's process 164 MB RSS: the page's training reads MNIST's files itself."""
     write_mnist(tmp_path)
     settings = Settings(optimizer="adam", lr=0.01, schedule="constant", batch_size=32, steps=5, augment=False)
-    job = training_jobs.JobRegistry(limit=1, data=data_without_torchvision).submit(
+    job = jobs.JobRegistry(limit=1, data=data_without_torchvision).submit(
         "s", PRESETS["Tiny: two convolutions"], settings, data_dir=str(tmp_path))
     assert job.wait(120)
     assert job.state == "finished", job.message

@@ -12,9 +12,9 @@ from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.engine import datasets
-from cnnviz.engine import training_jobs as tj
+from cnnviz.training import jobs as tj
 from tests.conftest import choose_option, open_page, start_server, stop_server, wait_for_idle
-from tests.engine.test_training import fake_source
+from tests.training.test_training import fake_source
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "train.py")
 TINY = "Tiny: two convolutions"

@@ -18,7 +18,6 @@ import pytest
 import torch
 from torch import nn
 
-from cnnviz.engine import training_jobs as tj
 from cnnviz.engine.builder import (
     MAX_PARAMETERS,
     PRESETS,
@@ -34,8 +33,9 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import CheckpointError, load_path, load_uploaded_pair, save, to_bytes
 from cnnviz.engine.models import MnistNet, count_parameters, new_card
 from cnnviz.engine.pictures import preprocess
-from cnnviz.engine.training import Settings, Trainer, init_model
-from cnnviz.engine.training_child import NICE
+from cnnviz.training import jobs as tj
+from cnnviz.training.child import NICE
+from cnnviz.training.loop import Settings, Trainer, init_model
 
 SHIPPED, TINY, DEEP = list(PRESETS)
 
@@ -420,7 +420,7 @@ import sys
 import torch
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.models import new_card
-from cnnviz.engine.training import Settings, Trainer, init_model
+from cnnviz.training.loop import Settings, Trainer, init_model
 x, y = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,))
 for optimizer in ("sgd", "momentum", "adam"):
     model = init_model(PRESETS["Tiny: two convolutions"], 0)
@@ -639,8 +639,8 @@ def test_a_training_process_is_forked_from_the_fork_server_and_shares_its_torch(
 
 SERVER_KILLED_MID_TRAINING = """
 import time
-from cnnviz.engine import training_jobs as tj
-from tests.engine.test_training import PRESETS, SLOW, TINY, fake_source
+from cnnviz.training import jobs as tj
+from tests.training.test_training import PRESETS, SLOW, TINY, fake_source
 started = time.perf_counter()
 job = tj.JobRegistry(limit=1, data=fake_source).submit("s", PRESETS[TINY], SLOW)
 submit_s = time.perf_counter() - started

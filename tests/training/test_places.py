@@ -1,4 +1,4 @@
-"""The server-wide places and line for trainings (cnnviz.engine.training_places), shared by a class server's processes.
+"""The server-wide places and line for trainings (cnnviz.training.places), shared by a class server's processes.
 
 Two ``Places`` (or two ``JobRegistry``) on one folder stand for two replicas: flock locks conflict between two opens
 of one file inside one process as between processes. A killed process is a real child process.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from cnnviz.engine import training_jobs as tj
-from cnnviz.engine import training_places
 from cnnviz.engine.builder import PRESETS
-from cnnviz.engine.training_places import Places
-from tests.engine.test_training import SLOW, TINY, _wait, fake_source
+from cnnviz.training import jobs as tj
+from cnnviz.training import places
+from cnnviz.training.places import Places
+from tests.training.test_training import SLOW, TINY, _wait, fake_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_places_up_to_the_limit_and_leaving_the_line(tmp_path):
 
 
 def test_a_killed_process_frees_its_place_and_leaves_the_line(tmp_path):
-    script = ("import sys, time; from cnnviz.engine.training_places import Places; p = Places(1, sys.argv[1]); "
+    script = ("import sys, time; from cnnviz.training.places import Places; p = Places(1, sys.argv[1]); "
               "p.take_place(p.take_ticket()); t = p.take_ticket(); print('ready', flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                              cwd=ROOT)
@@ -76,7 +76,7 @@ def test_a_killed_process_frees_its_place_and_leaves_the_line(tmp_path):
 @pytest.mark.parametrize("no_fcntl", [False, True], ids=["no folder", "no fcntl"])
 def test_without_a_folder_or_flock_the_places_are_counted_in_this_process(monkeypatch, tmp_path, no_fcntl):
     if no_fcntl:
-        monkeypatch.setattr(training_places, "fcntl", None)
+        monkeypatch.setattr(places, "fcntl", None)
     p = Places(1, tmp_path / "places" if no_fcntl else None)
     assert not p.shared
     t1, t2 = p.take_ticket(), p.take_ticket()

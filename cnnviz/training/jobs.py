@@ -1,9 +1,9 @@
 """Trainings that run in the background for the "Train a CNN" page: one per session, a server-wide limit, a queue.
 
-A ``TrainingJob``'s supervising thread starts one training in a child process (``training_child``), reads its progress
-into the ``Progress`` record the page draws, forwards pause, resume and stop, and rebuilds the trained network like an
-upload. ``JobRegistry`` runs at most ``limit`` and queues the rest; a job whose session is gone is ended. Children are
-forked from multiprocessing's fork server, never from the threaded server itself (why: docs/design.md). No streamlit.
+A ``TrainingJob``'s supervising thread starts one training in a child process (``child``), reads its progress into
+the ``Progress`` record the page draws, forwards pause, resume and stop, and rebuilds the trained network like an
+upload. ``JobRegistry`` runs at most ``limit`` and queues the rest. Children are forked from multiprocessing's fork
+server, never from the threaded server itself (why: docs/design.md). No streamlit.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from cnnviz.engine import training_child
 from cnnviz.engine.builder import PRESETS, NetworkConfig, validate
 from cnnviz.engine.checkpoints import CheckpointError, load_uploaded_pair
 from cnnviz.engine.models import REGISTRY, ModelCard
-from cnnviz.engine.training import Settings
-from cnnviz.engine.training_child import THREADS
-from cnnviz.engine.training_places import Places, Ticket
+from cnnviz.training import child
+from cnnviz.training.child import THREADS
+from cnnviz.training.loop import Settings
+from cnnviz.training.places import Places, Ticket
 
 MAX_STEPS = 20_000  # step budget per training
 MAX_PAUSE_S = 600.0  # a training paused longer than this stops and frees its place
@@ -40,7 +40,7 @@ OWNER_CHECK_EVERY_S = 2.0  # how often a running job asks whether its browser se
 EXIT_WAIT_S = 10.0  # how long a child may take to exit after its last message (or SIGTERM) before it is killed
 ACTIVE = ("queued", "starting", "running", "paused")
 CONTEXT = multiprocessing.get_context("forkserver")  # see the module's docstring: never "fork" from the server
-CONTEXT.set_forkserver_preload([training_child.__name__])  # instead of the default ["__main__"]: the server's script
+CONTEXT.set_forkserver_preload([child.__name__])  # instead of the default ["__main__"]: the server's script
 VIEWS = ("filters", "maps", "digit_probs", "digit", "digit_label")  # the child's latest look, replaced whole
 
 
@@ -228,7 +228,7 @@ class TrainingJob:
             if not ended:
                 self._conn, child_conn = CONTEXT.Pipe()
                 self.process = CONTEXT.Process(
-                    target=training_child.main, name=f"cnnviz-train-{self.owner[:8]}", daemon=True,
+                    target=child.main, name=f"cnnviz-train-{self.owner[:8]}", daemon=True,
                     args=(child_conn, self.cfg.to_args(), asdict(self.settings), self.dataset, self.data_dir,
                           self.registry.data))
         if ended:
@@ -340,7 +340,7 @@ class JobRegistry:
     """The server's trainings: at most ``limit`` run at once, the rest wait in order; one active job per owner.
 
     The places and the line are shared with the server's other processes through ``places`` (a folder of lock
-    files, ``training_places``): ``$CNNVIZ_TRAINING_PLACES``, which ``cnnviz.serve`` sets for its replicas; without
+    files, ``$CNNVIZ_TRAINING_PLACES``, which ``cnnviz.serve`` sets for its replicas); without
     it (one ``streamlit run``) they are this process's own. This registry keeps its own jobs (one per owner is
     checked here: a session lives in one process); while any of them waits, a thread asks every ``WAIT_POLL_S``
     whether a place is free, since another process's training may have freed it.
@@ -351,7 +351,7 @@ class JobRegistry:
 
     limit: int = field(  # at least 1
         default_factory=lambda: max(1, int(os.environ.get("CNNVIZ_TRAINING_LIMIT", os.cpu_count() or 1))))
-    data: Callable[[str, str | None], Any] = training_child.Data
+    data: Callable[[str, str | None], Any] = child.Data
     folder: str | None = field(default_factory=lambda: os.environ.get("CNNVIZ_TRAINING_PLACES") or None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _running: list[TrainingJob] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""One training of the "Train a CNN" page, inside its own child process (started by ``training_jobs.TrainingJob``).
+"""One training of the "Train a CNN" page, inside its own child process (started by ``jobs.TrainingJob``).
 
 A process, not a thread of the server: it has its own interpreter lock, an allocator not tuned by ``heap_trim``, a
 bounded number of torch threads at a lower priority, and it hands all its memory back when it exits. It talks to its
@@ -25,8 +25,8 @@ from cnnviz.engine.checkpoints import to_bytes
 from cnnviz.engine.datasets import load_arrays
 from cnnviz.engine.models import REGISTRY, ModelCard, new_card
 from cnnviz.engine.pictures import normalize
-from cnnviz.engine.training import Settings, Trainer, init_model
 from cnnviz.evaluate import evaluate_arrays
+from cnnviz.training.loop import Settings, Trainer, init_model
 
 # Torch threads per training: one core, so that explorer users keep the others (and the results are deterministic for
 # a given count). $CNNVIZ_TRAINING_THREADS raises it on a bigger server.

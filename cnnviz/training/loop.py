@@ -1,14 +1,8 @@
 """The one training loop, used by the command line (``python -m cnnviz.train``) and the "Train a CNN" page.
 
-The whole split is held in memory as uint8 and augmented batch by batch on tensors (random affine for MNIST,
-random crop + flip for CIFAR-10), which on a 2-core CPU is much faster than a PIL DataLoader. Deterministic given
-the seed and the number of torch threads: every random draw (the shuffle, the augmentation, dropout, the initial
-weights) comes from generators seeded from ``Settings.seed``.
-
-The optimizers (SGD, SGD with Nesterov momentum, Adam) and the one-cycle schedule are written out here as
-``torch.optim`` computes them on the CPU (``torch.optim.SGD``/``Adam`` and ``lr_scheduler.OneCycleLR``; the tests
-check the weights against them). Why not those classes: every ``torch.optim`` optimizer imports ``torch._dynamo``
-(and with it sympy and triton) when it is built and at every step, which costs a training's process 80-150 MB.
+The whole split is held in memory as uint8 and augmented batch by batch on tensors. Deterministic given the seed and
+the number of torch threads: every random draw comes from generators seeded from ``Settings.seed``. The optimizers
+and the one-cycle schedule are written out as ``torch.optim`` computes them (why: docs/design.md).
 """
 
 from __future__ import annotations

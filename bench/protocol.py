@@ -9,6 +9,7 @@ import asyncio
 import base64
 import http.cookies
 import io
+import json
 import math
 import time
 import urllib.request
@@ -143,6 +144,18 @@ class StreamlitClient:
             self.values[wid] = WidgetState(id=wid, **value)
         extra = [WidgetState(id=wid, trigger_value=True)] if trigger else []
         return await self._run(page_hash=self.page_hash, fragment_id=self.fragments.get(wid), extra=extra)
+
+    def component_data(self, key: str) -> dict:
+        """The JSON data the page gave Components v2 component ``key`` in the last run."""
+        return json.loads(self.widget(key)[1].bidi_component.json)
+
+    async def trigger(self, key: str, event: str, value) -> float:
+        """What a Components v2 component's ``setTriggerValue(event, value)`` sends (Streamlit's private layout: one
+        aggregator widget per component, "<internal prefix>_<id>__events"); waits for the run it starts."""
+        wid = self.widget(key)[0]
+        state = WidgetState(id=f"$$STREAMLIT_INTERNAL_KEY_{wid}__events",
+                            json_trigger_value=json.dumps([{"event": event, "value": value}]))
+        return await self._run(page_hash=self.page_hash, fragment_id=self.fragments.get(wid), extra=[state])
 
     async def _run(self, page_name: str | None = None, page_hash: str | None = None, fragment_id: str | None = None,
                    extra: list[WidgetState] | tuple = ()) -> float:

@@ -29,13 +29,14 @@ class Tally:
 
 
 class ProtocolSession:
-    """A learner: draws digits (sometimes clears the canvas), picks test samples, moves the backprop slider, visits
-    other pages, pausing ``think`` seconds between interactions; every prediction and loss shown is checked."""
+    """A learner: draws digits (sometimes clears the canvas), picks test samples, steps through the backward view,
+    visits other pages, pausing ``think`` seconds between interactions; every prediction and loss shown is checked."""
 
     def __init__(self, index: int, url: str, tally: Tally, oracle: Oracle, model: str, timeout_s: float,
                  seed: int, think: tuple[float, float] = (1.0, 4.0)) -> None:
         self.index, self.tally, self.oracle, self.model, self.think = index, tally, oracle, model, think
         self.client, self.rng = StreamlitClient(url, timeout_s=timeout_s), random.Random(seed)
+        self.seq = 0  # the network view's event counter
         self.can_sample = model in oracle.sampled
         self.expected: tuple[str, str] | None = None  # (prediction line, loss fragment) of the input shown
         self.kept: bytes | None = None  # the last drawing: the canvas paints it again when it comes back
@@ -88,7 +89,7 @@ class ProtocolSession:
             await (self.new_sample() if r < 0.65 else self.slide() if r < 0.9 else self.visit())
 
     def check(self, what: str, with_loss: bool = False) -> None:
-        """The prediction (and, with the slider on 'loss', the loss) against the same input run alone."""
+        """The prediction (and, with the backward view at the loss, the loss) against the same input run alone."""
         lines = [t.removeprefix("### ").strip() for t in self.client.texts() if "Prediction:" in t]
         if self.expected is None:
             if lines:
@@ -97,7 +98,7 @@ class ProtocolSession:
         self.tally.checks += 1
         if lines != [self.expected[0]]:
             self.problem("mismatch", f"{what}: page {lines}, alone {self.expected[0]!r}")
-        if with_loss and self.current("backprop") == "loss":
+        if with_loss and self.backward_at() == 0:  # the loss
             self.tally.checks += 1
             texts = [t for t in self.client.texts() if "L = -log p[target]" in t]
             if not texts or self.expected[1] not in texts[0].replace("**", ""):
@@ -171,14 +172,24 @@ class ProtocolSession:
         await self.act("sample", lambda: self.client.interact(f"sample_{self.model}_new", trigger=True))
         await self.expect_sample("new sample")
 
+    def backward_at(self) -> int | None:
+        """The backward view's position (0: the loss), None when the view is not shown."""
+        try:
+            return int(self.client.component_data("network_backward")["selected"])
+        except ProtocolError:
+            return None
+
     async def slide(self) -> None:
-        if self.current("backprop") is None:  # the backward pass is a view of its own
+        """A step in the backward view (its Next/Prev buttons, or a click on a column), as the browser sends it."""
+        if self.backward_at() is None:  # the backward pass is a view of its own
             await self.choose("view", "view", "Backward")
-        options = list(self.client.widget("backprop")[1].slider.options)
-        at, last = options.index(self.current("backprop")), len(options) - 1
-        to = options[self.rng.choice(sorted({0, last, max(0, at - 1), min(last, at + 1)} - {at}))]
-        await self.act("slider", lambda: self.client.interact("backprop", string_array_value={"data": [to]}))
-        self.check(f"slider to {to}", with_loss=True)
+        data = self.client.component_data("network_backward")
+        at, last = data["selected"], len(data["payload"]["columns"]) - 1  # the payload: no "have" is ever sent
+        to = self.rng.choice(sorted({0, last, max(0, at - 1), min(last, at + 1)} - {at}))
+        self.seq += 1
+        event = {"kind": "step", "layer": to, "seq": self.seq, "have": None}
+        await self.act("slider", lambda: self.client.trigger("network_backward", "event", event))
+        self.check(f"backward step to {to}", with_loss=True)
 
     async def visit(self) -> None:
         await self.act("visit", lambda: self.client.navigate(self.rng.choice(OTHER_PAGES)))

@@ -1,5 +1,6 @@
-"""Backward view: one slider (with Play) from the loss back to the pixels; each layer's local rule with real numbers,
-the gradients of every layer at once, and the gradient's size at each position."""
+"""Backward view: the gradient at every layer at once (the network view, in the order the gradient flows: the loss,
+each layer from the last, the pixels), Play walking it; the open step's local rule with real numbers, and the
+gradient's size at each step."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import numpy as np
 import streamlit as st
 
 from app_pages.explorer_views import attributions
-from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks
-from app_pages.explorer_views.forward import frame_current, overview, pick_cell
+from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks, network_panel
+from app_pages.explorer_views.forward import pick_cell
 from cnnviz import ui
 from cnnviz.engine.capture import gradient_check
 from cnnviz.engine.layer_rules import (
@@ -50,22 +51,71 @@ def url_value(ctx: Ctx, text: str) -> int:
     return labels.index(wanted)
 
 
-def show(ctx: Ctx) -> None:
-    overview(ctx, gradients=True)
+VIEW_KEY = "network_backward"
+VIEW_PICK = "_bw_view_pick"  # the channel and cell last clicked in the view, for the step's pickers
 
-    @st.fragment(run_every=ui.play_interval(STEP_KEY))
+
+def picker_keys(ctx: Ctx, p) -> tuple[str, str | None]:
+    """The step's channel (or unit) key and cell key at position ``p`` (None: the loss has no pickers)."""
+    if p == "input":
+        return "bw_in_ch", "bw_in"
+    kind = ctx.layers[p].kind
+    return (f"bw_ch_{kind}", f"bw_{kind}") if ctx.layers[p].grad_input.ndim == 3 else (f"bw_unit_{kind}", None)
+
+
+def gradient_at(ctx: Ctx, p) -> np.ndarray | None:
+    """What the view shows at position ``p`` and the step's pickers choose in: dL/d(the layer's input)."""
+    if p == "loss":
+        return None
+    return ctx.trace.input_grad if p == "input" else ctx.layers[p].grad_input
+
+
+def apply_view_pick(ctx: Ctx, s: int, p) -> None:
+    """Open the step at position ``s`` on the channel and cell clicked in the view (clamped to the map)."""
+    pick = st.session_state.pop(VIEW_PICK, None)
+    g = gradient_at(ctx, p)
+    if not pick or pick.get("layer") != s or g is None or "channel" not in pick:
+        return
+    ch_key, cell_key = picker_keys(ctx, p)
+    st.session_state[ch_key] = min(max(pick["channel"], 0), g.shape[0] - 1)
+    if cell_key and "row" in pick and "col" in pick and g.ndim == 3:
+        st.session_state[f"{cell_key}_row"] = min(max(pick["row"], 0), g.shape[1] - 1)
+        st.session_state[f"{cell_key}_col"] = min(max(pick["col"], 0), g.shape[2] - 1)
+
+
+def view_selection(ctx: Ctx, p) -> tuple[int | None, tuple[int, int] | None]:
+    """The channel and cell the step shows (its pick, else its default), for the view to frame."""
+    g = gradient_at(ctx, p)
+    if g is None:
+        return None, None
+    ch_key, cell_key = picker_keys(ctx, p)
+    ch = st.session_state.get(ch_key)
+    if g.ndim != 3:
+        return (ch if isinstance(ch, int) else largest_cell(g)[0]), None
+    if not isinstance(ch, int):
+        ch = 0 if p == "input" else largest_cell(g)[0]
+    row, col = (st.session_state.get(f"{cell_key}_{a}") for a in ("row", "col"))
+    cell = (row, col) if isinstance(row, int) and isinstance(col, int) else largest_cell(g[ch])
+    return ch, (int(cell[0]), int(cell[1]))
+
+
+def show(ctx: Ctx) -> None:
+    @st.fragment
     def view() -> None:
         pos = positions(ctx)
-        s = ui.stepper(STEP_KEY, len(pos), "Backprop: Play walks from the loss back to the pixels",
-                       format_func=lambda k: position_label(ctx, pos[k]))
+        s = st.session_state.get(STEP_KEY)
+        s = st.session_state[STEP_KEY] = min(max(s, 0), len(pos) - 1) if isinstance(s, int) else 0
         p = pos[s]
         ui.write_url(layer="input" if p == "input" else position_label(ctx, p))
         fresh_picks(ctx, f"backward {s}")
-        frame_current(min(s, len(ctx.layers)), gradients=True)
-        st.divider()
+        apply_view_pick(ctx, s, p)
+        network_panel(ctx, "backward", VIEW_KEY, s, view_selection(ctx, p), STEP_KEY, VIEW_PICK,
+                      "dL/d(input) of every layer, from the loss back to the pixels: Play walks it, a click on a "
+                      "layer opens its rule below, a click on a map picks that channel and cell. Blue negative, "
+                      "red positive.")
         left, right = st.columns([1.5, 1], gap="large")
         with right:
-            st.markdown("**Size of the gradient at each step** (slider order; orange: where the slider is)")
+            st.markdown("**Size of the gradient at each step** (in the view's order; orange: the open step)")
             labels, norms = norm_rows(ctx)
             st.html(figs.norms_html(labels, norms, s, ui.text_px(13)))
         with left:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -9,9 +11,11 @@ import torch
 from torch import nn
 
 from cnnviz import ui
+from cnnviz.components.network_view import network_view
 from cnnviz.engine.capture import capture
 from cnnviz.engine.models import ModelCard
 from cnnviz.engine.trace import Trace
+from cnnviz.render.network_data import backward_columns, forward_columns, pack
 
 KIND_NAMES = {"conv": "convolution", "batchnorm": "batch norm", "relu": "ReLU", "maxpool": "max-pool",
               "avgpool": "average pool", "flatten": "flatten", "linear": "linear", "dropout": "dropout"}
@@ -70,3 +74,39 @@ def fresh_picks(ctx: Ctx, where: str) -> None:
     st.session_state["_picks_for"] = owner
     for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(PICK_PREFIXES)]:
         del st.session_state[key]
+
+
+def view_payload(ctx: Ctx, pass_name: str) -> dict:
+    """The network view's maps of one pass ("forward" or "backward"), packed once per input (model, target, ...)."""
+    key = ctx.cache_key("network", pass_name)
+    return ui.session_cached("network_payload", key, lambda: pack(
+        forward_columns(ctx.trace, KIND_NAMES) if pass_name == "forward" else backward_columns(ctx.trace),
+        pass_name, hashlib.sha1(repr(key).encode()).hexdigest()[:16], ctx.card.classes), size=4)
+
+
+def follow_view(step_key: str, pick_key: str) -> Callable[[dict], None]:
+    """The network view's ``on_event``: a click, step or Play step moves the page's position (``step_key``); a clicked
+    channel or cell is kept in ``pick_key`` for the inspector (applied after ``fresh_picks``, which clears picks)."""
+    def follow(event: dict) -> None:
+        layer = event.get("layer")
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            return
+        st.session_state[step_key] = layer
+        picked = {k: event[k] for k in ("channel", "row", "col") if isinstance(event.get(k), int)}
+        st.session_state[pick_key] = {"layer": layer, **picked} if picked else None
+    return follow
+
+
+def network_panel(ctx: Ctx, pass_name: str, view_key: str, at: int, selection: tuple, step_key: str,
+                  pick_key: str, caption: str) -> None:
+    """The colour-scale switch, a caption and the network view of one pass, at position ``at`` with the inspector's
+    (channel, cell) ``selection`` framed; the view's events move ``step_key`` and pick into ``pick_key``."""
+    what = "values" if pass_name == "forward" else "gradients"
+    shared = st.toggle("One colour scale for all layers", key="shared_scale" if pass_name == "forward" else
+                       "shared_scale_bw", help="Off: each layer on its own scale (see every pattern). On: one scale "
+                       f"for every layer, so vanishing and exploding {what} show as faint or saturated layers.")
+    st.caption(caption)
+    network_view(view_payload(ctx, pass_name), view_key, at, *selection, shared_scale=shared,
+                 scale=1.5 if ui.projector() else 1.0, label_px=ui.text_px(13),
+                 title="Forward pass" if pass_name == "forward" else "Backward pass", speeds=dict(ui.PLAY_SPEEDS),
+                 on_event=follow_view(step_key, pick_key))

@@ -1,16 +1,13 @@
 """Forward view: every layer at once (the network view, drawn in the browser), then one layer's inspector with its
-working written out. ``overview`` and ``frame_current`` draw the older HTML strip the backward view still uses."""
+working written out."""
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import streamlit as st
 
-from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks, layer_label
+from app_pages.explorer_views.context import Ctx, fresh_picks, layer_label, network_panel
 from cnnviz import ui
-from cnnviz.components.network_view import network_view
 from cnnviz.engine.layer_rules import (
     batchnorm_cell,
     conv_cell,
@@ -23,69 +20,14 @@ from cnnviz.engine.layer_rules import (
 )
 from cnnviz.numbers import digits_for_sum, factor, fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.network_data import forward_columns, pack
-from cnnviz.render.overview import Column, current_css, overview_html
 
 STEP_KEY = "fwd_layer"
-
-
-def columns(ctx: Ctx, gradients: bool = False) -> list[Column]:
-    """The overview's columns: each layer's output (forward) or dL/d(output) (backward, in slider order)."""
-    if not gradients:
-        return [Column(r.name, KIND_NAMES.get(r.kind, r.kind), r.output,
-                       bool((r.output < 0).any())) for r in ctx.layers]
-    cols = [Column(r.name, "dL/d output", r.grad_output, True) for r in reversed(ctx.layers)]
-    return [*cols, Column("input pixels", "dL/d input", ctx.trace.input_grad, True)]
-
-
-def overview(ctx: Ctx, gradients: bool = False) -> None:
-    """The strip of every layer, cached per input and scale. Drawn outside the view's fragment, so moving through
-    the layers sends only ``frame_current``'s few bytes, not the strip (~200 KB) again."""
-    key = "overview" if not gradients else "overview_backward"
-    with st.container(key=key):
-        shared = st.toggle("One colour scale for all layers", key="shared_scale_bw" if gradients else "shared_scale",
-                           help="Off: each layer on its own scale (see every pattern). On: one scale for every "
-                                "layer, so vanishing and exploding values show as faint or saturated layers.")
-        px = ui.text_px(13)
-        legend = ("dL/d(output) of every layer, from the loss back to the pixels: blue negative, red positive."
-                  if gradients else "Every layer's output, in forward order: one tile per channel (row by row; "
-                  "the numbers at the left are each row's first channel). Blue-white-red for signed values, "
-                  "purple-yellow for values >= 0.")
-        st.html(ui.session_cached("overview", ctx.cache_key("bw" if gradients else "fw", shared, px),
-                                  lambda: overview_html(columns(ctx, gradients), shared=shared,
-                                                        classes=ctx.card.classes,
-                                                        probs=None if gradients else ctx.first.probs, label_px=px,
-                                                        legend=legend), size=4))
-
-
-def frame_current(current: int, gradients: bool = False) -> None:
-    """Frame column ``current`` of the strip ``overview`` drew (in orange)."""
-    st.html(current_css("st-key-overview" if not gradients else "st-key-overview_backward", current))
 
 
 VIEW_KEY = "network_forward"
 VIEW_PICK = "_fwd_view_pick"  # the channel and cell last clicked in the view, for the inspector to open on
 PICKERS = {"conv": ("fwd_conv_ch", "fwd_conv"), "relu": ("fwd_relu_ch", None), "maxpool": ("fwd_pool_ch", "fwd_pool"),
            "batchnorm": ("fwd_bn_ch", "fwd_bn"), "avgpool": ("fwd_gap_ch", None)}  # inspector keys, by layer kind
-
-
-def view_payload(ctx: Ctx) -> dict:
-    """The forward pass's maps for the network view, packed once per input (and model, weights)."""
-    key = ctx.cache_key("network fw")
-    return ui.session_cached("network_payload", key, lambda: pack(
-        forward_columns(ctx.trace, KIND_NAMES), "forward", hashlib.sha1(repr(key).encode()).hexdigest()[:16],
-        ctx.card.classes), size=4)
-
-
-def follow_view(event: dict) -> None:
-    """A click, step or Play step in the network view: the page's layer follows; a channel or cell is kept for the
-    inspector (applied after ``fresh_picks``, which clears the picks of another layer)."""
-    layer = event.get("layer")
-    if not isinstance(layer, int) or isinstance(layer, bool):
-        return
-    st.session_state[STEP_KEY] = layer
-    picked = {k: event[k] for k in ("channel", "row", "col") if isinstance(event.get(k), int)}
-    st.session_state[VIEW_PICK] = {"layer": layer, **picked} if picked else None
 
 
 def apply_view_pick(rec, i: int) -> None:
@@ -137,16 +79,10 @@ def show(ctx: Ctx) -> None:
         fresh_picks(ctx, f"forward {i}")
         rec = layers[i]
         apply_view_pick(rec, i)
-        shared = st.toggle("One colour scale for all layers", key="shared_scale",
-                           help="Off: each layer on its own scale (see every pattern). On: one scale for every "
-                                "layer, so vanishing and exploding values show as faint or saturated layers.")
-        st.caption("Every layer's output, in forward order: click a layer to open it below, a map to pick its "
-                   "channel, a cell of the large maps to pick that cell. Blue-white-red for signed values, "
-                   "purple-yellow for values >= 0.")
-        channel, cell = view_selection(rec)
-        network_view(view_payload(ctx), VIEW_KEY, i, channel, cell, shared_scale=shared,
-                     scale=1.5 if ui.projector() else 1.0, label_px=ui.text_px(13), title="Forward pass",
-                     speeds=dict(ui.PLAY_SPEEDS), on_event=follow_view)
+        network_panel(ctx, "forward", VIEW_KEY, i, view_selection(rec), STEP_KEY, VIEW_PICK,
+                      "Every layer's output, in forward order: click a layer to open it below, a map to pick its "
+                      "channel, a cell of the large maps to pick that cell. Blue-white-red for signed values, "
+                      "purple-yellow for values >= 0.")
         st.markdown(f"#### {layer_label(rec, i)}")
         inspector = {"conv": conv_inspector, "relu": relu_inspector, "maxpool": pool_inspector,
                      "batchnorm": bn_inspector, "avgpool": avgpool_inspector, "dropout": dropout_inspector}

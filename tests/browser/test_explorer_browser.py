@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import IDLE, choose_option, open_page, wait_for_idle
+from tests.conftest import IDLE, open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -91,17 +91,65 @@ def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width,
     no_exception(page)
 
 
-def test_play_walks_the_backprop_slider_to_the_pixels(page, app_url, tmp_path):
+BACKWARD = ".st-key-network_backward"
+
+
+@pytest.mark.parametrize("width,height", [(1024, 768), (1280, 720), (1920, 1080)])
+def test_play_walks_the_backward_view_to_the_pixels_with_its_controls_on_screen(page, app_url, tmp_path, width,
+                                                                                 height):
+    """Play in the view's own header: at every step the controls and the highlighted column are inside the window,
+    and the page's step (its rule, the URL) follows, down to the pixels."""
+    page.set_viewport_size({"width": width, "height": height})
     open_page(page, f"{app_url}/explorer?view=backward")
-    page.wait_for_selector(".st-key-backprop__play", timeout=60_000)
+    page.wait_for_selector(f"{BACKWARD} .nv-col", timeout=60_000)
     wait_for_idle(page, 60_000)
-    choose_option(page, "backprop__speed", "fast")
+    view = page.locator(f"{BACKWARD} .nv-view")
+    view.scroll_into_view_if_needed()
+    view.locator("select.nv-speed").select_option(label="fast")
+    view.locator(".nv-play").click()
+    seen, inside = set(), []
+    for _ in range(400):  # every 50 ms until Play stops at the pixels
+        state = view.evaluate("""v => {
+            const box = e => { const r = e.getBoundingClientRect();
+                               return [r.left, r.top, r.right, r.bottom]; };
+            const sel = v.querySelector('.nv-col.nv-selected');
+            return { pos: v.querySelector('.nv-pos').textContent, playing: v.classList.contains('nv-playing'),
+                     sel: sel ? box(sel) : null, play: box(v.querySelector('.nv-play')),
+                     next: box(v.querySelector('[aria-label="Next layer"]')) }; }""")
+        if state["sel"]:
+            seen.add(state["pos"])
+            for name in ("sel", "play", "next"):
+                left, top, right, bottom = state[name]
+                inside.append((name, state["pos"], left >= -1 and top >= -1 and bottom <= height + 1
+                               and left < width and min(right, left + 300) <= width + 1))
+        if not state["playing"] and "input pixels" in state["pos"]:
+            break
+        page.wait_for_timeout(50)
+    assert "input pixels" in view.locator(".nv-pos").inner_text()
+    assert len(seen) >= 10, seen  # it walked the layers, not jumped
+    assert all(ok for _, _, ok in inside), [i for i in inside if not i[2]][:5]
+    page.wait_for_function("() => document.body.innerText.includes('The input: dL/d(pixel)')", timeout=60_000)
+    assert "layer=input" in page.url
+    page.screenshot(path=str(tmp_path / f"backward_end_{width}.png"))
+    no_exception(page)
+
+
+def test_a_click_on_a_backward_map_opens_that_layer_channel_and_cell(page, app_url):
+    page.set_viewport_size({"width": 1280, "height": 720})
+    open_page(page, f"{app_url}/explorer?view=backward&layer=block2.conv1")
+    page.wait_for_selector(f"{BACKWARD} .nv-col.nv-selected", timeout=60_000)
+    wait_for_idle(page, 60_000)
+    col = page.locator(f"{BACKWARD} .nv-col.nv-selected")
+    assert col.locator(".nv-name").inner_text().endswith("block2.conv1")
+    target = col.locator(".nv-map[data-ch='3']")
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    assert box["width"] >= 3 * 14 - 0.5  # the selected column: >= 3 screen px per map pixel (14x14 maps)
+    page.mouse.click(box["x"] + box["width"] * (5.5 / 14), box["y"] + box["height"] * (2.5 / 14))  # cell (2, 5)
+    page.wait_for_function("() => document.body.innerText.includes('Autograd says dL/dx[3, 2, 5]')", timeout=60_000)
     wait_for_idle(page)
-    page.locator(".st-key-backprop__play button").first.click()
-    page.wait_for_function("() => document.body.innerText.includes('The input: dL/d(pixel)')", timeout=120_000)
-    page.wait_for_selector(".st-key-backprop__play button:has-text('Play')", timeout=30_000)  # stopped at the end
-    assert "input=" in page.url or "layer=input" in page.url
-    page.screenshot(path=str(tmp_path / "backprop_end.png"))
+    assert page.locator(".st-key-bw_ch_conv [data-testid='stSliderThumbValue']").inner_text() == "3"
+    assert "layer=block2.conv1" in page.url
     no_exception(page)
 
 
@@ -113,7 +161,7 @@ def test_links_open_that_view_on_a_freshly_started_server(page):
     server = start_server()
     try:
         open_page(page, f"{server.url}/explorer?model=mnist&sample=42&view=backward&layer=block2.conv1&target=3")
-        page.wait_for_selector(".st-key-backprop", timeout=60_000)
+        page.wait_for_selector(f"{BACKWARD} .nv-col.nv-selected", timeout=60_000)
         wait_for_idle(page, 60_000)
         body = page.inner_text("body")
         assert "test image #42" in body and "block2.conv1: convolution" in body
@@ -264,10 +312,13 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     draw(page, stroke_one())
     assert "Prediction: 1" in prediction(page)
     choose_view(page, "Backward pass")
+    view = page.locator(f"{BACKWARD} .nv-view")
+    view.wait_for(timeout=60_000)
     for _ in range(3):
-        page.locator(".st-key-backprop__next button").first.click()
+        view.get_by_role("button", name="Next layer").click()
         wait_for_idle(page)
-    before = page.locator(".st-key-backprop").inner_text()
+    before = view.locator(".nv-pos").inner_text()
+    assert before.startswith("4 / "), before  # three steps from the loss
     # the steps reran only the view's fragment; the link offered is still the address bar's, with this layer
     assert "layer=" in page.url
     page.get_by_role("button", name="Link", exact=True).first.click()
@@ -278,6 +329,7 @@ def test_redrawing_keeps_the_view_and_the_slider(page, app_url):
     wait_for_idle(page)
     draw(page, stroke_zero())
     assert "Prediction: 0" in prediction(page)
-    assert page.locator(".st-key-backprop").inner_text() == before
+    page.wait_for_function("() => document.body.innerText.includes('Prediction: 0')")
+    assert view.locator(".nv-pos").inner_text() == before
     no_exception(page)
     assert page.locator(IDLE).count() == 1

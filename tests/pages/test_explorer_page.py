@@ -70,11 +70,6 @@ def open_view(at: AppTest, view: str) -> AppTest:
     return at
 
 
-def overview_html(at: AppTest, key: str = "overview") -> str:
-    return next(h.proto.body for h in at.get("html") if "cv-strip" in h.proto.body and (
-        ("dL/d output" in h.proto.body) == (key != "overview")))
-
-
 @needs_mnist
 def test_until_the_learner_draws_a_hard_test_sample_is_shown():
     at = explorer_with(None)
@@ -136,7 +131,7 @@ def test_conv_cell_sum_printed_equals_the_feature_map():
 
 
 def test_a_click_in_the_network_view_opens_that_layer_channel_and_cell():
-    """The view's click (or Play step) sets the layer and the picked cell (forward.follow_view; the browser test
+    """The view's click (or Play step) sets the layer and the picked cell (context.follow_view; the browser test
     clicks for real): the inspector, the URL and the view's frame follow."""
     at = explorer_with(drawing("one"))
     _, trace = expected_trace(drawing("one"))
@@ -168,11 +163,11 @@ def test_a_single_dot_is_handled():
 def test_every_backprop_slider_position_renders_with_autograd_numbers():
     at = open_view(explorer_with(drawing("zero")), "backward")
     _, trace = expected_trace(drawing("zero"))
-    slider = at.select_slider(key="backprop")
     n = len(trace.layers)
-    assert len(slider.options) == n + 2
+    assert len(view_data(at)["payload"]["columns"]) == n + 2
     for s in range(n + 2):
-        at.select_slider(key="backprop").set_value(s).run()
+        at.session_state["backprop"] = s  # what a click or Play step in the view sets (context.follow_view)
+        at.run()
         assert not at.exception, (s, [e.value for e in at.exception])
         if s == 0:
             assert any(t.startswith("**Loss** L = -log p[target]") for t in texts(at))
@@ -191,14 +186,43 @@ def test_every_backprop_slider_position_renders_with_autograd_numbers():
                 assert rec.grad_input[cell] != 0 or not np.any(rec.grad_input), "default cell: the largest |grad|"
 
 
-def test_backward_overview_runs_from_the_loss_to_the_pixels():
+def test_backward_view_runs_from_the_loss_to_the_pixels():
     at = open_view(explorer_with(drawing("zero")), "backward")
     _, trace = expected_trace(drawing("zero"))
-    html = overview_html(at, "overview_backward")
-    names = [n for _, n in re.findall(r'<div class="cv-name">(\d+)\. ([^<]+)</div>', html)]
-    assert names == [r.name for r in reversed(trace.layers)] + ["input pixels"]
-    frames = [h.proto.body for h in at.get("html") if ".st-key-overview_backward .cv-col[data-layer=" in h.proto.body]
-    assert len(frames) == 1 and 'data-layer="1"' in frames[0]  # the slider starts at the loss: its column framed
+    data = view_data(at)
+    payload = data["payload"]
+    assert [c["name"] for c in payload["columns"]] == ["loss"] + [r.name for r in reversed(trace.layers)] + [
+        "input pixels"]
+    assert data["selected"] == 0 and data["title"] == "Backward pass"  # it starts at the loss
+    shown = [trace.layers[-1].grad_output] + [r.grad_input for r in reversed(trace.layers)] + [trace.input_grad]
+    for col, decoded, grad in zip(payload["columns"], unpack(payload), shown, strict=True):  # within half a step
+        assert col["lo"] == -col["hi"] == -float(np.abs(grad).max())  # signed: 0 at the middle of the scale
+        assert np.abs(decoded - grad).max() <= (col["hi"] - col["lo"]) / 255 / 2 * (1 + 1e-9), col["name"]
+
+
+def test_a_click_in_the_backward_view_opens_that_step_channel_and_cell():
+    """The backward view's click (context.follow_view) sets the position and the step's channel and cell; the
+    rule, autograd's number, the URL and the view's frame follow."""
+    at = open_view(explorer_with(drawing("one")), "backward")
+    _, trace = expected_trace(drawing("one"))
+    names = [r.name for r in trace.layers]
+    s = len(names) - names.index("block2.conv1")
+    at.session_state["backprop"] = s
+    at.session_state["_bw_view_pick"] = {"layer": s, "channel": 5, "row": 2, "col": 9}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["layer"] == "block2.conv1"
+    rec = trace.layer("block2.conv1")
+    line = next(t for t in texts(at) if t.startswith("Autograd says"))
+    assert line == f"Autograd says dL/dx[5, 2, 9] = **{fmt(float(rec.grad_input[5, 2, 9]), 4)}**"
+    data = view_data(at)
+    assert (data["selected"], data["channel"], data["cell"]) == (s, 5, [2, 9])
+    at.session_state["backprop"] = len(names) + 1  # the pixels, no pick: the default cell, framed in the view
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    data = view_data(at)
+    assert data["selected"] == len(names) + 1 and data["channel"] == 0
+    assert tuple(data["cell"]) == (at.slider(key="bw_in_row").value, at.slider(key="bw_in_col").value)
 
 
 def test_loss_position_shows_softmax_and_p_minus_onehot():
@@ -279,7 +303,8 @@ def test_a_link_opens_that_sample_view_and_layer():
     assert at.radio(key="source_mnist").value == "Test sample"
     assert at.number_input(key="sample_mnist_index").value == 1234
     assert at.segmented_control(key="view").value == "backward"
-    assert at.select_slider(key="backprop").format_func(at.select_slider(key="backprop").value) == "block2.conv1"
+    data = view_data(at)
+    assert data["payload"]["columns"][data["selected"]]["name"] == "block2.conv1"
     model, card = load_model("mnist")
     image, _ = dataset("mnist", "test")[1234]
     trace = capture(model, preprocess(image, card, dataset_sample=True), target=3, objective="logit")
@@ -306,12 +331,13 @@ def test_bad_link_values_give_a_message_and_the_default(params, word):
 
 def test_redrawing_keeps_the_view_and_the_backprop_position():
     at = open_view(explorer_with(drawing("one")), "backward")
-    at.select_slider(key="backprop").set_value(5).run()
+    at.session_state["backprop"] = 5
+    at.run()
     at.session_state["canvas"] = canvas_value(drawing("zero"))
     at.run()
     assert not at.exception
     assert at.segmented_control(key="view").value == "backward"
-    assert at.select_slider(key="backprop").value == 5
+    assert at.session_state["backprop"] == 5 and view_data(at)["selected"] == 5
 
 
 def test_missing_checkpoint_explains_how_to_train(tmp_path, monkeypatch):
@@ -348,7 +374,8 @@ def test_your_model_from_an_uploaded_pair_runs_every_view_and_backprop_position(
         open_view(at, view)
     open_view(at, "backward")
     for s in range(len(trace.layers) + 2):
-        at.select_slider(key="backprop").set_value(s).run()
+        at.session_state["backprop"] = s
+        at.run()
         assert not at.exception, (s, [e.value for e in at.exception])
         if 0 < s <= len(trace.layers):
             rec = trace.layers[len(trace.layers) - s]

@@ -4,6 +4,7 @@
 // Clicks, steps and Play happen here at once; each is sent to Python as the "event" trigger, so the page's inspector,
 // slider state and URL follow. Play moves the highlight from column to column in the browser (a CSS transition),
 // lighting the link it crosses (in the backward pass the link's thickness is the size of the gradient it carries).
+// Hovering a cell outlines its receptive field (the payload's "geometry") on the input picture and earlier columns.
 const views = new WeakMap();  // parentElement -> view, kept across reruns
 const payloads = new Map();   // payload key -> {meta, bytes}: the maps the page sent, kept while the page lives
 const KEEP = 4;
@@ -39,7 +40,7 @@ function remember(key, entry) {
 
 function setup(root) {
   const v = { root, seq: 0, sel: 0, ch: null, cell: null, playing: false, timer: null, cols: [], links: [],
-              entry: null, key: null, data: null, send: () => {}, drawn: null };
+              entry: null, key: null, data: null, send: () => {}, drawn: null, pic: null, lit: null };
   v.wrap = el("div", "nv-view");
   v.head = el("div", "nv-head");
   v.title = el("span", "nv-title");
@@ -128,6 +129,9 @@ function build(v) {  // every column once per payload: text, and its maps as one
   // resolution, shown by one light element per map (its background, scaled without smoothing): a canvas per map
   // cost about 0.25 ms each, 0.9 s for CIFAR-10's 3,400 maps on a busy machine
   v.track.replaceChildren(v.glow);
+  v.lit = null;
+  v.pic = picture(v);
+  if (v.pic) v.track.append(v.pic.el);
   const sprites = [];  // one style rule per column: a custom property holding the picture is parsed per element
   v.cols = [];
   v.links = [];
@@ -203,19 +207,147 @@ function build(v) {  // every column once per payload: text, and its maps as one
     ramp.style.background = signed ? "linear-gradient(90deg, #053061, #4393c3, #f7f7f7, #d6604d, #67001f)"
       : "linear-gradient(90deg, #440154, #3e4a89, #26828e, #35b779, #fde725)";
     const [lo, hi] = v.data.shared_scale ? meta.shared_range : c.range;
-    const range = el("div", "nv-range");
-    range.append(el("span", "", lo), el("span", "", hi));
+    const range = el("div", "nv-range");  // lo, the colour bar, hi: on one line (room for the maps)
+    range.append(el("span", "", lo), ramp, el("span", "", hi));
     range.title = v.data.shared_scale ? "one colour scale for every layer" : "this layer's colour scale";
-    col.append(name, kind, maps, ramp, range);
+    col.append(name, kind, maps, range);
     v.track.append(col);
     v.cols.push({ el: col, maps, mapEls, meta: c });
     col.addEventListener("click", (e) => click(v, i, e));
     maps.addEventListener("mousemove", (e) => hover(v, i, e));
-    maps.addEventListener("mouseleave", () => { v.hover.textContent = ""; });
+    maps.addEventListener("mouseleave", () => unhover(v));
   });
   const style = el("style");
   style.textContent = sprites.join("\n");
   v.track.append(style);
+}
+
+function picture(v) {  // the network's input at the left: not a layer (no click), its receptive fields outlined
+  const inp = v.entry.meta.input;
+  if (!inp) return null;
+  const [n, h, w] = inp.shape;
+  const box = el("div", "nv-pic");
+  box.append(el("div", "nv-picname", "input"), el("div", "nv-pickind", `picture \u00B7 ${inp.shape.join("\u00D7")}`));
+  const frame = el("div", "nv-picframe");
+  const cv = el("canvas", "nv-piccv");
+  cv.width = w;
+  cv.height = h;
+  const img = cv.getContext("2d").createImageData(w, h);
+  const bytes = v.entry.bytes, step = (inp.hi - inp.lo) / 255;
+  for (let k = 0; k < h * w; k++) {
+    for (let c = 0; c < 3; c++) {
+      const ch = n >= 3 ? c : 0, q = bytes[inp.offset + ch * h * w + k];
+      const colour = inp.mean && inp.std && inp.mean.length === n  // the picture's own colours
+        ? 255 * Math.max(0, Math.min(1, (inp.lo + q * step) * inp.std[ch] + inp.mean[ch])) : q;
+      img.data[4 * k + c] = colour;
+    }
+    img.data[4 * k + 3] = 255;
+  }
+  cv.getContext("2d").putImageData(img, 0, 0);
+  frame.append(cv);
+  box.append(frame);
+  frame.addEventListener("mousemove", (e) => {
+    const r = cv.getBoundingClientRect();
+    const y = Math.min(h - 1, Math.floor(((e.clientY - r.top) / r.height) * h));
+    const x = Math.min(w - 1, Math.floor(((e.clientX - r.left) / r.width) * w));
+    const values = [];
+    for (let c = 0; c < n; c++) values.push(Number((inp.lo + bytes[inp.offset + (c * h + y) * w + x] * step).toPrecision(3)));
+    v.hover.textContent = `input pixel (${y}, ${x}) \u2248 ${values.join(", ")} (normalised)`;
+  });
+  frame.addEventListener("mouseleave", () => unhover(v));
+  return { el: box, frame, cv, shape: inp.shape };
+}
+
+function span(spec, i, n) {  // [first, last] index read along one axis: [jump, pad, extent] or [lo list, hi list]
+  if (Array.isArray(spec[0])) return [spec[0][i], spec[1][i]];
+  const start = i * spec[0] - spec[1];
+  return [Math.max(0, start), Math.min(n - 1, start + spec[2] - 1)];
+}
+
+function field(v, space, cell, earlier) {  // [[c0, c1], [y0, y1], [x0, x1]] of space ``earlier``, or null
+  const geo = v.entry.geo;
+  const row = geo && space < geo.fields.length ? geo.fields[space] : null;
+  const spec = row ? row[earlier] : null;
+  if (!spec) return null;
+  return spec.map((axis, k) => span(axis, cell[k], geo.grids[earlier][k]));
+}
+
+function frameBox(parent, [[y0, y1], [x0, x1]], h, w) {  // an outline over rows y0..y1, columns x0..x1 of a map
+  const b = el("div", "nv-rf");
+  b.style.left = `${(100 * x0) / w}%`;
+  b.style.top = `${(100 * y0) / h}%`;
+  b.style.width = `${(100 * (x1 - x0 + 1)) / w}%`;
+  b.style.height = `${(100 * (y1 - y0 + 1)) / h}%`;
+  parent.append(b);
+}
+
+function unlight(v) {
+  for (const old of v.track.querySelectorAll(".nv-rf, .nv-rfvec")) old.remove();
+  for (const old of v.track.querySelectorAll(".nv-rf-unit")) old.classList.remove("nv-rf-unit");
+  v.lit = null;
+}
+
+function unhover(v) {
+  v.hover.textContent = "";
+  v.hover.title = "";
+  unlight(v);
+}
+
+function light(v, i, cell) {  // outline what cell (channel, row, column) of column i depends on; its text
+  const key = `${i}|${cell}`;
+  if (v.lit === key) return v.litText;
+  unlight(v);
+  v.lit = key;
+  const space = v.cols[i].meta.space;
+  const geo = v.entry.geo;
+  v.litText = "";
+  if (!geo || space === null || space === undefined) return "";
+  const inPic = field(v, space, cell, 0);
+  if (v.pic && inPic) frameBox(v.pic.frame, inPic.slice(1), v.pic.shape[1], v.pic.shape[2]);
+  v.cols.forEach((col, k) => {
+    const t = col.meta.space;
+    if (t === null || t === undefined || t >= space) return;
+    const f = field(v, space, cell, t);
+    if (!f) return;
+    const [[c0, c1], rows, cols] = f;
+    if (isMaps(col.meta)) {
+      const [, h, w] = col.meta.shape;
+      for (let ch = c0; ch <= c1; ch++) frameBox(col.mapEls[ch], [rows, cols], h, w);
+      return;
+    }
+    const [, gh, gw] = geo.grids[t];
+    const inside = (u) => {
+      const c = Math.floor(u / (gh * gw)), y = Math.floor(u / gw) % gh, x = u % gw;
+      return c >= c0 && c <= c1 && y >= rows[0] && y <= rows[1] && x >= cols[0] && x <= cols[1];
+    };
+    const cv = col.mapEls[0];
+    if (cv && cv.dataset.vector) {  // a long vector: its cells tinted on a canvas over it
+      const over = el("canvas", "nv-rfvec");
+      over.width = cv.width;
+      over.height = cv.height;
+      Object.assign(over.style, { left: `${cv.offsetLeft}px`, top: `${cv.offsetTop}px`, width: cv.style.width,
+                                  height: cv.style.height });
+      const g = over.getContext("2d");
+      g.fillStyle = "rgba(255, 140, 0, 0.55)";
+      for (let u = 0; u < col.meta.size; u++) if (inside(u)) g.fillRect(u % cv.width, Math.floor(u / cv.width), 1, 1);
+      col.maps.append(over);
+      return;
+    }
+    col.mapEls.forEach((row, u) => { if (inside(u)) row.classList.add("nv-rf-unit"); });
+  });
+  if (inPic) {
+    const [, [y0, y1], [x0, x1]] = inPic, [, h, w] = v.pic ? v.pic.shape : geo.grids[0];
+    const sees = y0 === 0 && x0 === 0 && y1 === h - 1 && x1 === w - 1 ? "the whole input"
+      : `input rows ${y0}\u2013${y1}, columns ${x0}\u2013${x1} (${y1 - y0 + 1}\u00D7${x1 - x0 + 1} pixels)`;
+    v.litText = v.entry.meta.pass === "backward" ? ` \u00B7 in the forward pass this position sees ${sees}`
+      : ` \u00B7 sees ${sees}`;
+    v.hover.title = v.entry.meta.pass === "backward"
+      ? "Outlined: the input pixels and earlier layers' cells that this position's activation depends on in the "
+        + "forward pass (its receptive field), on the picture and the columns nearer the pixels; the gradient here "
+        + "is passed back to exactly these cells."
+      : "Outlined: the input pixels and earlier layers' cells this cell depends on (its receptive field).";
+  }
+  return v.litText;
 }
 
 function chrome(v) {  // the height of a column without its maps, and of the header
@@ -226,6 +358,11 @@ function chrome(v) {  // the height of a column without its maps, and of the hea
 function layout(v) {  // sizes every column's maps to fit the height budget (60% of the window), selected expanded
   const budget = Math.floor(0.6 * window.innerHeight);
   const fit = (room) => {
+    if (v.pic) {  // >= 3 screen px per pixel, as the selected column's maps
+      const [, h, w] = v.pic.shape, side = Math.min(room, Math.round(Math.max(3 * Math.max(h, w), 84) * v.data.scale));
+      v.pic.cv.style.width = `${Math.round((side * w) / Math.max(h, w))}px`;
+      v.pic.cv.style.height = `${Math.round((side * h) / Math.max(h, w))}px`;
+    }
     v.cols.forEach((col, i) => size(v, col, i === v.sel, room));
     return budget - (v.wrap.offsetHeight - Math.max(...v.cols.map((c) => c.maps.offsetHeight)));
   };
@@ -250,7 +387,7 @@ function size(v, col, selected, room) {
   }
   const [n, h, w] = c.shape;
   const px = mapPx(v, c, selected);
-  const gap = selected ? 4 : 2;
+  const gap = selected ? 3 : 2;
   let rows = Math.max(1, Math.min(n, Math.floor((room + gap) / (px * (h / Math.max(h, w)) + gap))));
   const across = Math.ceil(n / rows);
   rows = Math.ceil(n / across);
@@ -354,25 +491,35 @@ function click(v, i, e) {
 }
 
 function hover(v, i, e) {
-  const target = e.target.closest(".nv-map");
+  const target = e.target.closest(".nv-map, .nv-unit");
   if (!target) return;
   const c = v.cols[i].meta;
-  const r = target.getBoundingClientRect(), [gh, gw] = grid(target, c);
-  const row = Math.min(gh - 1, Math.floor(((e.clientY - r.top) / r.height) * gh));
-  const col = Math.min(gw - 1, Math.floor(((e.clientX - r.left) / r.width) * gw));
   let index, where;
-  if (target.dataset.vector) {
-    const unit = row * gw + col;
-    if (unit >= c.size) { v.hover.textContent = ""; return; }
-    index = unit;
-    where = `unit ${unit}`;
+  if (target.classList.contains("nv-unit")) {
+    index = Number(target.dataset.ch);
+    where = `unit ${index}`;
   } else {
-    const ch = Number(target.dataset.ch), [, h, w] = c.shape;
-    index = ch * h * w + row * w + col;
-    where = `channel ${ch} (${row}, ${col})`;
+    const r = target.getBoundingClientRect(), [gh, gw] = grid(target, c);
+    const row = Math.min(gh - 1, Math.floor(((e.clientY - r.top) / r.height) * gh));
+    const col = Math.min(gw - 1, Math.floor(((e.clientX - r.left) / r.width) * gw));
+    if (target.dataset.vector) {
+      const unit = row * gw + col;
+      if (unit >= c.size) { unhover(v); return; }
+      index = unit;
+      where = `unit ${unit}`;
+    } else {
+      const ch = Number(target.dataset.ch), [, h, w] = c.shape;
+      index = ch * h * w + row * w + col;
+      where = `channel ${ch} (${row}, ${col})`;
+    }
   }
   const value = c.lo + (v.entry.bytes[c.offset + index] * (c.hi - c.lo)) / 255;
-  v.hover.textContent = `${c.name} ${where} \u2248 ${Number(value.toPrecision(3))}`;
+  let sees = "";
+  const geo = v.entry.geo, g = geo && c.space !== null && c.space !== undefined ? geo.grids[c.space] : null;
+  if (g && g[0] * g[1] * g[2] === c.size) {  // the cell's place in its space: a vector's unit keeps its map cell's
+    sees = light(v, i, [Math.floor(index / (g[1] * g[2])), Math.floor(index / g[2]) % g[1], index % g[2]]);
+  }
+  v.hover.textContent = `${c.name} ${where} \u2248 ${Number(value.toPrecision(3))}${sees}`;
 }
 
 function start(v) {
@@ -432,7 +579,8 @@ async function show(v, data) {
   const key = data.payload_key;
   let entry = payloads.get(key);
   if (!entry && data.payload) {
-    entry = { meta: data.payload, bytes: await inflate(data.payload.maps) };
+    entry = { meta: data.payload, bytes: await inflate(data.payload.maps), geo: null };
+    if (data.payload.geometry) entry.geo = JSON.parse(new TextDecoder().decode(await inflate(data.payload.geometry)));
     remember(key, entry);
   }
   if (!entry) {  // the page thought this browser had the maps: ask for them

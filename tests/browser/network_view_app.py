@@ -1,5 +1,6 @@
-"""A page with only the network view, in the backward pass's order (the explorer's backward view still draws its
-HTML strip): for tests/browser/test_network_view_browser.py. Shows the last event the view sent."""
+"""A page with only the network view, for tests/browser/test_network_view_browser.py: ?pass=backward (default) or
+forward, ?model=mnist (a drawn zero) or cifar10 (a colour gradient), ?selected=3 (the expanded column), ?scale=1.5
+(projector). Packed with the trace: the view draws the input picture and receptive fields. Shows the last event."""
 
 import sys
 from pathlib import Path
@@ -9,20 +10,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
 
 from cnnviz.components.network_view import network_view  # noqa: E402
 from cnnviz.engine.capture import capture  # noqa: E402
 from cnnviz.engine.checkpoints import load_model  # noqa: E402
 from cnnviz.engine.pictures import preprocess  # noqa: E402
-from cnnviz.render.network_data import backward_columns, pack  # noqa: E402
+from cnnviz.render.network_data import backward_columns, forward_columns, pack  # noqa: E402
+from tests.render.test_network_data import picture  # noqa: E402
 
-if "payload" not in st.session_state:
-    model, card = load_model("mnist")
-    img = Image.new("L", (280, 280), 0)
-    ImageDraw.Draw(img).ellipse([(80, 40), (200, 240)], outline=255, width=20)
-    trace = capture(model, preprocess(img, card))
-    st.session_state["payload"] = pack(backward_columns(trace), "backward", "zero-backward", card.classes)
+st.set_page_config(layout="wide")  # as app.py
+pass_name = st.query_params.get("pass", "backward")
+model_name = st.query_params.get("model", "mnist")
+scale = float(st.query_params.get("scale", "1"))
+key = f"payload_{model_name}_{pass_name}"
+if key not in st.session_state:
+    model, card = load_model(model_name)
+    trace = capture(model, preprocess(picture(model_name), card))
+    columns = backward_columns(trace) if pass_name == "backward" else forward_columns(trace)
+    st.session_state[key] = pack(columns, pass_name, f"{model_name}-{pass_name}", card.classes, trace=trace,
+                                 mean=card.mean, std=card.std)
 
 
 def remember(event: dict) -> None:
@@ -30,7 +36,9 @@ def remember(event: dict) -> None:
     st.session_state["selected"] = event["layer"]
 
 
-network_view(st.session_state["payload"], "nv_backward", st.session_state.get("selected", 0), title="Backward pass",
-             speeds={"fast": 0.4, "normal": 1.0}, on_event=remember)
+network_view(st.session_state[key], f"nv_{pass_name}",
+             st.session_state.get("selected", int(st.query_params.get("selected", "0"))),
+             title="Backward pass" if pass_name == "backward" else "Forward pass", scale=scale,
+             label_px=round(13 * scale), speeds={"fast": 0.4, "normal": 1.0}, on_event=remember)
 event = st.session_state.get("last_event")
 st.markdown(f"last event: {event['kind']} {event['layer']}" if event else "last event: none")

@@ -1,6 +1,6 @@
-"""The explorer's network view (cnnviz/components/network_view.js) in Chromium at 1280x720, measured from the DOM:
-map sizes in screen pixels, the view's height, labels that fit, clicks that reach the inspector, and Play with its
-controls and highlighted column on screen."""
+"""The explorer's network view (cnnviz/components/network_view.js) in Chromium, measured from the DOM: map sizes in
+screen pixels, the view's height, labels that fit, clicks that reach the inspector, Play with its controls and
+highlighted column on screen, and a hovered cell's receptive field outlined on the input picture and earlier maps."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.pictures import preprocess
-from cnnviz.render.network_data import backward_columns
+from cnnviz.render.network_data import backward_columns, forward_columns, geometry, pack, receptive_field
 from tests.conftest import open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -149,12 +148,12 @@ def test_play_glides_to_the_last_layer_with_controls_and_column_on_screen(page, 
     page.screenshot(path=str(tmp_path / "network_view_played.png"))
 
 
-def app_trace():
-    """The trace network_view_app.py shows: a drawn zero through the MNIST model."""
-    model, card = load_model("mnist")
-    img = Image.new("L", (280, 280), 0)
-    ImageDraw.Draw(img).ellipse([(80, 40), (200, 240)], outline=255, width=20)
-    return capture(model, preprocess(img, card))
+def app_trace(name: str = "mnist"):
+    """The trace network_view_app.py shows: a drawn zero through the MNIST model, or CIFAR-10's colour gradient."""
+    from tests.render.test_network_data import picture
+
+    model, card = load_model(name)
+    return capture(model, preprocess(picture(name), card))
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +192,88 @@ def test_backward_play_lights_each_link_with_the_gradients_size(page, backward_a
     assert len({s["pos"] for s in samples}) >= 29
     assert all(s["lit"] <= 1 for s in samples) and sum(s["lit"] == 1 for s in samples) > len(samples) / 2
     page.wait_for_function("() => document.body.innerText.includes('last event: step 29')", timeout=30_000)
+
+
+def open_app(page, url: str, query: str, size: tuple[int, int]):
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    open_page(page, f"{url}/?{query}")
+    view = page.locator(".nv-view")
+    view.locator(".nv-col").first.wait_for(timeout=90_000)
+    view.locator(".nv-piccv").wait_for()
+    return view
+
+
+def assert_outlines(outline: dict, area: dict, rows: tuple[int, int], cols: tuple[int, int], h: int, w: int) -> None:
+    """``outline`` covers exactly rows..., cols... of the h x w map drawn in ``area`` (screen px, 1 px slack)."""
+    sy, sx = area["height"] / h, area["width"] / w
+    want = {"x": area["x"] + cols[0] * sx, "y": area["y"] + rows[0] * sy,
+            "width": (cols[1] - cols[0] + 1) * sx, "height": (rows[1] - rows[0] + 1) * sy}
+    assert all(abs(outline[k] - want[k]) <= 1.0 for k in want), (outline, want)
+
+
+HOVERS = {  # pass, model, hovered column (selected: expanded), its channel and cell, an earlier column to measure
+    "mnist": ("forward", "mnist", 3, 2, (6, 20), 0),  # block1.conv2 -> block1.conv1 (16 maps)
+    "cifar10": ("forward", "cifar10", 7, 5, (9, 2), 3),  # stage2.conv1 (16x16) -> stage1.conv2 (32 maps of 32x32)
+    "backward": ("backward", "mnist", 25, 1, (27, 0), 27),  # dL/d(input of block1.conv2) -> of block1.bn1
+}
+
+
+@pytest.mark.parametrize("case,width,height", [("mnist", 1024, 768), ("mnist", 1280, 720), ("mnist", 1920, 1080),
+                                               ("cifar10", 1280, 720), ("backward", 1280, 720)])
+def test_hover_outlines_the_receptive_field_on_the_picture_and_earlier_maps(page, backward_app_url, case, width,
+                                                                             height):
+    pass_name, model, i, ch, (row, col), k = HOVERS[case]
+    view = open_app(page, backward_app_url, f"pass={pass_name}&model={model}&selected={i}", (width, height))
+    trace = app_trace(model)
+    columns = forward_columns(trace) if pass_name == "forward" else backward_columns(trace)
+    payload = pack(columns, pass_name, "expected", trace=trace)
+    geo, metas = geometry(payload), payload["columns"]
+    space, earlier = metas[i]["space"], metas[k]["space"]
+    assert earlier < space
+    (_, (y0, y1), (x0, x1)) = receptive_field(geo, space, (ch, row, col), 0)
+    hovered = view.locator(f".nv-col[data-col='{i}'].nv-selected .nv-map[data-ch='{ch}']")
+    _, h, w = metas[i]["shape"]
+    box = hovered.bounding_box()
+    assert box["width"] >= 3 * w  # the expanded column: >= 3 screen px per map pixel, so the hover is exact
+    hovered.hover(position={"x": (col + 0.5) * box["width"] / w, "y": (row + 0.5) * box["height"] / h})
+    text = view.locator(".nv-hover").inner_text()
+    assert f"channel {ch} ({row}, {col})" in text and f"rows {y0}\u2013{y1}, columns {x0}\u2013{x1}" in text, text
+    if pass_name == "backward":
+        assert "in the forward pass" in text
+    _, ph, pw = payload["input"]["shape"]
+    assert_outlines(view.locator(".nv-pic .nv-rf").bounding_box(), view.locator(".nv-piccv").bounding_box(),
+                    (y0, y1), (x0, x1), ph, pw)
+    (c0, c1), rows, cols = receptive_field(geo, space, (ch, row, col), earlier)
+    _, eh, ew = metas[k]["shape"]
+    outlined = view.locator(f".nv-col[data-col='{k}'] .nv-map:has(.nv-rf)")
+    assert [int(d) for d in outlined.evaluate_all("ms => ms.map(m => m.dataset.ch)")] == list(range(c0, c1 + 1))
+    for m in (outlined.first, outlined.last):
+        assert_outlines(m.locator(".nv-rf").bounding_box(), m.bounding_box(), rows, cols, eh, ew)
+    later = i + 1 if pass_name == "forward" else i - 1  # a column nearer the loss: not in the field
+    assert metas[later]["space"] > space and view.locator(f".nv-col[data-col='{later}'] .nv-rf").count() == 0
+    page.mouse.move(0, 0)
+    page.wait_for_function("() => !document.querySelector('.nv-rf')")
+
+
+@pytest.mark.parametrize("model,scale", [("cifar10", 1.0), ("cifar10", 1.5), ("mnist", 1.5)],
+                         ids=["cifar10", "cifar10-projector", "mnist-projector"])
+def test_expanded_column_fits_the_page_width_and_projector_mode_enlarges_the_maps(page, backward_app_url, tmp_path,
+                                                                                  model, scale):
+    view = open_app(page, backward_app_url, f"pass=forward&model={model}&scale={scale}", (WIDTH, HEIGHT))
+    selected = view.locator(".nv-col.nv-selected")
+    side = 32 if model == "cifar10" else 28
+    maps = [b for b in (loc.bounding_box() for loc in selected.locator(".nv-map").all())]
+    assert len(maps) == (32 if model == "cifar10" else 16)
+    assert min(min(b["width"], b["height"]) for b in maps) >= 3 * side * scale  # projector mode: larger maps
+    others = [loc.bounding_box() for loc in view.locator(".nv-col:not(.nv-selected) .nv-map").all()]
+    assert min(min(b["width"], b["height"]) for b in others) >= 28 * scale
+    assert view.locator(".nv-piccv").bounding_box()["width"] >= 3 * side * scale
+    assert view.bounding_box()["height"] <= 0.6 * HEIGHT
+    scroll = view.locator(".nv-body").evaluate(
+        "b => ({sw: b.scrollWidth, cw: b.clientWidth, sh: b.scrollHeight, ch: b.clientHeight})")
+    assert scroll["sh"] <= scroll["ch"], f"an inner vertical scroll: {scroll}"
+    if scale == 1.0:  # 32 maps of 32x32 at 3 px per pixel wrap into rows that fit the page's width
+        body, col = view.locator(".nv-body").bounding_box(), selected.bounding_box()
+        assert col["width"] <= body["width"] - 16, (col, body)
+        assert col["x"] >= body["x"] and col["x"] + col["width"] <= body["x"] + body["width"], (col, body)
+    page.screenshot(path=str(tmp_path / f"network_view_{model}_{scale}.png"))

@@ -1,4 +1,5 @@
-"""The input step of the backward pass: dL/d(pixel), and three attribution maps laid over the picture."""
+"""The input step of the backward pass: dL/d(pixel), and three attribution maps laid over the picture, each drawn
+large with the picture's outline and colours clipped at a stated percentile (every hovered or written number exact)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from cnnviz.engine.layer_rules import largest_cell
 from cnnviz.engine.pictures import unnormalize
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.network import overlay
+from cnnviz.render.network import ink_mask, overlay
 
+FADE = 0.8  # how far the picture under an attribution fades toward the scale's zero colour (its outline stays)
 METHODS = {"saliency": "Saliency", "grad_cam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
 
 
-def _big(img: np.ndarray, side: int = 280) -> np.ndarray:
-    zoom = max(1, side // img.shape[0])
-    return img.repeat(zoom, 0).repeat(zoom, 1)
+def outline_note(pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    """The picture's outline mask and the words that say what the line is."""
+    mask, threshold = ink_mask(pixels)
+    if pixels.shape[0] == 1:
+        return mask, f"magenta line: the outline of the ink (pixel value above {fmt(threshold, 2)})"
+    return mask, f"magenta line: the outline of the picture's bright part (brightness above {fmt(threshold, 2)})"
 
 
 def input_step(ctx: Ctx) -> None:
@@ -35,8 +40,11 @@ def input_step(ctx: Ctx) -> None:
         if trace.input_grad.shape[0] > 1 else 0
     row, col = pick_cell(trace.input_grad.shape, "bw_in", largest_cell(trace.input_grad[c]))
     per_pixel = trace.input_grad[c] / card.std[c]
+    level, _, note = figs.colour_limit(per_pixel)
+    mask, line = outline_note(unnormalize(ctx.x[0].numpy(), card))
     st.html(figs.map_html(per_pixel, f"dL/d(pixel value), channel {c} (signed)", ui.text_px(14), signed=True,
-                          frames=[figs.window(row, col, 1, 1)]))
+                          frames=[figs.window(row, col, 1, 1)], size_px=320, vmax=level, outline=mask,
+                          note=f"{note}; {line}; hover a cell for its exact value"))
     g = float(trace.input_grad[c, row, col])
     st.markdown(f"dL/dx[{c},{row},{col}] = **{fmt(g, 4)}** with respect to the normalised input; per unit of "
                 f"pixel value: {fmt(g, 4)} / {fmt(card.std[c], 4)} = **{fmt(g / card.std[c], 4)}**")
@@ -54,7 +62,7 @@ def attribution_panel(ctx: Ctx) -> None:
     method = a.radio("Method", list(METHODS), format_func=METHODS.get, key="attr_method")
     objective = b.radio("They all explain", ["logit", "loss"], horizontal=True, key="attr_objective",
                         format_func={"logit": "the class's logit", "loss": "the loss"}.get)
-    opacity = c.slider("heat-map opacity", 0.0, 1.0, 0.6, 0.05, key="attr_opacity")
+    opacity = c.slider("heat-map opacity", 0.0, 1.0, 0.8, 0.05, key="attr_opacity")
     layer = None
     if method == "grad_cam":
         names = ["(default: the last layer with a non-zero map)", *cam_layer_names(ctx.model)]
@@ -65,18 +73,17 @@ def attribution_panel(ctx: Ctx) -> None:
                                                  card=card))
     pixels = unnormalize(ctx.x[0].numpy(), card)
     signed = bool((result.values < 0).any())
-    left, right = st.columns([1, 1.2])
-    left.image(_big(overlay(pixels, result.values, opacity, signed)),
-               caption=f"{METHODS[method]}{' at ' + result.layer if result.layer else ''}, over the input")
-    with right:
-        st.markdown(f"**Objective:** {result.objective_text}")
-        st.markdown(result.method_text)
-        if result.baseline:
-            st.markdown(f"**Baseline:** {result.baseline}")
-        if result.layer_choice:
-            st.caption(result.layer_choice)
-        if result.all_zero:
-            st.warning(f"This map is zero everywhere: {result.zero_reason}")
+    mask, line = outline_note(pixels)
+    st.html(overlay_figure(pixels, result.values, opacity, signed, mask,
+                           f"{METHODS[method]}{' at ' + result.layer if result.layer else ''}, over the input", line))
+    st.markdown(f"**Objective:** {result.objective_text}")
+    st.markdown(result.method_text)
+    if result.baseline:
+        st.markdown(f"**Baseline:** {result.baseline}")
+    if result.layer_choice:
+        st.caption(result.layer_choice)
+    if result.all_zero:
+        st.warning(f"This map is zero everywhere: {result.zero_reason}")
     with st.expander("Sanity check: randomise the weights (Adebayo et al. 2018)"):
         st.markdown("A map that explains the *model* must change when the model's learned weights are replaced by "
                     "random ones. If it barely changes, it shows the picture's edges, not what the network learned.")
@@ -85,9 +92,19 @@ def attribution_panel(ctx: Ctx) -> None:
                                       lambda: sanity_check(ctx.model, ctx.x, trace.target, method, layer,
                                                            objective=objective, card=card), size=2)
             cols = st.columns(1 + len(check.steps))
-            cols[0].image(_big(overlay(pixels, check.trained.values, opacity, signed), 200), caption="trained")
+            cols[0].html(overlay_figure(pixels, check.trained.values, opacity, signed, mask, "trained", min_px=120))
             for col, step in zip(cols[1:], check.steps, strict=True):
-                col.image(_big(overlay(pixels, step.attribution.values, opacity, signed), 200),
-                          caption=f"random weights: rank correlation {fmt(step.spearman, 2)}")
+                col.html(overlay_figure(pixels, step.attribution.values, opacity, signed, mask,
+                                        f"random weights: rank correlation {fmt(step.spearman, 2)}", min_px=120))
             if check.text:
                 st.caption(check.text)
+
+
+def overlay_figure(pixels: np.ndarray, values: np.ndarray, opacity: float, signed: bool, mask: np.ndarray,
+                   title: str, line: str = "", min_px: int = 300) -> str:
+    """An attribution over the faded picture, its colours clipped at a percentile (the note says which)."""
+    level, clipped, note = figs.colour_limit(values)
+    if line:
+        note = f"{note}; {line}; the picture is faded to {1 - FADE:.0%} so the colours read"
+    return figs.overlay_html(overlay(pixels, values, opacity, signed, vmax=level or None, fade=FADE), title,
+                             ui.text_px(14), mask, signed, level, clipped, note, min_px)

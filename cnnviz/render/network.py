@@ -127,7 +127,8 @@ def training_curve(history: Sequence[dict]) -> go.Figure | None:
 
 
 def overlay(picture: np.ndarray, heat: np.ndarray, opacity: float = 0.5, signed: bool | None = None,
-            vmax: float | None = None, size: int | None = None, by_strength: bool = True) -> np.ndarray:
+            vmax: float | None = None, size: int | None = None, by_strength: bool = True,
+            fade: float = 0.0) -> np.ndarray:
     """The input picture with a heat map (an attribution) blended over it.
 
     Args:
@@ -138,6 +139,8 @@ def overlay(picture: np.ndarray, heat: np.ndarray, opacity: float = 0.5, signed:
         vmax: the value drawn at full colour (default: the largest |heat|), e.g. one scale for several maps.
         size: scale the result (nearest neighbour) to this many pixels a side.
         by_strength: blend each pixel in proportion to |heat| / vmax, so zero heat leaves the picture as it is.
+        fade: mix the picture this much (0 to 1) with the colour of zero heat (white when signed, the sequential
+            scale's darkest colour otherwise) first, so a faint picture stays under a heat map that reads clearly.
     Returns:
         (S, S, 3) uint8 RGB, S = size or the picture's own size.
     """
@@ -158,9 +161,54 @@ def overlay(picture: np.ndarray, heat: np.ndarray, opacity: float = 0.5, signed:
     top = float(vmax) if vmax else float(np.abs(heat).max())
     scaled = heat / top if top > 0 else np.zeros_like(heat)  # in [-1, 1]
     colours = _lut(0.5 + 0.5 * scaled, _DIVERGING) if signed else _lut(np.clip(scaled, 0, 1), _VIRIDIS)
+    if fade:
+        zero = (_DIVERGING[len(_DIVERGING) // 2] if signed else _VIRIDIS[0])[:, None, None] / 255.0
+        rgb = rgb + float(np.clip(fade, 0.0, 1.0)) * (zero - rgb)
     alpha = float(np.clip(opacity, 0.0, 1.0)) * (np.clip(np.abs(scaled), 0, 1) if by_strength else np.ones_like(scaled))
     out = rgb.transpose(1, 2, 0) * 255.0 * (1 - alpha[..., None]) + colours.astype(np.float64) * alpha[..., None]
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if size is not None and size != h:
         out = np.asarray(Image.fromarray(out).resize((int(size), int(size) * h // w), Image.NEAREST))
     return out
+
+
+CLIP_PERCENTILE = 99.0  # attribution colours saturate at this percentile of |value|
+
+
+def clip_level(values: np.ndarray, percentile: float = CLIP_PERCENTILE) -> float:
+    """The value a map's colours saturate at: the ``percentile``-th percentile of |values| (numpy's linear
+    interpolation), so a few extreme pixels do not wash out the rest; the largest |value| when that percentile is 0
+    (a map that is almost all zeros), and 0 for an all-zero map."""
+    magnitudes = np.abs(np.nan_to_num(np.asarray(values, dtype=np.float64))).ravel()
+    if not magnitudes.size:
+        return 0.0
+    level = float(np.percentile(magnitudes, percentile))
+    return level if level > 0 else float(magnitudes.max())
+
+
+def ink_mask(picture: np.ndarray) -> tuple[np.ndarray, float]:
+    """Where a picture is bright, for drawing its outline over a map.
+
+    Args:
+        picture: (C, H, W) or (H, W) pixels in [0, 1], C = 1 or 3.
+    Returns:
+        (H, W) bool mask and its threshold: 0.5 for a grey picture (a digit's light ink on a dark ground); for a
+        colour picture, Otsu's threshold (the level that best splits it into two tones) of its brightness averaged
+        over each 3x3 neighbourhood (a smoother outline, without single-pixel islands).
+    """
+    pic = np.clip(np.nan_to_num(np.asarray(picture, dtype=np.float64)), 0.0, 1.0)
+    pic = pic[None] if pic.ndim == 2 else pic
+    if pic.shape[0] == 1:
+        return pic[0] > 0.5, 0.5
+    h, w = pic.shape[1:]
+    padded = np.pad(np.tensordot([0.299, 0.587, 0.114], pic[:3], axes=1), 1, mode="edge")  # (H + 2, W + 2)
+    brightness = sum(padded[i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
+    counts, edges = np.histogram(brightness, bins=64, range=(0.0, 1.0))
+    levels = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)  # pixels at or below each level
+    above = below[-1] - below
+    sum_below = np.cumsum(counts * levels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = below * above * (sum_below / below - (sum_below[-1] - sum_below) / above) ** 2
+    threshold = float(edges[1:][int(np.nanargmax(np.nan_to_num(between)))])
+    return brightness > threshold, threshold

@@ -15,7 +15,7 @@ from cnnviz.engine.layer_rules import largest_cell
 from cnnviz.engine.pictures import unnormalize
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
-from cnnviz.render.network import ink_mask, overlay
+from cnnviz.render.network import CLIP_PERCENTILE, ink_mask, overlay
 
 FADE = 0.8  # how far the picture under an attribution fades toward the scale's zero colour (its outline stays)
 METHODS = {"saliency": "Saliency", "grad_cam": "Grad-CAM", "integrated_gradients": "Integrated gradients"}
@@ -92,10 +92,10 @@ def attribution_panel(ctx: Ctx) -> None:
                                       lambda: sanity_check(ctx.model, ctx.x, trace.target, method, layer,
                                                            objective=objective, card=card), size=2)
             cols = st.columns(1 + len(check.steps))
-            cols[0].html(overlay_figure(pixels, check.trained.values, opacity, signed, mask, "trained", min_px=120))
+            cols[0].html(overlay_figure(pixels, check.trained.values, opacity, signed, mask, "trained", min_px=200))
             for col, step in zip(cols[1:], check.steps, strict=True):
                 col.html(overlay_figure(pixels, step.attribution.values, opacity, signed, mask,
-                                        f"random weights: rank correlation {fmt(step.spearman, 2)}", min_px=120))
+                                        f"random weights: rank correlation {fmt(step.spearman, 2)}", min_px=200))
             if check.text:
                 st.caption(check.text)
 
@@ -106,5 +106,7 @@ def overlay_figure(pixels: np.ndarray, values: np.ndarray, opacity: float, signe
     level, clipped, note = figs.colour_limit(values)
     if line:
         note = f"{note}; {line}; the picture is faded to {1 - FADE:.0%} so the colours read"
+    else:  # a thumbnail: its bar's end says the value
+        note = f"colours saturate at the {CLIP_PERCENTILE:g}th percentile of |value|" if clipped else ""
     return figs.overlay_html(overlay(pixels, values, opacity, signed, vmax=level or None, fade=FADE), title,
                              ui.text_px(14), mask, signed, level, clipped, note, min_px)

@@ -93,6 +93,9 @@ def test_the_overlay_states_numpys_99th_percentile_of_the_real_attribution(mnist
     assert html.count(note) == 1 and "the picture is faded to 20%" in html
     ends = re.findall(r"<span>([^<]*)</span><span>([^<]*)</span></div>", html)
     assert ends[-1][1] == f"{'&ge; ' if clipped else ''}{fmt(expected, 3)}"
+    thumb = overlay_figure(pixels, values, 0.8, bool((values < 0).any()), mask, "trained", min_px=200)  # sanity check
+    assert "width:min(100%,224px)" in thumb and (f"&ge; {fmt(expected, 3)}</span>" in thumb) == clipped
+    assert ("colours saturate at the 99th percentile of |value|</div>" in thumb) == clipped
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -301,6 +301,7 @@ function light(v, i, cell) {  // outline what cell (channel, row, column) of col
   const space = v.cols[i].meta.space;
   const geo = v.entry.geo;
   v.litText = "";
+  v.litNote = "";
   if (!geo || space === null || space === undefined) return "";
   const inPic = field(v, space, cell, 0);
   if (v.pic && inPic) frameBox(v.pic.frame, inPic.slice(1), v.pic.shape[1], v.pic.shape[2]);
@@ -338,10 +339,10 @@ function light(v, i, cell) {  // outline what cell (channel, row, column) of col
   if (inPic) {
     const [, [y0, y1], [x0, x1]] = inPic, [, h, w] = v.pic ? v.pic.shape : geo.grids[0];
     const sees = y0 === 0 && x0 === 0 && y1 === h - 1 && x1 === w - 1 ? "the whole input"
-      : `input rows ${y0}\u2013${y1}, columns ${x0}\u2013${x1} (${y1 - y0 + 1}\u00D7${x1 - x0 + 1} pixels)`;
-    v.litText = v.entry.meta.pass === "backward" ? ` \u00B7 in the forward pass this position sees ${sees}`
+      : `input rows ${y0}\u2013${y1}, columns ${x0}\u2013${x1}`;
+    v.litText = v.entry.meta.pass === "backward" ? ` \u00B7 in the forward pass it sees ${sees}`
       : ` \u00B7 sees ${sees}`;
-    v.hover.title = v.entry.meta.pass === "backward"
+    v.litNote = v.entry.meta.pass === "backward"
       ? "Outlined: the input pixels and earlier layers' cells that this position's activation depends on in the "
         + "forward pass (its receptive field), on the picture and the columns nearer the pixels; the gradient here "
         + "is passed back to exactly these cells."
@@ -520,6 +521,7 @@ function hover(v, i, e) {
     sees = light(v, i, [Math.floor(index / (g[1] * g[2])), Math.floor(index / g[2]) % g[1], index % g[2]]);
   }
   v.hover.textContent = `${c.name} ${where} \u2248 ${Number(value.toPrecision(3))}${sees}`;
+  v.hover.title = sees ? `${v.hover.textContent}\n${v.litNote}` : v.hover.textContent;  // in full, if cut
 }
 
 function start(v) {

@@ -57,7 +57,8 @@ def network_view(payload: dict, key: str, selected: int, channel: int | None = N
     """Mount the view.
 
     Args:
-        payload: ``network_data.pack(...)`` of the pass shown (its "key" names it).
+        payload: ``network_data.pack(...)`` of the pass shown (its "key" names it); packed with ``trace=``, the view
+            also draws the input picture and outlines a hovered cell's receptive field.
         key: the widget key.
         selected, channel, cell: the page's selection (the expanded column; the framed channel and cell).
         shared_scale: colour every column on one scale (the payload's "shared" range).

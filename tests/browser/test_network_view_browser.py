@@ -220,8 +220,8 @@ HOVERS = {  # pass, model, hovered column (selected: expanded), its channel and 
 
 @pytest.mark.parametrize("case,width,height", [("mnist", 1024, 768), ("mnist", 1280, 720), ("mnist", 1920, 1080),
                                                ("cifar10", 1280, 720), ("backward", 1280, 720)])
-def test_hover_outlines_the_receptive_field_on_the_picture_and_earlier_maps(page, backward_app_url, case, width,
-                                                                             height):
+def test_hover_outlines_the_receptive_field_on_the_picture_and_earlier_maps(page, backward_app_url, tmp_path, case,
+                                                                             width, height):
     pass_name, model, i, ch, (row, col), k = HOVERS[case]
     view = open_app(page, backward_app_url, f"pass={pass_name}&model={model}&selected={i}", (width, height))
     trace = app_trace(model)
@@ -251,6 +251,7 @@ def test_hover_outlines_the_receptive_field_on_the_picture_and_earlier_maps(page
         assert_outlines(m.locator(".nv-rf").bounding_box(), m.bounding_box(), rows, cols, eh, ew)
     later = i + 1 if pass_name == "forward" else i - 1  # a column nearer the loss: not in the field
     assert metas[later]["space"] > space and view.locator(f".nv-col[data-col='{later}'] .nv-rf").count() == 0
+    page.screenshot(path=str(tmp_path / f"network_view_hover_{case}_{width}x{height}.png"))
     page.mouse.move(0, 0)
     page.wait_for_function("() => !document.querySelector('.nv-rf')")
 

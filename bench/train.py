@@ -30,7 +30,7 @@ import torch
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.datasets import dataset, load_arrays
-from cnnviz.evaluate import evaluate_arrays
+from cnnviz.engine.predict import evaluate_arrays
 from cnnviz.training import jobs
 from cnnviz.training.child import NICE
 

@@ -8,50 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
-
-import numpy as np
-import torch
-from torch import nn
 
 from cnnviz.engine.checkpoints import CheckpointError, load_model
 from cnnviz.engine.datasets import DataUnavailable, load_arrays
-from cnnviz.engine.models import ModelCard
-from cnnviz.engine.pictures import normalize
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    accuracy: float  # percent
-    per_class: np.ndarray  # (K,) percent
-    confusion: np.ndarray  # (K, K) counts, rows = true class, columns = predicted
-    count: int
-    loss: float
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, card: ModelCard, batch_size: int = 500) -> torch.Tensor:
-    """Logits for uint8 images (N, C, H, W), batch by batch, model in eval mode. Returns (N, K)."""
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [model(normalize(images[i:i + batch_size], card)) for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
-
-
-def evaluate_arrays(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, card: ModelCard) -> EvalResult:
-    logits = predict(model, images, card)
-    loss = float(nn.functional.cross_entropy(logits, labels))
-    pred = logits.argmax(1)
-    k = len(card.classes)
-    confusion = torch.zeros((k, k), dtype=torch.long)
-    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
-    conf = confusion.numpy()
-    per_class = 100.0 * np.diag(conf) / np.maximum(conf.sum(1), 1)
-    accuracy = 100.0 * float((pred == labels).float().mean())
-    return EvalResult(accuracy, per_class, conf, len(labels), loss)
+from cnnviz.engine.predict import evaluate_arrays
 
 
 def main(argv: list[str] | None = None) -> int:

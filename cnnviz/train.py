@@ -21,7 +21,7 @@ import torch
 from cnnviz.engine.checkpoints import CHECKPOINT_DIR, save
 from cnnviz.engine.datasets import DataUnavailable, load_arrays
 from cnnviz.engine.models import ModelCard, build_model, count_parameters, new_card
-from cnnviz.evaluate import evaluate_arrays
+from cnnviz.engine.predict import evaluate_arrays
 from cnnviz.training.loop import Settings, Trainer, augment_cifar, augment_mnist
 
 __all__ = ["RECIPES", "Recipe", "augment_cifar", "augment_mnist", "main", "train"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnviz.engine.models import ModelCard
 from cnnviz.engine.pictures import ImageError, normalize, preprocess, unnormalize
+from cnnviz.engine.predict import predict_probs
 
 MODES = ("one of each", "random")
 DIGITS = 10
@@ -130,23 +131,18 @@ def _check_eval(model: nn.Module) -> None:
         raise NotInEvalMode("the model is in training mode; load it with checkpoints.load_model (eval mode)")
 
 
-@torch.no_grad()
 def predict_digits(model: nn.Module, card: ModelCard, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Class and confidence for uint8 images (N, 1, 28, 28), batch by batch, without touching the model.
 
     Raises:
-        NotInEvalMode: the model is in training mode (predicting would update BatchNorm statistics).
+        NotInEvalMode: the model is in training mode (a shared model's mode is never changed).
     """
     _check_eval(model)
-    preds, confs = [], []
-    for i in range(0, len(images), BATCH):
-        probs = torch.softmax(model(normalize(images[i:i + BATCH], card)), dim=1)  # (B, 10)
-        conf, pred = probs.max(dim=1)
-        preds.append(pred)
-        confs.append(conf)
-    if not preds:
+    if len(images) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return torch.cat(preds).numpy().astype(np.int64), torch.cat(confs).double().numpy()
+    probs = predict_probs(model, images, BATCH, prepare=lambda batch: normalize(batch, card))  # (N, 10)
+    conf, pred = probs.max(dim=1)
+    return pred.numpy().astype(np.int64), conf.numpy()
 
 
 def sample_indices(labels: np.ndarray | torch.Tensor, mode: str, rng: np.random.Generator, trials: int = 1,
@@ -199,7 +195,6 @@ def draw_and_classify(model: nn.Module, card: ModelCard, images: torch.Tensor, l
     return DigitDraw(idx, shown, np.asarray(labels)[idx].astype(np.int64), pred, conf)
 
 
-@torch.no_grad()
 def classify_pictures(model: nn.Module, card: ModelCard, pictures: Sequence[Image.Image | None],
                       true_labels: Sequence[int] | None = None) -> DigitDraw:
     """Classify drawings (e.g. ten canvases, one per digit). Blank or unusable pictures are listed in ``missing``.
@@ -226,11 +221,10 @@ def classify_pictures(model: nn.Module, card: ModelCard, pictures: Sequence[Imag
     if not inputs:
         empty = np.zeros(0, dtype=np.int64)
         return DigitDraw(empty, np.zeros((0, 28, 28)), empty, empty, np.zeros(0), tuple(missing))
-    probs = torch.softmax(model(torch.cat(inputs)), dim=1)  # (n, 10)
-    conf, pred = probs.max(dim=1)
+    conf, pred = predict_probs(model, torch.cat(inputs)).max(dim=1)  # of (n, 10)
     n = len(kept)
     return DigitDraw(np.full(n, -1), np.stack(shown), np.array(kept, dtype=np.int64),
-                     pred.numpy().astype(np.int64), conf.double().numpy(), tuple(missing))
+                     pred.numpy().astype(np.int64), conf.numpy(), tuple(missing))
 
 
 def predict_test_set(model: nn.Module, card: ModelCard, images: torch.Tensor,

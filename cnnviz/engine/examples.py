@@ -25,6 +25,7 @@ from torch import nn
 
 from cnnviz.engine.checkpoints import available_stages, checkpoint_dir, load_model
 from cnnviz.engine.models import ModelCard
+from cnnviz.engine.predict import predict_probs
 from cnnviz.numbers import fmt, fmt_close_to_one
 
 FORMAT = 1
@@ -195,18 +196,6 @@ def find_mistakes(probs: np.ndarray, labels: np.ndarray) -> list[Mistake]:
     return [Mistake(int(i), int(labels[i]), int(pred[i]), float(probs[i, pred[i]])) for i in order]
 
 
-def predict_all(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """(N, K) float64 probabilities of ``model`` (eval mode, on a copy) for normalised inputs (N, C, H, W)."""
-    import copy
-
-    net = copy.deepcopy(model).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            out.append(torch.softmax(net(x[start:start + batch_size]).double(), dim=1))
-    return torch.cat(out).numpy()
-
-
 # ----------------------------------------------------------------------------------------------- files
 
 
@@ -290,7 +279,7 @@ def compute_examples(name: str, stage: str, x: torch.Tensor, labels: torch.Tenso
                      judge_p: float = CLEAR_BY_FINAL_P, probs: np.ndarray | None = None) -> Examples:
     """Run one shipped model on the whole test set (normalised ``x``) and choose its examples (see ``RULE``)."""
     if probs is None:
-        probs = predict_all(load_model(name, stage, directory)[0], x)
+        probs = predict_probs(load_model(name, stage, directory)[0], x).numpy()
     return _choose(name, stage, file_sha256(checkpoint_path(name, stage, directory)), probs, labels.numpy(),
                    judge_probs, judge_p)
 
@@ -316,7 +305,8 @@ def examples_of_model(model: nn.Module, card: ModelCard, data_dir: str | Path | 
     from cnnviz.engine.pictures import normalize
 
     images, labels = load_arrays(card.name, "test", data_dir)
-    return _choose(card.name, card.stage, "", predict_all(model, normalize(images, card)), labels.numpy())
+    probs = predict_probs(model, images, prepare=lambda batch: normalize(batch, card)).numpy()  # (N, K)
+    return _choose(card.name, card.stage, "", probs, labels.numpy())
 
 
 def testset_inputs(name: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +325,7 @@ def compute_all(name: str, directory: str | Path | None = None,
     """Every available weights stage's examples of one model, each judged for clarity as ``RULE`` says."""
     x, labels = testset_inputs(name, data_dir)
     stages = available_stages(name, directory)
-    probs = {stage: predict_all(load_model(name, stage, directory)[0], x) for stage in stages}
+    probs = {stage: predict_probs(load_model(name, stage, directory)[0], x).numpy() for stage in stages}
     out = {}
     for stage in stages:
         if stage != "final":

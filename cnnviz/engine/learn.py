@@ -20,6 +20,7 @@ from torch import nn
 
 from cnnviz.engine.models import REGISTRY, ModelCard
 from cnnviz.engine.pictures import normalize
+from cnnviz.engine.predict import predict_logits
 from cnnviz.engine.trace import HeldOutScore, LayerChange, LayerUpdate, LearnRecord
 from cnnviz.numbers import fmt
 
@@ -87,20 +88,14 @@ def heldout_batch(name: str, size: int = HELDOUT_SIZE, seed: int = HELDOUT_SEED,
 
 
 def heldout_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> HeldOutScore:
-    """Accuracy and mean cross-entropy of ``model`` (run as it is: put it in eval mode first) on normalised images."""
+    """Accuracy and mean cross-entropy (float64, from the logits) of ``model`` in eval mode on normalised images."""
     if images.dim() != 4 or labels.shape != (images.shape[0],):
         raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)} and "
                          f"{tuple(labels.shape)}")
-    dtype = next(model.parameters()).dtype
-    correct, total_loss = 0, 0.0
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start:start + batch_size].to(dtype)).double()  # (B, K)
-            y = labels[start:start + batch_size]
-            correct += int((logits.argmax(1) == y).sum())
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    logits = predict_logits(model, images, batch_size).double()  # (N, K)
     n = int(images.shape[0])
-    return HeldOutScore(n, correct, correct / n, total_loss / n)
+    correct = int((logits.argmax(1) == labels).sum())
+    return HeldOutScore(n, correct, correct / n, float(F.cross_entropy(logits, labels, reduction="sum")) / n)
 
 
 LR_GRID = (0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5)  # the default learning rate is one of these

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviz.handwork.conv_math import ConvForward, conv_backward, conv_forward, squared_error_grad
+from cnnviz.handwork.graph_ops import sigmoid
 from cnnviz.handwork.matrices import CellSum, Matrix, as_matrix, cell_lines, correlate, matrix_text
 from cnnviz.handwork.pooling import CellGradient, PoolForward, pool, pool_backward, route_lines
 from cnnviz.numbers import factor, fmt
@@ -149,10 +150,6 @@ class TinyNetRecord:
     grad_f_cells: tuple[CellSum, ...]
     forward_steps: tuple[NetStep, ...]
     backward_steps: tuple[NetStep, ...]
-
-
-def sigmoid(z: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
 def conv_sigmoid_fc(x: Matrix, f: Matrix, w: Matrix, b: float, target: float) -> TinyNetRecord:

@@ -76,8 +76,13 @@ def log(a: float) -> float:
     return -INF if a == 0 else math.log(a)
 
 
-def sigmoid(a: float) -> float:
-    return div(1.0, 1.0 + exp(-a))  # torch's CPU kernel: 1 / (1 + exp(-a)); exp overflow gives exactly 0
+def sigmoid(z: np.ndarray | float) -> np.ndarray | np.float64:
+    """1 / (1 + exp(-z)) in float64, elementwise, as torch's CPU kernel writes it; exp overflow gives exactly 0.
+
+    The one sigmoid of the hand-worked pages (the graph, the MLPs, the small conv nets).
+    """
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
 def one_minus_square(y: float) -> float:
@@ -181,7 +186,7 @@ OPERATORS: dict[str, Operator] = {op.key: op for op in (
     Operator("log", 1, "log", "torch.log", "log({A})", lambda a, b, s: log(a),
              local=lambda a, b, y, s: (div(1.0, a),), backward=lambda g, a, b, y, s: (div(g, a),),
              rules=_fixed("1/{a}"), divides=(True,)),
-    Operator("sigmoid", 1, "σ", "torch.sigmoid", "sigmoid({A})", lambda a, b, s: sigmoid(a),
+    Operator("sigmoid", 1, "σ", "torch.sigmoid", "sigmoid({A})", lambda a, b, s: float(sigmoid(a)),
              local=lambda a, b, y, s: ((1.0 - y) * y,), backward=lambda g, a, b, y, s: ((g * (1.0 - y)) * y,),
              rules=_fixed("{y} * (1 - {y})")),
     Operator("tanh", 1, "tanh", "torch.tanh", "tanh({A})", lambda a, b, s: math.tanh(a),

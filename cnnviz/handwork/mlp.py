@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnviz.handwork.graph_ops import sigmoid
 from cnnviz.numbers import factor, fmt
 
 MAX_STEPS = 500
@@ -200,10 +201,6 @@ def relu_grad(out: np.float64) -> float:
     return 1.0 if out > 0 else 0.0  # torch: gradient where the ReLU's output is > 0, else 0
 
 
-def _sigmoid(z: np.float64) -> np.float64:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def _relu_pass(inputs: Mapping[str, float], targets: Mapping[str, float], w: Mapping[str, float]):
     f = {k: np.float64(v) for k, v in w.items()}
     x, y = np.float64(inputs["x"]), np.float64(targets["y"])
@@ -232,10 +229,10 @@ def _sigmoid_pass(inputs: Mapping[str, float], targets: Mapping[str, float], w: 
     t1, t2 = np.float64(targets["t1"]), np.float64(targets["t2"])
     h1 = f["w1"] * i1 + f["w2"] * i2
     h2 = f["w3"] * i1 + f["w4"] * i2
-    a_h1, a_h2 = _sigmoid(h1), _sigmoid(h2)
+    a_h1, a_h2 = sigmoid(h1), sigmoid(h2)
     o1 = f["w5"] * a_h1 + f["w6"] * a_h2
     o2 = f["w7"] * a_h1 + f["w8"] * a_h2
-    a_o1, a_o2 = _sigmoid(o1), _sigmoid(o2)
+    a_o1, a_o2 = sigmoid(o1), sigmoid(o2)
     loss = 0.5 * (t1 - a_o1) ** 2 + 0.5 * (t2 - a_o2) ** 2
     d_ao1, d_ao2 = a_o1 - t1, a_o2 - t2
     d_o1 = d_ao1 * a_o1 * (1 - a_o1)

@@ -25,7 +25,7 @@ from cnnviz.engine.checkpoints import to_bytes
 from cnnviz.engine.datasets import load_arrays
 from cnnviz.engine.models import REGISTRY, ModelCard, new_card
 from cnnviz.engine.pictures import normalize
-from cnnviz.evaluate import evaluate_arrays
+from cnnviz.engine.predict import evaluate_arrays
 from cnnviz.training.loop import Settings, Trainer, init_model
 
 # Torch threads per training: one core, so that explorer users keep the others (and the results are deterministic for

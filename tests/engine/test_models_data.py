@@ -18,7 +18,7 @@ from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, sa
 from cnnviz.engine.datasets import MNIST_FILES, dataset_available, load_arrays
 from cnnviz.engine.models import REGISTRY, build_model, count_parameters, new_card
 from cnnviz.engine.pictures import EmptyImage, mnist_field, preprocess
-from cnnviz.evaluate import evaluate_arrays
+from cnnviz.engine.predict import evaluate_arrays
 from cnnviz.train import augment_cifar, augment_mnist
 from cnnviz.training import child, jobs
 from cnnviz.training.loop import Settings

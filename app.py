@@ -69,7 +69,7 @@ def run() -> None:
     navigation = {"": [page(HOME, default=True)]}
     navigation.update({section: [page(p) for p in pages] for section, pages in SECTIONS.items()})
     current = st.navigation(navigation)
-    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.2rem;}</style>")  # room above the fold
+    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.2rem; padding-bottom: 3rem;}</style>")
     ui.projector_toggle()
     if st.context.cookies.get("CNNVIZ_MOVED") and not st.session_state.get("_cnnviz_moved_told"):
         st.session_state["_cnnviz_moved_told"] = True  # HAProxy's cookie: this browser's server stopped (see deploy/)

@@ -21,15 +21,16 @@ STAGES = {"final": "fully trained", "epoch1": "after 1 epoch", "init": "random i
 OBJECTIVES = {"loss": "cross-entropy loss", "logit": "the class's logit"}
 
 
-st.title("Network explorer")
-st.caption("Draw or pick an input, see what every layer computes, then walk the gradient from the loss back to the "
-           "pixels. Every number is PyTorch's own; the hand-worked ones are tested against it.")
+heading, load_box, link_box = st.columns([6, 1, 1], vertical_alignment="bottom")
+heading.title("Network explorer")
+st.caption("Draw or pick an input, watch every layer compute, walk the gradient back to the pixels: every number "
+           "is PyTorch's own.")
 
-controls = st.columns([1, 1, 1.1, 1.1, 1], vertical_alignment="bottom")
+controls = st.columns(4, vertical_alignment="bottom")
 top = st.columns([1, 1.3], gap="medium")
 
 # ------------------------------------------------------------------------------------------------- model, weights
-with controls[4]:
+with load_box:
     with st.popover("Load", icon=":material/upload_file:", help="Load your own network: its weights and card"):
         st.caption("Explore a network trained elsewhere with cnnviz (the Train a CNN page or `python -m "
                    "cnnviz.train`): its .safetensors weights and .json card. Nothing is unpickled.")
@@ -83,7 +84,6 @@ with top[0]:
     picked, note = None, None
     if source == "Draw":
         picked = ui.canvas_input("canvas", size=240)
-        st.caption("Draw one digit, large, in the middle. Undo and Clear are under the canvas.")
         if picked is None:
             picked = ui.teaching_sample(data, ui.examples_for(name, stage, model, card), card.classes)
             note = "Until you draw, this is a test image the model finds hard." if picked is not None else None
@@ -131,6 +131,8 @@ with top[1]:
                      if is_digits and picked.source != "sample" else ""))
     if note:
         words.caption(note)
+    if source == "Draw":
+        words.caption("Draw one digit, large, in the middle of the canvas (Undo and Clear are under it).")
 
 # ------------------------------------------------------------------------------------------- target, objective
 default_target = picked.label if picked.label is not None else first.pred
@@ -147,8 +149,9 @@ k = len(card.classes)
 ui.seed_from_url("target", "target", lambda t: ui.index_in(t, k, "class index"), "target")
 ui.seed_from_url("objective", "objective", ui.one_of(list(OBJECTIVES)), "objective")
 with controls[2]:
-    target = st.selectbox("Explain class (backward target)", range(k), format_func=lambda i: card.classes[i],
-                          key="target")
+    target = st.selectbox("Explain class", range(k), format_func=lambda i: card.classes[i], key="target",
+                          help="The backward target: the class whose loss (or logit) the backward pass "
+                               "differentiates.")
     st.session_state["_target"] = target
     if target != st.session_state.get("_target_auto"):
         st.session_state["_target_auto"] = None  # the learner's choice from now on
@@ -176,7 +179,18 @@ ctx = Ctx(name, stage, model, card, x, key_x, picked.label, picked.description, 
 
 # ------------------------------------------------------------------------------------------------------- the view
 ui.seed_from_url("view", "view", ui.one_of(list(VIEWS)), "view")
-view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="forward", key="view") or "forward"
+view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, default="forward", key="view",
+                            label_visibility="collapsed") or "forward"
+shared = False
+if view in ("forward", "backward"):
+    guide, scale = st.columns([3, 1], vertical_alignment="center")
+    guide.caption("Click a layer to open it below, a map to pick its channel, a cell of the large maps to pick that "
+                  "cell; hover a map for its values." if view == "forward" else "The gradient flows from the loss "
+                  "back to the pixels: Play walks it, a click opens a layer's rule below (blue negative, red "
+                  "positive).")
+    shared = scale.toggle("One colour scale", key="shared_scale" if view == "forward" else "shared_scale_bw",
+                          help="Off: each layer on its own scale (see every pattern). On: one scale for every layer, "
+                               "so vanishing and exploding values show as faint or saturated layers.")
 layer_names = [r.name for r in ctx.layers]
 if view == "forward":
     def layer_index(text: str) -> int:
@@ -191,14 +205,14 @@ ui.write_url(model=name, weights=stage if len(stages) > 1 else None,
              sample=picked.index if picked.source == "sample" else None,
              target=target, objective=objective, view=view, layer=None if view not in ("forward", "backward") else
              st.query_params.get("layer"))
-with controls[4]:
+with link_box:
     ui.link_button("A drawn digit or an upload is not put in the link; a test sample is (by its index)."
                    if picked.source != "sample" else None, label="Link")
 
 if view == "forward":
-    forward.show(ctx)
+    forward.show(ctx, shared)
 elif view == "backward":
-    backward.show(ctx)
+    backward.show(ctx, shared)
 elif view == "learn":
     learn.show(ctx)
 elif view == "architecture":

@@ -99,7 +99,7 @@ def view_selection(ctx: Ctx, p) -> tuple[int | None, tuple[int, int] | None]:
     return ch, (int(cell[0]), int(cell[1]))
 
 
-def show(ctx: Ctx) -> None:
+def show(ctx: Ctx, shared: bool = False) -> None:
     @st.fragment
     def view() -> None:
         pos = positions(ctx)
@@ -109,10 +109,7 @@ def show(ctx: Ctx) -> None:
         ui.write_url(layer="input" if p == "input" else position_label(ctx, p))
         fresh_picks(ctx, f"backward {s}")
         apply_view_pick(ctx, s, p)
-        network_panel(ctx, "backward", VIEW_KEY, s, view_selection(ctx, p), STEP_KEY, VIEW_PICK,
-                      "dL/d(input) of every layer, from the loss back to the pixels: Play walks it, a click on a "
-                      "layer opens its rule below, a click on a map picks that channel and cell. Blue negative, "
-                      "red positive.")
+        network_panel(ctx, "backward", VIEW_KEY, s, view_selection(ctx, p), STEP_KEY, VIEW_PICK, shared)
         left, right = st.columns([1.5, 1], gap="large")
         with right:
             st.markdown("**Size of the gradient at each step** (in the view's order; orange: the open step)")

@@ -19,7 +19,7 @@ from cnnviz.render.network_data import backward_columns, forward_columns, pack
 
 KIND_NAMES = {"conv": "convolution", "batchnorm": "batch norm", "relu": "ReLU", "maxpool": "max-pool",
               "avgpool": "average pool", "flatten": "flatten", "linear": "linear", "dropout": "dropout"}
-VIEWS = {"forward": "Forward pass", "backward": "Backward pass", "learn": "Learn from this input",
+VIEWS = {"forward": "Forward pass", "backward": "Backward pass", "learn": "Learn from it",
          "architecture": "Architecture", "card": "Model card"}
 
 
@@ -81,7 +81,8 @@ def view_payload(ctx: Ctx, pass_name: str) -> dict:
     key = ctx.cache_key("network", pass_name)
     return ui.session_cached("network_payload", key, lambda: pack(
         forward_columns(ctx.trace, KIND_NAMES) if pass_name == "forward" else backward_columns(ctx.trace),
-        pass_name, hashlib.sha1(repr(key).encode()).hexdigest()[:16], ctx.card.classes), size=4)
+        pass_name, hashlib.sha1(repr(key).encode()).hexdigest()[:16], ctx.card.classes, trace=ctx.trace,
+        mean=ctx.card.mean, std=ctx.card.std), size=4)
 
 
 def follow_view(step_key: str, pick_key: str) -> Callable[[dict], None]:
@@ -98,14 +99,9 @@ def follow_view(step_key: str, pick_key: str) -> Callable[[dict], None]:
 
 
 def network_panel(ctx: Ctx, pass_name: str, view_key: str, at: int, selection: tuple, step_key: str,
-                  pick_key: str, caption: str) -> None:
-    """The colour-scale switch, a caption and the network view of one pass, at position ``at`` with the inspector's
-    (channel, cell) ``selection`` framed; the view's events move ``step_key`` and pick into ``pick_key``."""
-    what = "values" if pass_name == "forward" else "gradients"
-    shared = st.toggle("One colour scale for all layers", key="shared_scale" if pass_name == "forward" else
-                       "shared_scale_bw", help="Off: each layer on its own scale (see every pattern). On: one scale "
-                       f"for every layer, so vanishing and exploding {what} show as faint or saturated layers.")
-    st.caption(caption)
+                  pick_key: str, shared: bool) -> None:
+    """The network view of one pass at position ``at``, the inspector's (channel, cell) ``selection`` framed and
+    every layer on one colour scale if ``shared``; its events move ``step_key`` and pick into ``pick_key``."""
     network_view(view_payload(ctx, pass_name), view_key, at, *selection, shared_scale=shared,
                  scale=1.5 if ui.projector() else 1.0, label_px=ui.text_px(13),
                  title="Forward pass" if pass_name == "forward" else "Backward pass", speeds=dict(ui.PLAY_SPEEDS),

@@ -68,7 +68,7 @@ def view_selection(rec) -> tuple[int | None, tuple[int, int] | None]:
     return ch, (int(cell[0]), int(cell[1]))
 
 
-def show(ctx: Ctx) -> None:
+def show(ctx: Ctx, shared: bool = False) -> None:
     @st.fragment
     def view() -> None:
         layers = ctx.layers
@@ -79,10 +79,7 @@ def show(ctx: Ctx) -> None:
         fresh_picks(ctx, f"forward {i}")
         rec = layers[i]
         apply_view_pick(rec, i)
-        network_panel(ctx, "forward", VIEW_KEY, i, view_selection(rec), STEP_KEY, VIEW_PICK,
-                      "Every layer's output, in forward order: click a layer to open it below, a map to pick its "
-                      "channel, a cell of the large maps to pick that cell. Blue-white-red for signed values, "
-                      "purple-yellow for values >= 0.")
+        network_panel(ctx, "forward", VIEW_KEY, i, view_selection(rec), STEP_KEY, VIEW_PICK, shared)
         st.markdown(f"#### {layer_label(rec, i)}")
         inspector = {"conv": conv_inspector, "relu": relu_inspector, "maxpool": pool_inspector,
                      "batchnorm": bn_inspector, "avgpool": avgpool_inspector, "dropout": dropout_inspector}
@@ -95,9 +92,10 @@ def pick_channel(n: int, key: str, label: str = "channel", default: int = 0) -> 
     return st.slider(label, 0, n - 1, min(default, n - 1), key=key) if n > 1 else 0
 
 
-def pick_cell(shape: tuple[int, ...], key: str, default: tuple[int, int]) -> tuple[int, int]:
+def pick_cell(shape: tuple[int, ...], key: str, default: tuple[int, int], cols=None) -> tuple[int, int]:
+    """Row and column sliders, in ``cols`` (two of st.columns) or in two new columns."""
     h, w = shape[-2:]
-    c1, c2 = st.columns(2)
+    c1, c2 = cols if cols is not None else st.columns(2)
     row = c1.slider("row", 0, h - 1, min(default[0], h - 1), key=f"{key}_row") if h > 1 else 0
     col = c2.slider("column", 0, w - 1, min(default[1], w - 1), key=f"{key}_col") if w > 1 else 0
     return row, col
@@ -119,25 +117,25 @@ def normalisation_note(ctx: Ctx) -> None:
 
 def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     px = ui.text_px(14)
-    o = pick_channel(rec.output.shape[0], "fwd_conv_ch", "output channel", default_channel(rec))
-    row, col = pick_cell(rec.output.shape, "fwd_conv", largest_cell(rec.output[o]))
+    c_in = rec.input.shape[0]
+    pickers = st.columns(4 if c_in > 1 else 3)  # one row: the cell (the view frames it), then the input channel
+    with pickers[0]:
+        o = pick_channel(rec.output.shape[0], "fwd_conv_ch", "output channel", default_channel(rec))
+    row, col = pick_cell(rec.output.shape, "fwd_conv", largest_cell(rec.output[o]), cols=pickers[1:3])
     cell = conv_cell(rec, o, row, col)
-    c_in = cell.kernel.shape[0]
     partial = cell.partials  # float64, as every written sum
-    c_default = int(np.abs(partial).argmax())
-    c = st.slider("input channel to show", 0, c_in - 1, c_default, key="fwd_conv_in") if c_in > 1 else 0
+    c = 0
+    if c_in > 1:
+        c = pickers[3].slider("input channel", 0, c_in - 1, int(np.abs(partial).argmax()), key="fwd_conv_in")
     kh, kw = cell.kernel.shape[1:]
     top, left = cell.top, cell.left
-    title_in = "the input picture (normalised)" if i == 0 else f"its input, channel {c}"
+    title_in = "input (normalised)" if i == 0 else f"input channel {c}"
     st.html(figs.row_html(
-        figs.map_html(rec.input[c], f"{title_in}: the kernel's window", px, frames=[figs.window(top, left, kh, kw)]),
-        figs.map_html(rec.output[o], f"{rec.name}: output channel {o}, cell ({row},{col})", px,
-                      frames=[figs.window(row, col, 1, 1)]), gap_px=48))
-    if i == 0:
-        normalisation_note(ctx)
-    st.html(figs.row_html(figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
-                          figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
-                          figs.matrix_html(cell.products[c], "products W x patch", px, signed=True), gap_px=40))
+        figs.map_html(rec.input[c], f"{title_in}: the window", px, frames=[figs.window(top, left, kh, kw)],
+                      size_px=168),
+        figs.matrix_html(cell.kernel[c], f"kernel W[{o},{c}]", px, signed=True),
+        figs.matrix_html(cell.patch[c], f"input patch (channel {c})", px, row0=top, col0=left),
+        figs.matrix_html(cell.products[c], "products W x patch", px, signed=True), gap_px=28))
     terms = products_text(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True), limit=None, times="·")
     st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
     d = digits_for_sum(cell.total, (cell.products_sum, cell.bias))  # enough digits to show what is left
@@ -147,6 +145,8 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     note = rounding_note(cell.total, cell.recorded, cell.magnitude, str(rec.output.dtype))
     if note:
         st.caption(note)
+    if i == 0:
+        normalisation_note(ctx)
     if c_in > 1:
         with st.expander(f"Every input channel's partial sum ({c_in})"):
             st.table({"input channel": list(range(c_in)), "sum of products": [fmt(v, 4) for v in partial]})

@@ -65,6 +65,11 @@ function setup(root) {
   v.next.addEventListener("click", () => { stop(v); go(v, v.sel + 1, "step"); });
   v.play.addEventListener("click", () => (v.playing ? stop(v, true) : start(v)));
   window.addEventListener("resize", () => { if (v.entry) layout(v); });
+  let width = 0;  // the page can settle after the first layout (its scroll bar, the fonts): lay out again
+  new ResizeObserver(() => {
+    if (v.entry && root.clientWidth !== width) { width = root.clientWidth; layout(v); }
+  }).observe(root);
+  if (document.fonts) document.fonts.ready.then(() => { if (v.entry) layout(v); });
   return v;
 }
 
@@ -369,8 +374,12 @@ function layout(v) {  // sizes every column's maps to fit the height budget (60%
   };
   // first a guess (header, a column's text and colour bar, the padding and scroll bar), then the measured room
   const guess = budget - v.head.offsetHeight - chrome(v) - 40;
-  const room = fit(guess);
-  if (room !== guess) fit(room);
+  let room = fit(guess);
+  if (room !== guess) room = fit(room);
+  for (let k = 0, r = room; k < 8 && v.wrap.offsetHeight > budget && r > 28; k += 1) {  // rows round up: less room
+    r = Math.max(28, r - Math.max(v.wrap.offsetHeight - budget, 10));
+    fit(r);
+  }
   mark(v);
 }
 

@@ -55,6 +55,29 @@ def choose_view(page, label: str) -> None:
     wait_for_idle(page, 60_000)
 
 
+# The explorer's height with its default view (the forward pass at the first convolution), in px: two screens at
+# 1920x1080; at 1280x720 issue 22 asks for two screens (1,440 px), not reached yet: the limit is what the page
+# measures now (2,513 px before), so a change that makes it taller fails here.
+PAGE_HEIGHT = {(1024, 768): 2300, (1280, 720): 1880, (1920, 1080): 2160}
+
+# A control a person cannot read whole: text wider than its box (an ellipsis), or a control past the main area's edge
+CUT_CONTROLS = """() => {
+    const md = '[data-testid=stMarkdownContainer]';
+    const texts = [...document.querySelectorAll([`[data-testid=stMain] button ${md}`,
+        `[data-testid=stWidgetLabel] ${md}`, '[data-testid=stMain] [data-baseweb=select] div'].join(', '))]
+        .filter(e => e.getBoundingClientRect().width > 0 && e.scrollWidth > e.clientWidth + 1
+                     && [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+        .map(e => `${e.innerText.trim().slice(0, 30)} (${e.scrollWidth} px of text in ${e.clientWidth})`);
+    const inside = e => (e.closest('[data-testid=stColumn]') || document.querySelector('[data-testid=stMain]'))
+        .getBoundingClientRect().right;  // a control past its column's edge is cut off by it
+    const outside = [...document.querySelectorAll(['[data-testid=stMain] button',
+                                                   '[data-testid=stMain] [data-baseweb=select]'].join(', '))]
+        .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.right > inside(e) + 1; })
+        .map(e => `${(e.innerText || e.getAttribute('aria-label') || '').slice(0, 30)} past the edge`);
+    return [...texts, ...outside];
+}"""
+
+
 @pytest.mark.parametrize("width,height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width, height):
     page.set_viewport_size({"width": width, "height": height})
@@ -88,6 +111,9 @@ def test_layout_canvas_controls_and_overview_fit(page, app_url, tmp_path, width,
     assert view.bounding_box()["height"] <= 0.6 * max(height, 720)
     font = view.locator(".nv-name").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
     assert font >= 12
+    assert page.evaluate(CUT_CONTROLS) == []
+    tall = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    assert tall <= PAGE_HEIGHT[(width, height)], f"the page is {tall} px tall"
     no_exception(page)
 
 

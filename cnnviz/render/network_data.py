@@ -20,10 +20,54 @@ import numpy as np
 from cnnviz.engine.trace import Trace
 from cnnviz.numbers import fmt
 from cnnviz.render.network import _DIVERGING, _VIRIDIS, _interpolate
-from cnnviz.render.overview import Column, column_scale, finite, shared_scale
 
 LEVELS = 255  # q runs 0..255: 255 steps between lo and hi
 EXACT_UP_TO = 64  # columns with at most this many values also carry them as floats (the logits, a GAP's output)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the network view: its label, its tensor (C, H, W) or (K,), and what kind of layer made it."""
+
+    name: str
+    kind: str
+    values: np.ndarray
+    signed: bool
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The colour scale of one column: the limits its colours span."""
+
+    signed: bool
+    low: float
+    high: float
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 with NaN and infinities replaced (0, and the largest float32), copying only if needed."""
+    arr = np.asarray(values, dtype=np.float32)
+    return arr if np.isfinite(arr).all() else np.nan_to_num(arr)
+
+
+def column_scale(values: np.ndarray, signed: bool, shared: Scale | None = None) -> Scale:
+    """The per-layer scale of ``values``, or the shared scale of every column when one is given."""
+    if shared is not None:
+        return shared
+    arr = finite(values)
+    if not arr.size:
+        return Scale(signed, 0.0, 0.0)
+    if signed:
+        vmax = float(np.abs(arr).max())
+        return Scale(True, -vmax, vmax)
+    return Scale(False, float(arr.min()), float(arr.max()))
+
+
+def shared_scale(columns: Sequence[Column]) -> Scale:
+    """One scale for every layer, so vanishing and exploding values show as faint or saturated columns."""
+    vmax = max((float(np.abs(finite(c.values)).max()) for c in columns if c.values.size), default=0.0)
+    return Scale(True, -vmax, vmax)
+
 
 
 def forward_columns(trace: Trace, kind_names: Mapping[str, str] | None = None) -> list[Column]:

@@ -10,7 +10,7 @@ import pytest
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
 from cnnviz.render import network as render
-from cnnviz.render.overview import Column, Scale, current_css, overview_html, tiles_png
+from cnnviz.render.network_data import Column, Scale, column_scale, shared_scale
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -86,20 +86,17 @@ def test_bars_html_writes_each_probability():
     assert html.count("#d94f3d") == 1
 
 
-def test_overview_tiles_hold_each_channel_and_ranges_are_per_layer_or_shared():
+def test_column_scales_are_per_layer_or_shared():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(3, 4, 4)), rng.uniform(0, 5, size=(2, 6, 6))
-    png, cols, rows = tiles_png(a, Scale(True, -3.0, 3.0))
-    assert (cols, rows) == (1, 3) and png.startswith(b"\x89PNG")
-    html = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)])
-    ranges = re.findall(r'<div class="cv-range"><span>([^<]+)</span><span>([^<]+)</span>', html)
-    vmax_a = float(np.abs(a).max())
-    assert ranges == [(fmt(-vmax_a, 2), fmt(vmax_a, 2)), (fmt(float(b.min()), 2), fmt(float(b.max()), 2))]
-    shared = overview_html([Column("a", "conv", a, True), Column("b", "relu", b, False)], shared=True)
-    top = max(vmax_a, float(b.max()))
-    assert re.findall(r'<div class="cv-range"><span>([^<]+)</span>', shared) == [fmt(-top, 2)] * 2
-    assert re.findall(r'data-layer="(\d)"', shared) == ["1", "2"]
-    assert '.st-key-x .cv-col[data-layer="2"] {border-color:#e08a00' in current_css("st-key-x", 1)
+    vmax_a = float(np.abs(a.astype(np.float32)).max())  # the view's values are float32
+    assert column_scale(a, True) == Scale(True, -vmax_a, vmax_a)  # signed: 0 in the middle
+    assert column_scale(b, False) == Scale(False, float(np.float32(b.min())), float(np.float32(b.max())))
+    top = max(vmax_a, float(b.astype(np.float32).max()))
+    shared = shared_scale([Column("a", "conv", a, True), Column("b", "relu", b, False)])
+    assert shared == Scale(True, -float(np.float32(top)), float(np.float32(top)))
+    assert column_scale(b, False, shared) == shared
+    assert column_scale(np.array([np.nan, np.inf, -1.0]), True).high == float(np.finfo(np.float32).max)
 
 
 def test_overlay_blends_by_strength():

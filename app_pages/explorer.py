@@ -80,7 +80,7 @@ with top[0]:
     sources = (["Draw"] if is_digits else []) + ["Test sample", "Mistakes", "Upload"]
     if ui.seed_from_url("sample", f"sample_{name}_index", ui.sample_index_parser(data), "sample"):
         st.session_state[f"source_{name}"] = "Test sample"  # a link's sample opens the test-sample picker
-    source = st.radio("Input", sources, horizontal=True, key=f"source_{name}")
+    source = st.radio("Input", sources, horizontal=True, key=f"source_{name}", label_visibility="collapsed")
     picked, note = None, None
     if source == "Draw":
         picked = ui.canvas_input("canvas", size=240)

@@ -139,9 +139,10 @@ def conv_inspector(ctx: Ctx, rec, i: int) -> None:
     terms = products_text(zip(cell.kernel[c].ravel(), cell.patch[c].ravel(), strict=True), limit=None, times="·")
     st.markdown(f"Input channel {c}: {terms} = **{fmt(partial[c], 4)}**")
     d = digits_for_sum(cell.total, (cell.products_sum, cell.bias))  # enough digits to show what is left
-    st.markdown(f"Sum over all {c_in} input channels (in float64) = {fmt(cell.products_sum, d)}, plus bias "
-                f"{fmt(cell.bias, d)} = **{fmt(cell.total, 4)}**; the map holds **{fmt(cell.recorded, 4)}** (the "
-                f"network's own sum, in {rec.output.dtype}).")
+    over = f"Sum over all {c_in} input channels" if c_in > 1 else "Sum"
+    st.markdown(f"{over} (in float64) = {fmt(cell.products_sum, d)}, plus bias {fmt(cell.bias, d)} = "
+                f"**{fmt(cell.total, 4)}**; the map holds **{fmt(cell.recorded, 4)}** (the network's own sum, in "
+                f"{rec.output.dtype}).")
     note = rounding_note(cell.total, cell.recorded, cell.magnitude, str(rec.output.dtype))
     if note:
         st.caption(note)
@@ -182,7 +183,8 @@ def pool_inspector(ctx: Ctx, rec, i: int) -> None:
     a.html(figs.matrix_html(crop, f"input channel {c} around window ({row},{col})", px, row0=top, col0=left,
                             marks={(win.arg_row - top, win.arg_col - left): figs.CHOSEN}, digits=2,
                             window=(win.top - top, win.left - left, k, k), grid=(g0t - top, g0l - left, k)))
-    b.html(figs.map_html(rec.output[c], "pooled: each window's max", px, frames=[figs.window(row, col, 1, 1)]))
+    b.html(figs.map_html(rec.output[c], "pooled: each window's max", px, frames=[figs.window(row, col, 1, 1)],
+                         size_px=196))  # fits its column at 1024x768
     values = rec.input[c, win.top:win.top + k, win.left:win.left + k].ravel()
     st.markdown(f"Window ({row},{col}) covers rows {win.top}-{win.top + k - 1}, columns {win.left}-{win.left + k - 1}: "
                 f"max({', '.join(fmt(v, 4) for v in values)}) = **{fmt(win.value, 4)}**, taken from cell "

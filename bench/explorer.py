@@ -55,8 +55,9 @@ def real_server(n: int) -> tuple[list[float], list[float]]:
 
     import psutil
 
-    from bench.protocol import StreamlitClient, canvas_value
-    from bench.server import start_server, stop_server
+    from bench.protocol import StreamlitClient
+    from cnnviz.canvas import canvas_value
+    from cnnviz.devserver import start_server, stop_server
 
     server = start_server()
     proc = psutil.Process(server.process.pid)
@@ -90,7 +91,7 @@ def real_server(n: int) -> tuple[list[float], list[float]]:
 def server_side(n: int) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
-    from bench.protocol import canvas_value
+    from cnnviz.canvas import canvas_value
 
     rng = np.random.default_rng(0)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
@@ -176,8 +177,7 @@ ELAPSED = "key => window.__cnnviz_t[key] - window.__cnnviz_t.input"
 def browser(n: int) -> tuple[list[float], list[float], list[float], list[float], dict]:
     from playwright.sync_api import sync_playwright
 
-    from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
-    from bench.server import start_server, stop_server
+    from cnnviz.devserver import CHROMIUM, CHROMIUM_ARGS, IDLE, start_server, stop_server
 
     server = start_server()
     rng = np.random.default_rng(1)

@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 
 from bench.oracle import Oracle  # noqa: E402
 from bench.report import LoadResult, ServerStats, summary  # noqa: E402
-from bench.server import start_server, stop_server  # noqa: E402
 from bench.session import OTHER_PAGES, ProtocolSession, Tally  # noqa: E402
+from cnnviz.devserver import start_server, stop_server  # noqa: E402
 from cnnviz.engine.checkpoints import checkpoint_dir as default_checkpoint_dir  # noqa: E402
 from cnnviz.heap_trim import COLLECT_EVERY_S, TRIM_EVERY_S  # noqa: E402
 

@@ -6,7 +6,6 @@ images from ``/media``; it reconnects and reruns the page when its server goes a
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.cookies
 import io
 import json
@@ -47,20 +46,6 @@ def stroke_png(points: list[tuple[float, float]] | None, size: int = 280, width:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def canvas_value(image: Image.Image | bytes | None, data_url: str | None = None) -> dict:
-    """What the canvas component (cnnviz/canvas.py) sends for ``image`` (a picture or its PNG; None: the canvas is
-    empty), or for any ``data_url`` payload."""
-    if data_url is None and image is None:
-        return {"drawing": None}
-    if data_url is None:
-        if isinstance(image, Image.Image):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            image = buf.getvalue()
-        data_url = "data:image/png;base64," + base64.b64encode(image).decode()
-    return {"drawing": data_url}
 
 
 def element_id(el: Element) -> str | None:

@@ -11,7 +11,8 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 
 from bench.oracle import Oracle
-from bench.protocol import STROKES, ProtocolError, StreamlitClient, canvas_value, stroke_png
+from bench.protocol import STROKES, ProtocolError, StreamlitClient, stroke_png
+from cnnviz.canvas import canvas_value
 
 OTHER_PAGES = ("home", "graph", "mlp", "conv_lab", "digit_sum")
 MODEL_PREFIX = {"mnist": "MNIST", "cifar10": "CIFAR-10"}  # the explorer's model radio labels begin so

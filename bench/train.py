@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 import torch
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, IDLE
+from cnnviz.devserver import CHROMIUM, CHROMIUM_ARGS, IDLE
 from cnnviz.engine.builder import PRESETS
 from cnnviz.engine.datasets import dataset, load_arrays
 from cnnviz.engine.predict import evaluate_arrays
@@ -247,7 +247,7 @@ def session_memory(cold: bool) -> None:
 
     from app import ALL_PAGES
     from bench.load import SETTLE_S
-    from bench.server import start_server, stop_server
+    from cnnviz.devserver import start_server, stop_server
 
     server = start_server(env={"CNNVIZ_DATA_DIR": os.environ.get("CNNVIZ_DATA_DIR", ""),
                                "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(SESSION_TTL_S)})

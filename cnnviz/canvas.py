@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 _JS = (Path(__file__).with_name("canvas.js")).read_text(encoding="utf-8")
 # The buttons of cnnviz's own components (this canvas's, the copy-link field's in ui.py): one look, Streamlit's colours
@@ -85,3 +87,16 @@ def png_bytes(value: object) -> bytes | None:
     except (binascii.Error, ValueError):
         raise ValueError("the drawing's base64 is malformed") from None
 
+
+def canvas_value(image: Image.Image | bytes | None, data_url: str | None = None) -> dict:
+    """What the canvas sends for ``image`` (a picture or its PNG; None: the canvas is empty), or for any
+    ``data_url`` payload: the value tests and benchmarks put in ``st.session_state[key]`` in the browser's place."""
+    if data_url is None and image is None:
+        return {"drawing": None}
+    if data_url is None:
+        if isinstance(image, Image.Image):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            image = buf.getvalue()
+        data_url = _PNG_PREFIX + base64.b64encode(image).decode()
+    return {"drawing": data_url}

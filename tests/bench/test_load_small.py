@@ -26,7 +26,7 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import CheckpointError, load_model, save
 from cnnviz.engine.models import REGISTRY, build_model, new_card
 from cnnviz.engine.pictures import preprocess
-from tests.helpers import randomize_batchnorm
+from tests.support import randomize_batchnorm
 
 
 def shared_model(name: str):
@@ -136,8 +136,8 @@ def test_the_load_checks_catch_a_wrong_number(load_checkpoints):
     """The load test's comparison can fail: a session whose reference disagrees with the page (here the reference's
     predicted digit is shifted by one) reports every compared drawing as a mismatch, and no other problem."""
     from bench.oracle import Oracle
-    from bench.server import start_server, stop_server
     from bench.session import ProtocolSession, Tally
+    from cnnviz.devserver import start_server, stop_server
 
     oracle = Oracle(load_checkpoints)
     honest = oracle.drawing
@@ -179,8 +179,8 @@ def test_a_deep_link_as_first_request_keeps_app_navigation_for_everyone(browser)
     both sessions and after sidebar clicks, not as a bare file of Streamlit's automatic pages/ listing.
     """
     from app import SECTIONS
-    from bench.server import start_server, stop_server
-    from tests.conftest import IDLE, open_page
+    from cnnviz.devserver import IDLE, start_server, stop_server
+    from tests.support import open_page
 
     def sidebar_ok(page, what: str) -> None:
         page.wait_for_selector(IDLE)

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from bench.oracle import Oracle
-from bench.server import healthy, start_server, stop_server
 from bench.session import ProtocolSession, Tally
+from cnnviz.devserver import start_server, stop_server
+from cnnviz.serve import healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists()),
                                                    reason="no HAProxy here (apt-get install haproxy)")]

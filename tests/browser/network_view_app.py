@@ -16,7 +16,7 @@ from cnnviz.engine.capture import capture  # noqa: E402
 from cnnviz.engine.checkpoints import load_model  # noqa: E402
 from cnnviz.engine.pictures import preprocess  # noqa: E402
 from cnnviz.render.network_data import backward_columns, forward_columns, pack  # noqa: E402
-from tests.render.test_network_data import picture  # noqa: E402
+from tests.support import model_picture  # noqa: E402
 
 st.set_page_config(layout="wide")  # as app.py
 pass_name = st.query_params.get("pass", "backward")
@@ -25,7 +25,7 @@ scale = float(st.query_params.get("scale", "1"))
 key = f"payload_{model_name}_{pass_name}"
 if key not in st.session_state:
     model, card = load_model(model_name)
-    trace = capture(model, preprocess(picture(model_name), card))
+    trace = capture(model, preprocess(model_picture(model_name), card))
     columns = backward_columns(trace) if pass_name == "backward" else forward_columns(trace)
     st.session_state[key] = pack(columns, pass_name, f"{model_name}-{pass_name}", card.classes, trace=trace,
                                  mean=card.mean, std=card.std)

@@ -8,8 +8,7 @@ import itertools
 
 import pytest
 
-from tests.browser.test_projector_browser import projector_on
-from tests.conftest import open_page, wait_for_idle
+from tests.support import open_page, projector_on, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import IDLE, open_page, wait_for_idle
+from cnnviz.devserver import IDLE
+from tests.support import no_exception, open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,10 +45,6 @@ def prediction(page) -> str:
     page.wait_for_selector(".st-key-prediction h3", timeout=60_000)
     wait_for_idle(page, 60_000)
     return page.locator(".st-key-prediction h3").inner_text()
-
-
-def no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
 
 
 def choose_view(page, label: str) -> None:
@@ -182,7 +179,7 @@ def test_a_click_on_a_backward_map_opens_that_layer_channel_and_cell(page, app_u
 def test_links_open_that_view_on_a_freshly_started_server(page):
     """The first request a new server gets is a link: it must open that sample, view, layer and target; a bad
     value gets a message and the default."""
-    from bench.server import start_server, stop_server
+    from cnnviz.devserver import start_server, stop_server
 
     server = start_server()
     try:

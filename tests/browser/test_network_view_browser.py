@@ -13,7 +13,7 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.pictures import preprocess
 from cnnviz.render.network_data import backward_columns, forward_columns, geometry, pack, receptive_field
-from tests.conftest import open_page, wait_for_idle
+from tests.support import model_picture, open_page, served, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -154,23 +154,14 @@ def test_play_glides_to_the_last_layer_with_controls_and_column_on_screen(page, 
 
 def app_trace(name: str = "mnist"):
     """The trace network_view_app.py shows: a drawn zero through the MNIST model, or CIFAR-10's colour gradient."""
-    from tests.render.test_network_data import picture
-
     model, card = load_model(name)
-    return capture(model, preprocess(picture(name), card))
+    return capture(model, preprocess(model_picture(name), card))
 
 
 @pytest.fixture(scope="module")
 def backward_app_url():
     """A server for tests/browser/network_view_app.py: the view alone, in the backward pass's order."""
-    from tests.conftest import require_browser, start_server, stop_server
-
-    require_browser()
-    server = start_server(app="tests/browser/network_view_app.py")
-    try:
-        yield server.url
-    finally:
-        stop_server(server)
+    yield from served(app="tests/browser/network_view_app.py")
 
 
 def test_backward_play_lights_each_link_with_the_gradients_size(page, backward_app_url):

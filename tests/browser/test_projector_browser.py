@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import open_page, wait_for_idle
+from tests.support import open_page, projector_on, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,11 +39,7 @@ def px(page, selector: str) -> list[float]:
     return page.evaluate(FONT_PX, selector)
 
 
-def projector_on(page) -> None:
-    page.locator("[data-testid=stSidebar] label").filter(has_text="Projector mode").click()
-    wait_for_idle(page)
-    page.wait_for_function("() => document.querySelector('[data-testid=stSidebar]').getBoundingClientRect().right <= 0")
-    page.wait_for_timeout(500)  # the wider page is laid out again
+
 
 
 def open_at_1280(page, url: str) -> None:

@@ -16,7 +16,7 @@ from cnnviz.engine.datasets import dataset, dataset_available
 from cnnviz.engine.examples import examples_of_model
 from cnnviz.engine.models import new_card
 from cnnviz.engine.pictures import preprocess
-from tests.conftest import open_page, wait_for_idle
+from tests.support import open_page, wait_for_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

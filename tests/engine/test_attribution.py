@@ -32,7 +32,7 @@ from cnnviz.engine.attribution import (
 from cnnviz.engine.capture import capture
 from cnnviz.engine.models import CIFAR10_MEAN, CIFAR10_STD, REGISTRY
 from cnnviz.render.network import overlay
-from tests.helpers import shipped_or_random, shipped_with_test_set
+from tests.support import shipped_or_random, shipped_with_test_set
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from cnnviz.engine import capture as capture_mod
 from cnnviz.engine.capture import capture, gradient_check
 from cnnviz.engine.learn import learn_step
-from tests.helpers import leaf_chain, reference_pass, shipped_or_random, small_cnn
+from tests.support import leaf_chain, reference_pass, shipped_or_random, small_cnn
 
 MODELS = {
     "mnist": (lambda: shipped_or_random("mnist"), (1, 1, 28, 28)),

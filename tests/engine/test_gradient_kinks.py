@@ -16,7 +16,7 @@ from cnnviz.engine.capture import gradient_check
 from cnnviz.engine.checkpoints import CheckpointError, load_model
 from cnnviz.numbers import fmt
 from cnnviz.render.inspect import gradient_check_text
-from tests.engine.test_written_sums import digit_input
+from tests.support import digit_input
 
 NO_DERIVATIVE = "No derivative here"
 

@@ -21,7 +21,7 @@ from cnnviz.engine.layer_rules import (
     pool_windows,
     relu_summary,
 )
-from tests.helpers import shipped_or_random, small_cnn
+from tests.support import shipped_or_random, small_cnn
 
 
 @pytest.fixture(scope="module", params=["mnist", "small_cnn"])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from cnnviz.engine.learn import LARGE_CHANGE, heldout_batch, heldout_indices, heldout_score, learn_step
-from tests.helpers import shipped_or_random, shipped_with_test_set
+from tests.support import shipped_or_random, shipped_with_test_set
 
 
 @pytest.fixture(scope="module")

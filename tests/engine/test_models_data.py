@@ -22,7 +22,7 @@ from cnnviz.engine.predict import evaluate_arrays
 from cnnviz.train import augment_cifar, augment_mnist
 from cnnviz.training import child, jobs
 from cnnviz.training.loop import Settings
-from tests.helpers import randomize_batchnorm
+from tests.support import randomize_batchnorm
 
 TARGETS = {"mnist": 99.4, "cifar10": 87.0}
 

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from cnnviz.engine.predict import predict_logits, predict_probs
-from tests.helpers import randomize_batchnorm, small_cnn
+from tests.support import randomize_batchnorm, small_cnn
 
 
 def model64() -> torch.nn.Module:

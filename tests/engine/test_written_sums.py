@@ -28,7 +28,7 @@ from cnnviz.engine.layer_rules import (
     rounding_note,
 )
 from cnnviz.numbers import digits_for_sum, fmt
-from tests.helpers import small_cnn
+from tests.support import digit_input, small_cnn
 
 NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?"
 
@@ -81,13 +81,7 @@ def test_sample(index: int, card) -> torch.Tensor:
 test_sample.__test__ = False  # a helper, not a test
 
 
-def digit_input(card) -> torch.Tensor:
-    """A drawn ring (an MNIST-like 0: ink 1, background 0), normalised as the model's card says: a real picture."""
-    yy, xx = np.mgrid[0:28, 0:28]
-    r = np.hypot(yy - 14, (xx - 14) * 1.4)
-    pixels = np.clip(1.0 - np.abs(r - 8) / 2.0, 0, 1)
-    (mean,), (std,) = card.mean, card.std
-    return torch.tensor((pixels - mean) / std, dtype=torch.float32)[None, None]
+
 
 
 def most_cancelling_cells(rec, n: int, seed: int = 0) -> list[tuple[int, int, int]]:

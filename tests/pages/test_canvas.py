@@ -4,15 +4,18 @@ it. Its drawing in a real browser (strokes, Undo, Clear) is tested in tests/brow
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
 
-from bench.protocol import canvas_value, stroke_png
-from cnnviz.canvas import png_bytes
+from cnnviz.canvas import canvas_value, png_bytes
+from tests.support import drawing
 
 
 def test_png_bytes_reads_the_data_url_the_canvas_sends():
-    png = stroke_png([(140, 40), (140, 240)])
+    buf = io.BytesIO()
+    drawing("one").save(buf, format="PNG")
+    png = buf.getvalue()
     assert png_bytes(canvas_value(png)["drawing"]) == png
 
 

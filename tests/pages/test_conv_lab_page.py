@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.handwork.conv_oracle import (
     DT,
     matrices_after,
@@ -29,25 +28,17 @@ from tests.handwork.conv_oracle import (
     t,
     t4,
 )
+from tests.support import ROOT, choose_option, no_exception, open_page, open_page_at, rerun, served, wait_for_idle
 
 LAB = str(ROOT / "app_pages" / "conv_lab.py")
 
 
 def lab(**params) -> AppTest:
     """The lab opened from a link with these query parameters."""
-    at = AppTest.from_file(LAB, default_timeout=120)
-    for name, value in params.items():
-        at.query_params[name] = str(value)
-    return rerun(at)
+    return open_page_at(LAB, **params)
 
 
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
+def lab_text(at: AppTest) -> str:
     return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
 
 
@@ -68,7 +59,7 @@ def test_lab_opens_on_the_convolution_and_every_section_runs():
     assert at.title[0].value == "Convolution & pooling lab"
     assert at.radio(key="cl_section").value == "1 · Convolution forward"
     expected = F.conv2d(t4([[1, 2, 3], [4, 5, 6], [7, 8, 9]]), t4([[1, 0], [2, -1]]))[0, 0]
-    (shown,) = matrices_after(texts(at), "O")
+    (shown,) = matrices_after(lab_text(at), "O")
     printed_close(shown, expected)
     codes = ["forward", "backward", "chain", "size", "pooling", "relu", "network", "descent"]
     for label, code in zip(at.radio(key="cl_section").options, codes, strict=True):
@@ -79,11 +70,11 @@ def test_lab_opens_on_the_convolution_and_every_section_runs():
 
 
 def test_relu_and_output_size_examples():
-    body = texts(lab(section="relu"))
+    body = lab_text(lab(section="relu"))
     relu = F.relu(torch.tensor([[-478.0, 494.0], [460.0, -477.0]]))
     assert f"ReLU([[-478, 494], [460, -477]]) = {relu.int().tolist()}".replace("], [", "], [") in body
     shape = F.max_pool2d(torch.zeros(1, 32, 26, 26), 2, 2).shape  # (1, 32, 13, 13)
-    assert f"26×26×32 → {shape[2]}×{shape[3]}×{shape[1]}" in texts(lab(section="size"))
+    assert f"26×26×32 → {shape[2]}×{shape[3]}×{shape[1]}" in lab_text(lab(section="size"))
 
 
 def test_editing_the_convolution_matches_conv2d_and_goes_into_the_link():
@@ -95,7 +86,7 @@ def test_editing_the_convolution_matches_conv2d_and_goes_into_the_link():
     at.slider(key="fwd_pad").set_value(1)
     rerun(at)
     expected = F.conv2d(t4(x), t4([[1, -1], [0, 2]]), stride=2, padding=1)[0, 0]
-    printed_close(matrices_after(texts(at), "O")[0], expected)
+    printed_close(matrices_after(lab_text(at), "O")[0], expected)
     at.select_slider(key="fwd_pos").set_value(expected.numel() - 1)  # the last kernel position, counted from 0
     rerun(at)
     (line,) = [m.value for m in at.markdown if m.value.startswith("**O[")]
@@ -119,7 +110,7 @@ def test_convolution_backward_with_a_typed_gradient_matches_autograd():
     x = t4([[1, 2, 3], [4, 5, 6], [7, 8, 9]], True)
     f = t4([[1, 0], [2, -1]], True)
     gx, gf = torch.autograd.grad(F.conv2d(x, f), (x, f), t4(g))
-    body = texts(at)
+    body = lab_text(at)
     printed_close(matrices_after(body, "dE/dF")[-1], gf[0, 0])
     printed_close(matrices_after(body, "dE/dX")[-1], gx[0, 0])
 
@@ -149,7 +140,7 @@ def test_filter_larger_than_the_input_is_explained():
     rerun(at)
     assert not at.error
     expected = F.conv2d(t4([[1, 2, 3], [4, 5, 6], [7, 8, 9]]), torch.ones(1, 1, 4, 4, dtype=DT), padding=1)
-    printed_close(matrices_after(texts(at), "O")[0], expected[0, 0])
+    printed_close(matrices_after(lab_text(at), "O")[0], expected[0, 0])
 
 
 def test_overlapping_max_pool_routes_the_sum_like_autograd():
@@ -158,7 +149,7 @@ def test_overlapping_max_pool_routes_the_sum_like_autograd():
     out = F.max_pool2d(x, 3, 1)
     g = torch.arange(1.0, out.numel() + 1, dtype=DT).reshape(out.shape)  # the page's default: 1, 2, 3, ...
     (gx,) = torch.autograd.grad(out, x, g)
-    body = texts(at)
+    body = lab_text(at)
     printed_close(matrices_after(body, "dE/dX")[-1], gx[0, 0])
     assert "won several windows" in body
     assert any("overlap" in i.value for i in at.info)
@@ -168,7 +159,7 @@ def test_max_pool_tie_is_explained():
     at = lab(section="pooling")
     _, idx = F.max_pool2d(t4([[1, 3, 2, 2], [4, 9, 1, 0], [2, 0, 5, 6], [1, 7, 3, 3]]), 2, 2, return_indices=True)
     winner = int(idx[0, 0, 0, 1])  # window (0, 1) holds [[2, 2], [1, 0]]: PyTorch picks one of the two 2s
-    assert f"picks the first, X[{winner // 4}, {winner % 4}]" in texts(at)
+    assert f"picks the first, X[{winner // 4}, {winner % 4}]" in lab_text(at)
 
 
 def test_two_layer_chain_last_step_matches_autograd_and_keeps_the_other_layers_on_screen():
@@ -182,7 +173,7 @@ def test_two_layer_chain_last_step_matches_autograd_and_keeps_the_other_layers_o
     c2 = F.conv2d(c1, t4([[0, 1], [1, -1]]))
     p = F.max_pool2d(c2, 2, 2)
     (g,) = torch.autograd.grad(0.5 * (p ** 2).sum(), image)
-    printed_close(matrices_after(texts(at), "dImage")[-1], g[0, 0])
+    printed_close(matrices_after(lab_text(at), "dImage")[-1], g[0, 0])
     titles = [f["layout"]["title"]["text"] for f in figures(at)]
     # the forward maps and the gradients found before this step are still drawn
     for name in ("image", "Conv1 = image ⋆ F1", "Conv2 = Conv1 ⋆ F2", "P = maxpool(Conv2)", "dConv1", "dF1"):
@@ -199,7 +190,7 @@ def test_output_one_wide_does_not_crash():
     # issue 12: W = 2 with the default F = 2, S = 2 gave "This app has encountered an error" (slider min == max)
     at = lab(section="size", w=2)
     out = F.conv2d(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), stride=2).shape[-1]
-    assert f"2×2×32 → {out}×{out}×32" in texts(at)
+    assert f"2×2×32 → {out}×{out}×32" in lab_text(at)
     assert len(at.get("plotly_chart")) == 1
 
 
@@ -213,7 +204,7 @@ def test_every_slider_combination_with_a_one_wide_output_shows_the_page():
         for key, value in (("os_w", w), ("os_f", k), ("os_p", p), ("os_s", s)):
             at.slider(key=key).set_value(value)
         rerun(at)
-        assert f"{w}×{w}×32 → 1×1×32" in texts(at) and not at.error, (w, k, p, s)
+        assert f"{w}×{w}×32 → 1×1×32" in lab_text(at) and not at.error, (w, k, p, s)
         seen += 1
     assert seen == 189
 
@@ -237,14 +228,14 @@ def test_output_size_tells_rows_left_over_from_gaps_skipped_by_the_stride():
 def test_small_results_are_printed_not_rounded_to_zero():
     # issue 12: X = [[1e-5, 2e-5], [3e-5, 4e-5]], F = [[1e-5]] showed O = [[0, 0], [0, 0]] and "1e-05·1e-05 = 0"
     x, f = [[1e-5, 2e-5], [3e-5, 4e-5]], [[1e-5]]
-    body = texts(lab(x="1e-5,2e-5;3e-5,4e-5", f="1e-5"))
+    body = lab_text(lab(x="1e-5,2e-5;3e-5,4e-5", f="1e-5"))
     expected = F.conv2d(t4(x), t4(f))[0, 0]
     (shown,) = matrices_after(body, "O")
     assert (shown != 0).all()
     printed_close(shown, expected)
     assert f"1e-05·1e-05 = {float(expected[0, 0]):g}" in body
     # ReLU with [[1e-10, -1e-10], [1, 2]] showed ReLU = [[0, 0], ...] beside the mask [[1, 0], ...]
-    body = texts(lab(section="relu", x="1e-10,-1e-10;1,2"))
+    body = lab_text(lab(section="relu", x="1e-10,-1e-10;1,2"))
     relu = F.relu(t([[1e-10, -1e-10], [1, 2]]))
     printed_close(matrix_of(body.split("ReLU([[1e-10, -1e-10], [1, 2]]) = ")[1].split("\n")[0]), relu)
 
@@ -278,7 +269,7 @@ def test_random_convolutions_through_the_page_match_torch(seed):
     assert not at.warning and not at.error
     out = F.conv2d(t4(x), t4(f), stride=s, padding=p)[0, 0]
     scale = 64 * np.abs(x).max() * np.abs(f).max()
-    printed_close(matrices_after(texts(at), "O")[0], out, scale)
+    printed_close(matrices_after(lab_text(at), "O")[0], out, scale)
     (line,) = [m.value for m in at.markdown if m.value.startswith("**O[")]
     i, j = divmod(params["pos"], out.shape[1])
     assert line.startswith(f"**O[{i}, {j}]** = ")
@@ -294,7 +285,7 @@ def test_random_convolutions_through_the_page_match_torch(seed):
     at = lab(**{k: params[k] for k in ("section", "x", "f", "stride", "pad", "grad", "g")})
     xt, ft = t4(x, True), t4(f, True)
     gx, gf = torch.autograd.grad(F.conv2d(xt, ft, stride=s, padding=p), (xt, ft), t4(g))
-    body = texts(at)
+    body = lab_text(at)
     scale = 64 * (np.abs(x).max() + np.abs(f).max()) * np.abs(g).max()
     printed_close(matrices_after(body, "dE/dO")[0], t(g), scale)
     printed_close(matrices_after(body, "dE/dF")[-1], gf[0, 0], scale)
@@ -316,7 +307,7 @@ def test_random_poolings_through_the_page_match_torch(seed):
     xt = t4(x, True)
     out = (F.max_pool2d if mode == "max" else F.avg_pool2d)(xt, k, s)
     (gx,) = torch.autograd.grad(out, xt, t4(g))
-    body = texts(at)
+    body = lab_text(at)
     scale = 16 * (np.abs(x).max() + np.abs(g).max())
     printed_close(matrices_after(body, "output")[-1], out[0, 0], scale)
     printed_close(matrices_after(body, "dE/dX")[-1], gx[0, 0], scale)
@@ -341,7 +332,7 @@ def _receives(cell, shape, n, k, s, mode, xt) -> bool:
 def test_random_relu_chain_and_network_through_the_page_match_torch(seed):
     rng = np.random.default_rng(200 + seed)
     x = random_matrix(rng, tuple(int(v) for v in rng.integers(1, 9, size=2)), seed % 4)
-    body = texts(lab(section="relu", x=link(x)))
+    body = lab_text(lab(section="relu", x=link(x)))
     printed_close(matrix_of(body.split("ReLU([[")[1].split(") = ")[1].split("\n")[0]), F.relu(t(x)))
 
     image, f1, f2 = random_matrix(rng, (6, 6), seed % 4), random_matrix(rng, (2, 2), 1), random_matrix(rng, (2, 2), 1)
@@ -350,7 +341,7 @@ def test_random_relu_chain_and_network_through_the_page_match_torch(seed):
     p = F.max_pool2d(F.conv2d(F.conv2d(xt, t4(f1)), t4(f2)), 2, 2)
     loss = 0.5 * (p ** 2).sum()
     (g,) = torch.autograd.grad(loss, xt)
-    body = texts(at)
+    body = lab_text(at)
     scale = 1e3 * (np.abs(image).max() * np.abs(f1).max() * np.abs(f2).max()) ** 2
     printed_close(matrices_after(body, "dImage")[-1], g[0, 0], scale)
     printed_close(float(body.split("(P − T)² = **")[1].split("**")[0]), loss.detach(), scale)
@@ -361,7 +352,7 @@ def test_random_relu_chain_and_network_through_the_page_match_torch(seed):
     o = torch.sigmoid((t(wn).flatten() @ torch.sigmoid(F.conv2d(t4(xn), ft)[0, 0]).flatten()) + 0.25)
     e = 0.5 * (0.75 - o) ** 2
     (gf,) = torch.autograd.grad(e, ft)
-    body = texts(at)
+    body = lab_text(at)
     printed_close(float(body.split("**E = ½ (y' − O)²**: ")[1].split("\n")[0].split(" = ")[-1]), e.detach(), 1e-3)
     printed_close(matrices_after(body, "X cross-correlated with dE/dZ1")[0], gf[0, 0], 1e-3)
 
@@ -377,7 +368,7 @@ def test_a_link_opens_the_view_it_names():
     assert at.slider(key="pool_k").value == 2 and at.slider(key="pool_s").value == 1
     out = F.avg_pool2d(t4(x), 2, 1)[0, 0]
     assert at.select_slider(key="pool_pos").value == 4  # entry 4 of a 3x2 output: (2, 0), counted from 0
-    printed_close(matrices_after(texts(at), "output")[-1], out)
+    printed_close(matrices_after(lab_text(at), "output")[-1], out)
     assert any(m.value.startswith("Window (2, 0) = ") and f"its mean is {float(out[2, 0]):g}" in m.value
                for m in at.markdown)
     at = lab(section="descent", curve="two valleys", a0=1.5, lr=0.3, steps=7)
@@ -407,7 +398,7 @@ def test_a_bad_link_value_gives_a_message_and_the_default(params, what):
     warnings = [w.value for w in at.warning]
     assert any(f"The link's {what} = " in w and "Showing the default instead." in w for w in warnings), warnings
     default = lab(section=params.get("section", "forward")) if params.get("section") != "nowhere" else lab()
-    assert texts(at) == texts(default)  # the view is the default one
+    assert lab_text(at) == lab_text(default)  # the view is the default one
     assert at.title and not at.exception
 
 
@@ -448,10 +439,6 @@ def test_figure_text_is_at_least_12_px_and_16_in_projector_mode(projector, least
 # A real browser on a freshly started server
 
 
-def no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
-
-
 def main_text(page) -> str:
     return page.inner_text("[data-testid='stMainBlockContainer']")
 
@@ -459,9 +446,7 @@ def main_text(page) -> str:
 @pytest.fixture
 def fresh_server(browser):
     """A server no browser has visited: the link is the first thing it serves (``browser`` skips without one)."""
-    server = start_server()
-    yield server.url
-    stop_server(server)
+    yield from served()
 
 
 @pytest.mark.browser

@@ -6,7 +6,6 @@ the app.
 
 from __future__ import annotations
 
-import base64
 import json
 import struct
 from pathlib import Path
@@ -17,34 +16,24 @@ import torch
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from bench.protocol import canvas_value
+from cnnviz.canvas import canvas_value
+from cnnviz.devserver import start_server, stop_server
 from cnnviz.engine import digit_sum as ds
 from cnnviz.engine.checkpoints import load_path, save
 from cnnviz.engine.models import build_model, new_card
 from cnnviz.engine.pictures import normalize, preprocess
-from tests.conftest import ROOT, open_page, start_server, stop_server, wait_for_idle
+from tests.support import (
+    no_exception,
+    open_page,
+    open_page_at,
+    plotly_values,
+    require_browser,
+    rerun,
+    switch_to,
+    wait_for_idle,
+)
 
 DIGIT_SUM = "app_pages/digit_sum.py"
-
-
-def run_page(path: str, timeout: float = 120) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout).run()
-    at.switch_page(path).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def open_link(**query: str) -> AppTest:
-    """The page opened from a link with this query string."""
-    at = AppTest.from_file(str(ROOT / DIGIT_SUM), default_timeout=120)
-    at.query_params.update(query)
-    return rerun(at)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,7 +86,7 @@ def predicted_sum(model, card, images, idx) -> int:
 
 def test_digit_sum_sums_match_the_model_on_fixed_seeds(fake_world):
     model, card, images, labels, _, _ = fake_world
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     assert at.title[0].value == "Digit-sum challenge"
     m = metrics(at)
     idx = ds.draw_indices(labels, "one of each", 0)
@@ -123,7 +112,7 @@ def test_digit_sum_sums_match_the_model_on_fixed_seeds(fake_world):
 
 
 def test_digit_sum_page_says_what_the_sum_does_not_measure(fake_world):
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     note = " ".join(i.value for i in at.info)
     assert "**not** a sign of over- or under-fitting" in note
     assert "test images" in note and "gap" in note
@@ -131,7 +120,7 @@ def test_digit_sum_page_says_what_the_sum_does_not_measure(fake_world):
 
 def test_digit_sum_trials(fake_world):
     model, card, images, labels, _, _ = fake_world
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     assert "Sums agree" not in metrics(at)
     at.button(key="ds_run").click()
     rerun(at)
@@ -155,7 +144,7 @@ def drawn_one(size: int = 140) -> Image.Image:
 def test_digit_sum_draw_your_own_without_data(fake_world, tmp_path, monkeypatch):
     model, card, *_ = fake_world
     monkeypatch.setenv("CNNVIZ_DATA_DIR", str(tmp_path / "no-data-here"))
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     info = " ".join(i.value for i in at.info)
     assert "CNNVIZ_DATA_DIR" in info and "draw your own ten digits" in info
     assert [s.value for s in at.subheader if "Draw your own" in s.value]
@@ -172,7 +161,7 @@ def test_digit_sum_draw_your_own_without_data(fake_world, tmp_path, monkeypatch)
 
 def test_digit_sum_without_a_checkpoint_says_how_to_get_one(fake_world, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIZ_CHECKPOINT_DIR", str(tmp_path / "empty"))
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     assert any("cannot be loaded" in e.value for e in at.error)
     assert any("python -m cnnviz.train mnist" in i.value for i in at.info)
     assert not at.metric
@@ -181,21 +170,21 @@ def test_digit_sum_without_a_checkpoint_says_how_to_get_one(fake_world, tmp_path
 def test_digit_sum_without_data_or_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIZ_CHECKPOINT_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("CNNVIZ_DATA_DIR", str(tmp_path / "none"))
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     assert any("cannot be loaded" in e.value for e in at.error)
 
 
 def test_digit_sum_without_data_says_so_once(fake_world, tmp_path, monkeypatch):
     """Issue 15: the no-data message said "set CNNVIZ_DATA_DIR" twice in one box."""
     monkeypatch.setenv("CNNVIZ_DATA_DIR", str(tmp_path / "no-data-here"))
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     info = " ".join(i.value for i in at.info).lower()
     assert info.count("cnnviz_data_dir") == 1 and info.count("is not in") == 1, info
 
 
 def test_digit_sum_link_opens_that_set_and_the_url_follows(fake_world):
     model, card, images, labels, _, _ = fake_world
-    at = open_link(seed="5", mode="random")
+    at = open_page_at(DIGIT_SUM, seed="5", mode="random")
     assert not at.warning, [w.value for w in at.warning]
     assert at.number_input(key="ds_seed").value == 5 and at.radio(key="ds_mode").value == "random"
     idx = ds.draw_indices(labels, "random", 5)
@@ -217,7 +206,7 @@ def test_digit_sum_link_opens_that_set_and_the_url_follows(fake_world):
 ])
 def test_digit_sum_bad_link_values_give_a_message_and_the_default(fake_world, query, why):
     model, card, images, labels, _, _ = fake_world
-    at = open_link(**query)
+    at = open_page_at(DIGIT_SUM, **query)
     warnings = " ".join(w.value for w in at.warning)
     assert why in warnings and "default" in warnings, warnings
     assert at.number_input(key="ds_seed").value == 0 and at.radio(key="ds_mode").value == "one of each"
@@ -235,7 +224,7 @@ def test_digit_sum_link_holds_the_weights_snapshot(fake_world):
     idx = ds.draw_indices(labels, "random", 3)
     assert predicted_sum(untrained, untrained_card, images, idx) != predicted_sum(model, card, images, idx), \
         "two snapshots that answer differently, so the test can tell which one the page used"
-    at = open_link(seed="3", mode="random", weights="init")
+    at = open_page_at(DIGIT_SUM, seed="3", mode="random", weights="init")
     assert not at.warning, [w.value for w in at.warning]
     assert at.radio(key="ds_stage").value == "init"
     assert metrics(at)["Predicted sum"] == str(predicted_sum(untrained, untrained_card, images, idx))
@@ -249,23 +238,17 @@ def test_digit_sum_link_holds_the_weights_snapshot(fake_world):
 
 
 def test_digit_sum_link_to_a_snapshot_this_server_lacks_says_so(fake_world):
-    at = open_link(weights="epoch1")
+    at = open_page_at(DIGIT_SUM, weights="epoch1")
     warnings = " ".join(w.value for w in at.warning)
     assert "model snapshot = 'epoch1' cannot be used: choose one of final" in warnings, warnings
     assert metrics(at)["Test accuracy"] == "97.25%", "the trained model's card"
-
-
-def plotly_values(data) -> list[float]:
-    if isinstance(data, dict):  # numpy data: {"dtype": "i8", "bdata": base64}
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
-    return list(data)
 
 
 def test_digit_sum_histogram_shows_every_difference_on_a_log_axis(fake_world):
     """Issue 15: on a linear axis the bars beside the one at 0 were invisible; now the count axis is logarithmic
     and every difference that happened has a labelled bar, its count equal to the trials' own count."""
     model, card, images, labels, _, _ = fake_world
-    at = run_page(DIGIT_SUM)
+    at = switch_to(DIGIT_SUM)
     at.radio(key="ds_trials_mode").set_value("random")  # a random model answers one class: one of each gives one bar
     at.button(key="ds_run").click()
     rerun(at)
@@ -288,17 +271,9 @@ def test_digit_sum_histogram_shows_every_difference_on_a_log_axis(fake_world):
 # A real browser
 
 
-def no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
-
-
-
-
 @pytest.fixture(scope="module")
 def digit_sum_world(tmp_path_factory):
     """A fresh server on a fake MNIST and a random model: (its url, the fake labels, the model, its card)."""
-    from tests.conftest import require_browser
-
     require_browser()
     root = tmp_path_factory.mktemp("digit_sum_world")
     images, labels = write_fake_mnist(root / "data")

@@ -20,7 +20,7 @@ from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.datasets import dataset, dataset_available
 from cnnviz.engine.pictures import preprocess
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 MODELS = [m for m in ("mnist", "cifar10") if dataset_available(m)[0]]
 pytestmark = pytest.mark.skipif(not MODELS, reason="no test set available (set CNNVIZ_DATA_DIR)")

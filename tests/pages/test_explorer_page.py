@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from bench.protocol import canvas_value
 from cnnviz import ui
+from cnnviz.canvas import canvas_value
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
 from cnnviz.engine.datasets import dataset, dataset_available
@@ -22,23 +21,10 @@ from cnnviz.engine.learn import heldout_batch, learn_step
 from cnnviz.engine.pictures import preprocess
 from cnnviz.numbers import fmt
 from cnnviz.render.network_data import unpack
-from tests.conftest import ROOT
+from tests.support import EXPLORER, ROOT, drawing, open_view, texts, view_data
 
-EXPLORER = "app_pages/explorer.py"
 HAVE_MNIST = dataset_available("mnist")[0]
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="MNIST test set not available (set CNNVIZ_DATA_DIR)")
-
-
-def drawing(shape: str) -> Image.Image:
-    img = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
-    d = ImageDraw.Draw(img)
-    if shape == "one":
-        d.line([(140, 40), (140, 240)], fill=(255, 255, 255, 255), width=20)
-    elif shape == "zero":
-        d.ellipse([(80, 40), (200, 240)], outline=(255, 255, 255, 255), width=20)
-    elif shape == "dot":
-        d.ellipse([(135, 135), (145, 145)], fill=(255, 255, 255, 255))
-    return img
 
 
 def explorer_with(img: Image.Image | None, params: dict | None = None) -> AppTest:
@@ -54,20 +40,10 @@ def explorer_with(img: Image.Image | None, params: dict | None = None) -> AppTes
     return at
 
 
-def texts(at: AppTest) -> list[str]:
-    return [m.value for m in at.markdown]
-
-
 def expected_trace(img: Image.Image, target=None, objective="loss"):
     model, card = load_model("mnist")
     x = preprocess(img, card)
     return card, capture(model, x, target=target, objective=objective)
-
-
-def open_view(at: AppTest, view: str) -> AppTest:
-    at.segmented_control(key="view").set_value(view).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @needs_mnist
@@ -87,12 +63,6 @@ def test_drawing_shows_the_backend_prediction(shape, digit):
     shown = [t for t in texts(at) if t.startswith("### Prediction")]
     assert shown == [f"### Prediction: {card.classes[trace.pred]} ({trace.probs[trace.pred]:.1%})"]
     assert card.classes[trace.pred] == digit
-
-
-def view_data(at: AppTest) -> dict:
-    """What the page gave the network view (cnnviz/components/network_view.py) in its last run."""
-    return next(json.loads(e.proto.json) for e in at.get("bidi_component")
-                if e.proto.component_name == "cnnviz.network_view")
 
 
 def test_network_view_gets_every_layer_with_its_range():
@@ -196,7 +166,8 @@ def test_backward_view_runs_from_the_loss_to_the_pixels():
     assert data["selected"] == 0 and data["title"] == "Backward pass"  # it starts at the loss
     shown = [trace.layers[-1].grad_output] + [r.grad_input for r in reversed(trace.layers)] + [trace.input_grad]
     for col, decoded, grad in zip(payload["columns"], unpack(payload), shown, strict=True):  # within half a step
-        assert col["lo"] == -col["hi"] == -float(np.abs(grad).max())  # signed: 0 at the middle of the scale
+        assert col["lo"] == -col["hi"]  # signed: 0 at the middle of the scale
+        assert math.isclose(col["hi"], float(np.abs(grad).max()), rel_tol=1e-6), col["name"]
         assert np.abs(decoded - grad).max() <= (col["hi"] - col["lo"]) / 255 / 2 * (1 + 1e-9), col["name"]
 
 

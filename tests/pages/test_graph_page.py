@@ -4,7 +4,7 @@ in a real browser opening links on a freshly started server."""
 
 from __future__ import annotations
 
-import re
+from functools import partial
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
@@ -14,30 +14,24 @@ from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import graph
 from cnnviz.numbers import fmt
-from tests.conftest import ROOT, choose_option, open_page, start_server, stop_server, wait_for_idle
 from tests.handwork.test_graph import backward_keeping, hostile_cases, torch_eval
+from tests.support import (
+    ROOT,
+    choose_option,
+    no_exception,
+    number_input,
+    open_page,
+    open_page_at,
+    page_text,
+    served,
+    wait_for_idle,
+)
 
 GRAPH_PAGE = str(ROOT / "app_pages" / "graph.py")
 F64 = torch.float64
 
 
-def page_text(at: AppTest) -> str:
-    parts = []
-    for kind in ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))  # equations broken over lines, joined again
-
-
-def run(path: str = GRAPH_PAGE, **params: str) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=60)
-    at.query_params.update(params)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def number_input(at: AppTest, label: str):
-    return next(n for n in at.number_input if n.label == label)
+run = partial(open_page_at, GRAPH_PAGE, 60)  # run(**query): the page opened from a link, after its first run
 
 
 def graphviz_sources(at: AppTest) -> list[str]:
@@ -292,21 +286,10 @@ def wait_for_text(page, text: str, timeout: float = 30_000) -> None:
         raise AssertionError(f"{text!r} never appeared:\n{page.inner_text('body')[:3000]}") from exc
 
 
-def assert_no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
-
-
 @pytest.fixture(scope="module")
 def fresh_url():
     """A server no browser has visited yet: the links below are the first thing it serves."""
-    from tests.conftest import require_browser
-
-    require_browser()
-    server = start_server()
-    try:
-        yield server.url
-    finally:
-        stop_server(server)
+    yield from served()
 
 
 def link(base: str, **params: str) -> str:
@@ -323,7 +306,7 @@ def test_graph_link_on_a_fresh_server_shows_that_state_and_its_numbers(page, fre
     expect(page.get_by_label("Expression", exact=True)).to_have_value(text, timeout=30_000)
     expect(page.get_by_label("w", exact=True)).to_have_value("1.5", timeout=30_000)
     wait_for_text(page, f"(step {last} of {last})")
-    assert_no_exception(page)
+    no_exception(page)
     assert page.locator("[data-testid='stGraphVizChart'] svg").count() == 1
 
 
@@ -336,7 +319,7 @@ def test_graph_bad_link_on_a_fresh_server_gives_messages_and_the_default(page, f
     wait_for_text(page, "The link's step")
     wait_for_text(page, "Forward pass: node 1 of 5")
     expect(page.get_by_label("Expression", exact=True)).to_have_value(graph.DEFAULT_EXPRESSION, timeout=30_000)
-    assert_no_exception(page)
+    no_exception(page)
 
 
 @pytest.mark.browser
@@ -357,7 +340,7 @@ def test_graph_play_reaches_the_last_step_by_itself_and_the_url_follows(page, fr
         "() => document.querySelector('.st-key-graph_step__play button').innerText.includes('Play')", timeout=60_000)
     wait_for_idle(page)
     assert parse_qs(urlparse(page.url).query)["step"] == [str(last)]
-    assert_no_exception(page)
+    no_exception(page)
 
 
 @pytest.mark.browser
@@ -377,5 +360,5 @@ def test_graph_page_in_browser_typing_a_formula_writes_the_url(page, app_url):
     query = parse_qs(urlparse(page.url).query)
     assert query["expr"] == ["x*y + x"] and query["x"] == ["-2"] and query["y"] == ["5"]
     assert "z" not in query, "a variable the formula no longer has leaves the link"
-    assert_no_exception(page)
+    no_exception(page)
 

@@ -30,8 +30,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES
-from bench.protocol import canvas_value
-from cnnviz.canvas import kept_key
+from cnnviz.canvas import canvas_value, kept_key
+from cnnviz.devserver import IDLE
 from cnnviz.engine.checkpoints import CheckpointError, load_model, load_path, save
 from cnnviz.engine.datasets import dataset_available
 from cnnviz.engine.models import REGISTRY, ModelCard, build_model, new_card
@@ -44,7 +44,7 @@ from cnnviz.engine.pictures import (
     load_image,
     preprocess,
 )
-from tests.conftest import IDLE, ROOT, open_page, start_server, stop_server
+from tests.support import ROOT, no_exception, open_page, served
 
 MODELS = tuple(REGISTRY)  # ("mnist", "cifar10")
 EXPLORER = next(p.path for p in ALL_PAGES if p.url_path == "explorer")
@@ -690,14 +690,7 @@ def test_page_with_a_broken_checkpoint_names_it_and_the_other_model_works(monkey
 
 @pytest.fixture(scope="module")
 def server_url(model_dir):
-    from tests.conftest import require_browser
-
-    require_browser()
-    server = start_server(env={"CNNVIZ_CHECKPOINT_DIR": str(model_dir)})
-    try:
-        yield server.url
-    finally:
-        stop_server(server)
+    yield from served(env={"CNNVIZ_CHECKPOINT_DIR": str(model_dir)})
 
 
 SOURCE_SHOWS = {"Upload": ".st-key-upload_{model}", "Test sample": ".st-key-sample_{model}_new",
@@ -720,10 +713,6 @@ def choose(page, model: str, source: str) -> None:
 
 def uploader_input(page, model: str):
     return page.locator(f".st-key-upload_{model} [data-testid='stFileUploaderDropzoneInput']")
-
-
-def no_exception(page) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:3000]
 
 
 def page_state(page, tmp_path: Path, name: str) -> str:

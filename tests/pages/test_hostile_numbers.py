@@ -4,22 +4,15 @@ and the page keeps working once the number is sensible again."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+from tests.support import open_page_at as run
+
 GRAPH = str(ROOT / "app_pages" / "graph.py")
 MLP = str(ROOT / "app_pages" / "mlp.py")
 LAB = str(ROOT / "app_pages" / "conv_lab.py")
-
-
-def run(path: str) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def shown(at: AppTest) -> str:

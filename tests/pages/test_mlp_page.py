@@ -3,19 +3,17 @@ what torch autograd says, bad input and bad links give a message and never a tra
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import re
+from functools import partial
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from cnnviz.handwork import mlp
 from cnnviz.numbers import fmt
-from tests.conftest import ROOT, choose_option, open_page, require_browser, start_server, stop_server, wait_for_idle
 from tests.handwork.test_mlp import (
     assert_drawing_numbers,
     assert_equation_lines,
@@ -25,45 +23,29 @@ from tests.handwork.test_mlp import (
     torch_step,
     torch_train,
 )
+from tests.support import (
+    ROOT,
+    choose_option,
+    number_input,
+    ok,
+    open_page,
+    open_page_at,
+    page_text,
+    plotly_values,
+    served,
+    wait_for_idle,
+)
 
 MLP_PAGE = str(ROOT / "app_pages" / "mlp.py")
 F64 = torch.float64
 
 
-def page_text(at: AppTest) -> str:
-    """Everything the page writes, the metrics as "label: value", each equation on one line."""
-    kinds = ("title", "markdown", "code", "caption", "success", "info", "warning", "error", "subheader")
-    parts = [str(e.value) for kind in kinds for e in getattr(at, kind)] + [f"{m.label}: {m.value}" for m in at.metric]
-    return re.sub(r"\n +([=+]) ", r" \1 ", "\n".join(parts))
+run = partial(open_page_at, MLP_PAGE, 60)  # run(**query): the page opened from a link, after its first run
 
 
-def run(**query: str) -> AppTest:
-    """The page opened with this query string (a link), after its first run, which must not raise."""
-    at = AppTest.from_file(MLP_PAGE, default_timeout=60)
-    at.query_params.update(query)
-    return ok(at.run())
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def field(at: AppTest, label: str):
-    """The number box labelled ``label`` ("w1", "learning rate") of the network on screen."""
-    return next(n for n in at.number_input if n.label == label)
-
-
-def drawing(at: AppTest) -> str:
+def diagram(at: AppTest) -> str:
     """The DOT source of the network diagram."""
     return at.get("graphviz_chart")[0].proto.spec
-
-
-def plotly_values(data) -> list[float]:
-    """A plotly JSON array: a list, or {"dtype": "f8", "bdata": base64} for numpy data."""
-    if isinstance(data, dict):
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
-    return [float(v) for v in data]
 
 
 def equation_lines(at: AppTest) -> list[str]:
@@ -92,7 +74,7 @@ def test_mlp_page_shows_the_relu_worked_example():
     for line in RELU_LINES:
         assert line in text, line
     assert "L: 220.5" in text
-    dot = drawing(at)
+    dot = diagram(at)
     for label in ("o = 24", "L = 220.5", "dL/dw1", "this path: 168", "this path: 84"):
         assert label in dot, label
     assert at.get("plotly_chart") and at.dataframe
@@ -117,9 +99,9 @@ def test_mlp_page_shows_the_sigmoid_worked_example():
 
 def test_mlp_page_numbers_follow_edited_weights_like_torch():
     at = run()
-    field(at, "w1").set_value(0.5)
-    field(at, "x").set_value(1.5)
-    field(at, "w4").set_value(-2.0)
+    number_input(at, "w1").set_value(0.5)
+    number_input(at, "x").set_value(1.5)
+    number_input(at, "w4").set_value(-2.0)
     at.run()
     assert not at.exception
     weights = {"w1": 0.5, "w2": 1.0, "w3": 2.0, "w4": -2.0, "w5": 1.0}
@@ -150,7 +132,7 @@ def test_mlp_page_step_slider_shows_what_torch_computes_at_that_step():
 
 def test_mlp_page_absurd_learning_rate_shows_diverged_and_no_exception():
     at = run()
-    field(at, "learning rate").set_value(1e308)
+    number_input(at, "learning rate").set_value(1e308)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("diverged at step 0" in e.value for e in at.error)
@@ -170,11 +152,11 @@ def test_mlp_page_learning_rate_list_errors_are_messages():
 
 def test_mlp_page_reset_brings_the_worked_example_back():
     at = run()
-    field(at, "w3").set_value(-7.0)
+    number_input(at, "w3").set_value(-7.0)
     at.run()
     assert "L: 220.5" not in page_text(at)
     at.button(key="mlp_reset_relu").click().run()
-    assert field(at, "w3").value == 2.0
+    assert number_input(at, "w3").value == 2.0
     assert "L: 220.5" in page_text(at)
 
 
@@ -182,7 +164,7 @@ def test_mlp_page_overflow_before_any_update_is_not_blamed_on_the_learning_rate(
     """Issue 12: w1 = 1e308 said "the learning rate 0.1 is too large"; 2 * 1e308 overflows in the forward pass of
     step 0, before the learning rate is used."""
     at = run()
-    field(at, "w1").set_value(1e308)
+    number_input(at, "w1").set_value(1e308)
     at.run()
     assert not at.exception
     message = " ".join(e.value for e in at.error)
@@ -195,8 +177,8 @@ def test_mlp_link_opens_that_view_with_torchs_numbers():
     at = run(net="sigmoid", i1="0.3", w5="-1.5", w8="2", lr="0.25", steps="12", step="5")
     assert not at.warning, [w.value for w in at.warning]
     assert at.segmented_control[0].value == "sigmoid"
-    assert field(at, "i1").value == 0.3 and field(at, "w5").value == -1.5
-    assert field(at, "learning rate").value == 0.25 and field(at, "training steps").value == 12
+    assert number_input(at, "i1").value == 0.3 and number_input(at, "w5").value == -1.5
+    assert number_input(at, "learning rate").value == 0.25 and number_input(at, "training steps").value == 12
     assert at.select_slider(key="mlp_step_sigmoid").value == 5
     base = mlp.default_config("sigmoid")
     config = mlp.make_config("sigmoid", {**base.inputs, "i1": 0.3}, base.targets,
@@ -206,13 +188,13 @@ def test_mlp_link_opens_that_view_with_torchs_numbers():
     assert "Forward pass at step 5" in text and "step: 5" in text
     assert f"E_total: {fmt(reference[5][2], style='f')}" in text
     assert assert_equation_lines(equation_lines(at), expected_numbers("sigmoid", config, reference[5]), "link") >= 25
-    assert_drawing_numbers(drawing(at), reference[5], "sigmoid", config, "link")
+    assert_drawing_numbers(diagram(at), reference[5], "sigmoid", config, "link")
 
 
 def test_mlp_url_is_written_as_the_view_changes():
     at = run()
     assert at.query_params["net"] == "relu" and at.query_params["w1"] == "2" and at.query_params["step"] == "0"
-    field(at, "w3").set_value(-0.5).run()
+    number_input(at, "w3").set_value(-0.5).run()
     assert at.query_params["w3"] == "-0.5"
     at.select_slider(key="mlp_step_relu").set_value(3).run()
     assert at.query_params["step"] == "3"
@@ -259,7 +241,7 @@ def test_mlp_relu_worked_example_dies_at_step_1_says_so_there_and_offers_a_rate_
     button = at.button(key="mlp_try_lr_relu")
     assert button.label == "Try learning rate 0.003"
     ok(button.click().run())
-    assert field(at, "learning rate").value == 0.003 and at.query_params["lr"] == "0.003"
+    assert number_input(at, "learning rate").value == 0.003 and at.query_params["lr"] == "0.003"
     assert at.session_state["mlp_step_relu"] == 0 and not at.warning and not at.info
     assert len(at.select_slider(key="mlp_step_relu").options) == 100
     reference = torch_train(mlp.make_config("relu", {"x": 2}, {"y": 3}, mlp.default_config("relu").weights, 0.003),
@@ -297,7 +279,7 @@ def test_mlp_sigmoid_diagram_names_each_weight_on_its_own_edge():
     """Issue 15: the crossing edges' labels were ambiguous; each weight is now a box on its edge, named with the
     units it joins."""
     at = run(net="sigmoid")
-    source = drawing(at)
+    source = diagram(at)
     for weight, src, dst in (("w1", "i1", "h1"), ("w2", "i2", "h1"), ("w3", "i1", "h2"), ("w4", "i2", "h2"),
                              ("w5", "h1", "o1"), ("w6", "h2", "o1"), ("w7", "h1", "o2"), ("w8", "h2", "o2")):
         assert f"{weight}: {src} → {dst}" in source
@@ -310,11 +292,11 @@ def test_mlp_diagram_text_size(projector, least):
     at = AppTest.from_file(MLP_PAGE, default_timeout=60)
     at.session_state["projector"] = projector
     at.run()
-    sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", drawing(at))]
+    sizes = [float(v) for v in re.findall(r"(?:fontsize|point-size)=\"?([\d.]+)", diagram(at))]
     assert sizes and min(sizes) >= least, sizes
     # Top to bottom on a projector: left to right it is wider than a 1280-pixel screen's column and is scaled down
     # (the browser test below measures the text as shown)
-    assert f"rankdir={'TB' if projector else 'LR'};" in drawing(at)
+    assert f"rankdir={'TB' if projector else 'LR'};" in diagram(at)
 
 
 @pytest.mark.slow
@@ -340,7 +322,7 @@ def test_property_random_links_show_torchs_numbers_on_the_page():
         assert metrics["step"] == str(k)
         loss_name = mlp.PRESETS[preset].loss_name
         assert_printed(metrics[loss_name], reference[k][2], f"{where}: the loss metric")
-        assert_drawing_numbers(drawing(at), reference[k], preset, config, where)
+        assert_drawing_numbers(diagram(at), reference[k], preset, config, where)
     assert checked > 40 * 20
 
 
@@ -355,10 +337,7 @@ DIAGRAM_TEXT_PX = """() => Math.min(...[...document.querySelectorAll('[data-test
 @pytest.fixture(scope="module")
 def mlp_url():
     """A server started for these tests: the first thing it serves is a deep link with parameters."""
-    require_browser()
-    server = start_server()
-    yield server.url  # pytest runs the rest even when a test failed
-    stop_server(server)
+    yield from served()
 
 
 def shows(page, text: str, timeout: float = 60_000) -> None:

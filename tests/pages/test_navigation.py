@@ -6,7 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import ALL_PAGES, SECTIONS
-from tests.conftest import IDLE, ROOT, open_page
+from cnnviz.devserver import IDLE
+from tests.support import ROOT, open_page
 
 PAGE_IDS = [p.url_path for p in ALL_PAGES]
 
@@ -56,7 +57,8 @@ def test_page_in_browser(page, app_url, spec, tmp_path):
 @pytest.mark.slow
 def test_deep_link_on_a_fresh_server_uses_the_navigation(page):
     """The first request a new server gets is a deep link: it must still go through st.navigation."""
-    from tests.conftest import require_browser, start_server, stop_server
+    from cnnviz.devserver import start_server, stop_server
+    from tests.support import require_browser
 
     require_browser()
     server = start_server()

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
+from cnnviz.devserver import start_server, stop_server
 from cnnviz.engine import datasets
 from cnnviz.training import jobs as tj
-from tests.conftest import choose_option, open_page, start_server, stop_server, wait_for_idle
+from tests.support import choose_option, open_page, open_page_at, switch_to, wait_for_idle
 from tests.training.test_training import fake_source
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "train.py")
+PAGE = "app_pages/train.py"
 TINY = "Tiny: two convolutions"
 STATUS = re.compile(r"\*\*(\w+)\*\* · step (\d+) of (\d+) · epoch \d+ · held-out accuracy (\d+\.\d)%")
 
@@ -32,10 +32,7 @@ def stand_in(monkeypatch):
 
 
 def new_app() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page_at(PAGE, 60)
 
 
 def status(at: AppTest) -> str:
@@ -148,7 +145,7 @@ def test_two_sessions_with_a_limit_of_one_queue(stand_in):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_build_train_pause_resume(browser):
-    from tests.conftest import require_browser
+    from tests.support import require_browser
 
     require_browser()
     if not datasets.dataset_available("mnist")[0]:
@@ -194,15 +191,8 @@ def test_browser_build_train_pause_resume(browser):
 # Issue 21: the builder survives a visit to another page, a link holds the network and its settings, and "Open it in
 # the Network explorer" lands on Your model
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
-
 def app_on_train() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return switch_to("app_pages/train.py", 60)
 
 
 def total_parameters(at: AppTest) -> int:
@@ -227,11 +217,7 @@ def test_the_builder_survives_a_visit_to_another_page(stand_in):
 
 
 def open_train_link(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page_at(PAGE, 60, **query)
 
 
 def test_train_link_opens_that_network_and_the_url_follows(stand_in):

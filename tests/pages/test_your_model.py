@@ -13,6 +13,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from cnnviz import ui
+from cnnviz.canvas import canvas_value
 from cnnviz.engine.builder import PRESETS, CustomNet
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model, load_uploaded_pair, to_bytes
@@ -21,8 +22,7 @@ from cnnviz.engine.examples import examples_of_model
 from cnnviz.engine.learn import heldout_batch, heldout_score, learn_step
 from cnnviz.engine.models import new_card
 from cnnviz.engine.pictures import preprocess
-from tests.conftest import ROOT
-from tests.pages.test_explorer_page import EXPLORER, drawing, open_view, texts, view_data
+from tests.support import EXPLORER, ROOT, drawing, open_view, texts, view_data
 
 needs_mnist = pytest.mark.skipif(not dataset_available("mnist")[0], reason="MNIST test set not available")
 
@@ -72,7 +72,7 @@ def explorer_on_yours(job) -> AppTest:
     at.run()
     at.switch_page(EXPLORER).run()
     at.session_state["_cnnviz_training_job"] = job
-    at.session_state["canvas"] = __import__("bench.protocol", fromlist=["canvas_value"]).canvas_value(drawing("one"))
+    at.session_state["canvas"] = canvas_value(drawing("one"))
     at.run()
     at.selectbox(key="model_name").set_value("yours").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -159,7 +159,6 @@ def test_a_new_drawing_opens_the_conv_inspector_on_its_own_largest_cell():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page(EXPLORER).run()
-    canvas_value = __import__("bench.protocol", fromlist=["canvas_value"]).canvas_value
     at.session_state["canvas"] = canvas_value(drawing("zero"))
     at.run()
     at.slider(key="fwd_conv_ch").set_value(9).run()

@@ -22,7 +22,7 @@ from cnnviz.engine.pictures import normalize, unnormalize
 from cnnviz.numbers import fmt
 from cnnviz.render import inspect as figs
 from cnnviz.render import network as render
-from tests.helpers import shipped_with_test_set
+from tests.support import shipped_with_test_set
 
 METHODS = ("saliency", "integrated_gradients", "grad_cam")
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from cnnviz.engine.capture import capture
 from cnnviz.engine.checkpoints import load_model
@@ -21,6 +20,7 @@ from cnnviz.render.network_data import (
     quantise,
     unpack,
 )
+from tests.support import model_picture
 
 
 @pytest.fixture(scope="module", params=["mnist", "cifar10"])
@@ -82,22 +82,12 @@ def test_quantisation_keeps_zero_constant_maps_and_bad_numbers():
     np.testing.assert_allclose(dq.decode(), [0.0, -1.0, 0.5, 2.0], atol=2.0 / LEVELS)
 
 
-def picture(name: str) -> Image.Image:
-    """A drawn zero (MNIST) or a smooth colour photo-like picture (CIFAR-10): inputs like the page's."""
-    if name == "mnist":
-        img = Image.new("L", (280, 280), 0)
-        ImageDraw.Draw(img).ellipse([(80, 40), (200, 240)], outline=255, width=20)
-        return img
-    yy, xx = np.mgrid[0:32, 0:32]
-    rgb = np.stack([xx * 8, yy * 8, (xx + yy) * 4], axis=-1).astype(np.uint8)  # (32, 32, 3)
-    return Image.fromarray(rgb)
-
 
 @pytest.mark.parametrize("name,limit", [("mnist", 160_000), ("cifar10", 450_000)])
 def test_payload_is_sent_once_and_is_small(name, limit):
     """The whole forward pass's maps as JSON: under the old overview strip's PNGs for MNIST (about 200 KB)."""
     model, card = load_model(name)
-    trace = capture(model, preprocess(picture(name), card))
+    trace = capture(model, preprocess(model_picture(name), card))
     payload = pack(forward_columns(trace), "forward", "k", card.classes)
     size = len(json.dumps(payload))
     assert payload["bytes"] == sum(r.output.size for r in trace.layers)

@@ -1,4 +1,6 @@
-"""Start and stop the app on loopback for benchmarks and tests: one `streamlit run`, or `python -m cnnviz.serve`."""
+"""Start the app on a free loopback port for tests and benchmarks (one `streamlit run`, or `python -m cnnviz.serve`
+with replicas), and the headless Chromium that drives it: where it is, how it starts, and the selector that says a
+page's run is over (Streamlit marks ``[data-testid='stApp']`` with its script state)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ import time
 from pathlib import Path
 
 from cnnviz.serve import ROOT, free_port, healthy
+
+CHROMIUM = os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-gpu", "--no-sandbox", "--disable-quic", "--disable-dev-shm-usage",
+]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
 class StreamlitServer:

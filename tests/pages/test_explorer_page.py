@@ -165,10 +165,12 @@ def test_backward_view_runs_from_the_loss_to_the_pixels():
         "input pixels"]
     assert data["selected"] == 0 and data["title"] == "Backward pass"  # it starts at the loss
     shown = [trace.layers[-1].grad_output] + [r.grad_input for r in reversed(trace.layers)] + [trace.input_grad]
-    for col, decoded, grad in zip(payload["columns"], unpack(payload), shown, strict=True):  # within half a step
+    # within half a quantisation step of this process's gradients (the page's run may differ in the last float32
+    # bits: another thread count sums in another order)
+    for col, decoded, grad in zip(payload["columns"], unpack(payload), shown, strict=True):
         assert col["lo"] == -col["hi"]  # signed: 0 at the middle of the scale
-        assert math.isclose(col["hi"], float(np.abs(grad).max()), rel_tol=1e-6), col["name"]
-        assert np.abs(decoded - grad).max() <= (col["hi"] - col["lo"]) / 255 / 2 * (1 + 1e-9), col["name"]
+        assert math.isclose(col["hi"], float(np.abs(grad).max()), rel_tol=1e-5), col["name"]
+        assert np.abs(decoded - grad).max() <= (col["hi"] - col["lo"]) / 255 / 2 + 1e-5 * col["hi"], col["name"]
 
 
 def test_a_click_in_the_backward_view_opens_that_step_channel_and_cell():

@@ -16,7 +16,8 @@ import streamlit as st
 from PIL import Image
 
 _JS = (Path(__file__).with_name("canvas.js")).read_text(encoding="utf-8")
-# The buttons of cnnviz's own components (this canvas's, the copy-link field's in ui.py): one look, Streamlit's colours
+# The buttons of cnnviz's own components (this canvas's, the copy-link field's in ui/links.py, the network view's):
+# one look, Streamlit's colours
 BUTTON_CSS = """
 .cnnviz-button { font: inherit; font-size: 0.95rem; padding: 0.3rem 0.9rem; border-radius: 0.5rem; cursor: pointer;
                  color: var(--st-text-color, #31333f); background: var(--st-background-color, #fff);

@@ -42,6 +42,18 @@ def px(page, selector: str) -> list[float]:
 
 
 
+def settled_cut_labels(page, wait_ms: float = 10_000) -> list[str]:
+    """The cut labels once the page has settled: on a loaded machine the page's CSS (labels that wrap) can arrive
+    after its first paint; a label still cut after ``wait_ms`` is a cut label."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"() => ({CUT_LABELS})().length === 0", timeout=wait_ms)
+    except PlaywrightTimeout:
+        pass
+    return page.evaluate(CUT_LABELS)
+
+
 def open_at_1280(page, url: str) -> None:
     page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     open_page(page, url)
@@ -88,17 +100,17 @@ def test_projector_mode_folds_the_sidebar_away(page, app_url):
     page.wait_for_function("() => document.querySelector('[data-testid=stSidebar]').getBoundingClientRect().right "
                            "> 250")
     page.wait_for_timeout(500)
-    cut = page.evaluate(CUT_LABELS)
+    cut = settled_cut_labels(page)
     assert not cut, f"with the sidebar back in projector mode: cut labels {cut}"
 
 
 @pytest.mark.parametrize("path", ["", "graph", "mlp", "conv_lab", "conv_lab?section=descent", "digit_sum"])
 def test_no_label_is_cut_with_or_without_projector_mode(page, app_url, path, tmp_path):
     open_at_1280(page, f"{app_url}/{path}")
-    cut = page.evaluate(CUT_LABELS)
+    cut = settled_cut_labels(page)
     assert not cut, f"/{path} at {WIDTH}x{HEIGHT}: cut labels {cut}"
     projector_on(page)
-    cut = page.evaluate(CUT_LABELS)
+    cut = settled_cut_labels(page)
     page.screenshot(path=str(tmp_path / "projector.png"))
     assert not cut, f"/{path} at {WIDTH}x{HEIGHT} in projector mode: cut labels {cut}"
 

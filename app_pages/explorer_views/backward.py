@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages.explorer_views import attributions
-from app_pages.explorer_views.context import KIND_NAMES, Ctx, fresh_picks, network_panel
+from app_pages.explorer_views.context import KIND_NAMES, Ctx, apply_pick, fresh_picks, network_panel
 from app_pages.explorer_views.forward import pick_cell
 from cnnviz import ui
 from cnnviz.engine.capture import gradient_check
@@ -72,15 +72,11 @@ def gradient_at(ctx: Ctx, p) -> np.ndarray | None:
 
 def apply_view_pick(ctx: Ctx, s: int, p) -> None:
     """Open the step at position ``s`` on the channel and cell clicked in the view (clamped to the map)."""
-    pick = st.session_state.pop(VIEW_PICK, None)
     g = gradient_at(ctx, p)
-    if not pick or pick.get("layer") != s or g is None or "channel" not in pick:
+    if g is None:
+        st.session_state.pop(VIEW_PICK, None)
         return
-    ch_key, cell_key = picker_keys(ctx, p)
-    st.session_state[ch_key] = min(max(pick["channel"], 0), g.shape[0] - 1)
-    if cell_key and "row" in pick and "col" in pick and g.ndim == 3:
-        st.session_state[f"{cell_key}_row"] = min(max(pick["row"], 0), g.shape[1] - 1)
-        st.session_state[f"{cell_key}_col"] = min(max(pick["col"], 0), g.shape[2] - 1)
+    apply_pick(VIEW_PICK, s, g.shape, *picker_keys(ctx, p))
 
 
 def view_selection(ctx: Ctx, p) -> tuple[int | None, tuple[int, int] | None]:

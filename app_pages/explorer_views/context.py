@@ -98,6 +98,19 @@ def follow_view(step_key: str, pick_key: str) -> Callable[[dict], None]:
     return follow
 
 
+def apply_pick(pick_key: str, at: int, shape: tuple[int, ...], ch_key: str, cell_key: str | None) -> None:
+    """Open the inspector at position ``at`` on the channel and cell clicked in the view (``follow_view`` kept them in
+    ``pick_key``), clamped to a map of ``shape``: (C,) or (C, H, W)."""
+    pick = st.session_state.pop(pick_key, None)
+    if not pick or pick.get("layer") != at:
+        return
+    if "channel" in pick and len(shape) >= 1:
+        st.session_state[ch_key] = min(max(pick["channel"], 0), shape[0] - 1)
+    if cell_key and "row" in pick and "col" in pick and len(shape) == 3:
+        st.session_state[f"{cell_key}_row"] = min(max(pick["row"], 0), shape[1] - 1)
+        st.session_state[f"{cell_key}_col"] = min(max(pick["col"], 0), shape[2] - 1)
+
+
 def network_panel(ctx: Ctx, pass_name: str, view_key: str, at: int, selection: tuple, step_key: str,
                   pick_key: str, shared: bool) -> None:
     """The network view of one pass at position ``at``, the inspector's (channel, cell) ``selection`` framed and

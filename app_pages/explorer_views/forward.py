@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages.explorer_views.context import Ctx, fresh_picks, layer_label, network_panel
+from app_pages.explorer_views.context import Ctx, apply_pick, fresh_picks, layer_label, network_panel
 from cnnviz import ui
 from cnnviz.engine.layer_rules import (
     batchnorm_cell,
@@ -32,17 +32,11 @@ PICKERS = {"conv": ("fwd_conv_ch", "fwd_conv"), "relu": ("fwd_relu_ch", None), "
 
 def apply_view_pick(rec, i: int) -> None:
     """Open the inspector of layer ``i`` on the channel and cell clicked in the view (clamped to the layer)."""
-    pick = st.session_state.pop(VIEW_PICK, None)
     keys = PICKERS.get(rec.kind)
-    if not pick or pick.get("layer") != i or keys is None:
+    if keys is None:
+        st.session_state.pop(VIEW_PICK, None)
         return
-    ch_key, cell_key = keys
-    shape = rec.input.shape if rec.kind == "avgpool" else rec.output.shape
-    if "channel" in pick and len(shape) >= 1:
-        st.session_state[ch_key] = min(max(pick["channel"], 0), shape[0] - 1)
-    if cell_key and "row" in pick and "col" in pick and len(shape) == 3:
-        st.session_state[f"{cell_key}_row"] = min(max(pick["row"], 0), shape[1] - 1)
-        st.session_state[f"{cell_key}_col"] = min(max(pick["col"], 0), shape[2] - 1)
+    apply_pick(VIEW_PICK, i, rec.input.shape if rec.kind == "avgpool" else rec.output.shape, *keys)
 
 
 def default_channel(rec) -> int:
